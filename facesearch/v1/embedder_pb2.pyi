@@ -1,0 +1,193 @@
+from facesearch.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TextRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TEXT_ROLE_UNSPECIFIED: _ClassVar[TextRole]
+    TEXT_ROLE_QUERY: _ClassVar[TextRole]
+    TEXT_ROLE_CAPTION: _ClassVar[TextRole]
+    TEXT_ROLE_DESCRIPTION: _ClassVar[TextRole]
+
+class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
+    MODEL_KIND_FACE_DETECTOR: _ClassVar[ModelKind]
+    MODEL_KIND_FACE_ENCODER: _ClassVar[ModelKind]
+    MODEL_KIND_TEXT_ENCODER: _ClassVar[ModelKind]
+    MODEL_KIND_IMAGE_TEXT_ENCODER: _ClassVar[ModelKind]
+TEXT_ROLE_UNSPECIFIED: TextRole
+TEXT_ROLE_QUERY: TextRole
+TEXT_ROLE_CAPTION: TextRole
+TEXT_ROLE_DESCRIPTION: TextRole
+MODEL_KIND_UNSPECIFIED: ModelKind
+MODEL_KIND_FACE_DETECTOR: ModelKind
+MODEL_KIND_FACE_ENCODER: ModelKind
+MODEL_KIND_TEXT_ENCODER: ModelKind
+MODEL_KIND_IMAGE_TEXT_ENCODER: ModelKind
+
+class ImageInput(_message.Message):
+    __slots__ = ("data", "media_id")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    media_id: str
+    def __init__(self, data: _Optional[bytes] = ..., media_id: _Optional[str] = ...) -> None: ...
+
+class DetectionOptions(_message.Message):
+    __slots__ = ("max_faces", "min_face_size", "score_threshold", "return_aligned_crops")
+    MAX_FACES_FIELD_NUMBER: _ClassVar[int]
+    MIN_FACE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ALIGNED_CROPS_FIELD_NUMBER: _ClassVar[int]
+    max_faces: int
+    min_face_size: int
+    score_threshold: float
+    return_aligned_crops: bool
+    def __init__(self, max_faces: _Optional[int] = ..., min_face_size: _Optional[int] = ..., score_threshold: _Optional[float] = ..., return_aligned_crops: _Optional[bool] = ...) -> None: ...
+
+class FaceQuality(_message.Message):
+    __slots__ = ("score", "face_size", "sharpness")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    FACE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHARPNESS_FIELD_NUMBER: _ClassVar[int]
+    score: float
+    face_size: float
+    sharpness: float
+    def __init__(self, score: _Optional[float] = ..., face_size: _Optional[float] = ..., sharpness: _Optional[float] = ...) -> None: ...
+
+class Face(_message.Message):
+    __slots__ = ("box", "landmarks", "detection_score", "quality", "embedding", "model_id", "aligned_crop")
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIGNED_CROP_FIELD_NUMBER: _ClassVar[int]
+    box: _common_pb2.BoundingBox
+    landmarks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Point2D]
+    detection_score: float
+    quality: FaceQuality
+    embedding: _common_pb2.Vector
+    model_id: str
+    aligned_crop: bytes
+    def __init__(self, box: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[_common_pb2.Point2D, _Mapping]]] = ..., detection_score: _Optional[float] = ..., quality: _Optional[_Union[FaceQuality, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., model_id: _Optional[str] = ..., aligned_crop: _Optional[bytes] = ...) -> None: ...
+
+class ImageResult(_message.Message):
+    __slots__ = ("media_id", "faces", "width", "height", "error_code", "error_message", "index")
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    media_id: str
+    faces: _containers.RepeatedCompositeFieldContainer[Face]
+    width: int
+    height: int
+    error_code: int
+    error_message: str
+    index: int
+    def __init__(self, media_id: _Optional[str] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+
+class EmbedImagesRequest(_message.Message):
+    __slots__ = ("images", "options", "model_id")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ImageInput]
+    options: DetectionOptions
+    model_id: str
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., options: _Optional[_Union[DetectionOptions, _Mapping]] = ..., model_id: _Optional[str] = ...) -> None: ...
+
+class EmbedImagesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ImageResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ...) -> None: ...
+
+class FaceCrop(_message.Message):
+    __slots__ = ("data", "media_id")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    media_id: str
+    def __init__(self, data: _Optional[bytes] = ..., media_id: _Optional[str] = ...) -> None: ...
+
+class EmbedFacesRequest(_message.Message):
+    __slots__ = ("crops", "model_id")
+    CROPS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    crops: _containers.RepeatedCompositeFieldContainer[FaceCrop]
+    model_id: str
+    def __init__(self, crops: _Optional[_Iterable[_Union[FaceCrop, _Mapping]]] = ..., model_id: _Optional[str] = ...) -> None: ...
+
+class EmbedFacesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ImageResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ...) -> None: ...
+
+class EmbedTextRequest(_message.Message):
+    __slots__ = ("texts", "role", "model_id")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    role: TextRole
+    model_id: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., role: _Optional[_Union[TextRole, str]] = ..., model_id: _Optional[str] = ...) -> None: ...
+
+class EmbedTextResponse(_message.Message):
+    __slots__ = ("embeddings", "model_id")
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vector]
+    model_id: str
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., model_id: _Optional[str] = ...) -> None: ...
+
+class EmbedStreamRequest(_message.Message):
+    __slots__ = ("image", "options", "model_id")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    image: ImageInput
+    options: DetectionOptions
+    model_id: str
+    def __init__(self, image: _Optional[_Union[ImageInput, _Mapping]] = ..., options: _Optional[_Union[DetectionOptions, _Mapping]] = ..., model_id: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("model_id", "kind", "dimension", "backend", "ready", "is_default", "max_batch")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    kind: ModelKind
+    dimension: int
+    backend: str
+    ready: bool
+    is_default: bool
+    max_batch: int
+    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., backend: _Optional[str] = ..., ready: _Optional[bool] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...

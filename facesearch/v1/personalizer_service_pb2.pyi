@@ -1,0 +1,5 @@
+from facesearch.v1 import personalizer_pb2 as _personalizer_pb2
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
