@@ -1,0 +1,137 @@
+"""Process start-up and shutdown shared by every service.
+
+A service describes itself as a ``ServiceDefinition`` (its servicers plus start/stop hooks);
+``run_service`` does the rest: logs, metrics endpoint, the grpc.aio server with the call
+pipeline, health checking, reflection, TLS, and a graceful exit on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime.auth import Authenticator
+from services.runtime.call_pipeline import CallPipeline
+from services.runtime.config import ServerConfig, load_config
+from services.runtime.downstream import channel_options
+from services.runtime.logs import setup_logging
+from services.runtime.metrics import start_metrics_server
+
+log = logging.getLogger("facesearch.server")
+
+
+@dataclass
+class Servicer:
+    """One gRPC service implementation and how to register it."""
+
+    full_name: str  # e.g. "facesearch.v1.Retriever"
+    implementation: Any
+    register: Callable[[Any, grpc.aio.Server], None]  # the generated add_XServicer_to_server
+
+
+@dataclass
+class ServiceDefinition:
+    servicers: list[Servicer]
+    # Awaited before the port opens (load models, open stores) and after the server stopped.
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def _server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
+    if not cfg.tls_cert_file:
+        return None
+    pair = (Path(cfg.tls_key_file).read_bytes(), Path(cfg.tls_cert_file).read_bytes())
+    if cfg.tls_client_ca_file:
+        return grpc.ssl_server_credentials(
+            [pair],
+            root_certificates=Path(cfg.tls_client_ca_file).read_bytes(),
+            require_client_auth=True,
+        )
+    return grpc.ssl_server_credentials([pair])
+
+
+async def serve(cfg: ServerConfig, definition: ServiceDefinition) -> None:
+    """Run until SIGTERM or SIGINT, then drain in-flight calls and return."""
+    authenticator = Authenticator(
+        cfg.auth_enabled, cfg.auth_keys, cfg.default_tenant, mtls=bool(cfg.tls_client_ca_file)
+    )
+    server = grpc.aio.server(
+        interceptors=[CallPipeline(cfg.service, authenticator)],
+        options=channel_options(cfg.max_message_bytes),
+        maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for s in definition.servicers:
+        s.register(s.implementation, server)
+    names = [s.full_name for s in definition.servicers]
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+
+    for hook in definition.on_start:
+        await hook()
+
+    address = f"{cfg.host}:{cfg.port}"
+    creds = _server_credentials(cfg)
+    port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    metrics_port = (
+        start_metrics_server(cfg.metrics_host, cfg.metrics_port) if cfg.metrics_port else 0
+    )
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving",
+        extra={
+            "address": f"{cfg.host}:{port}",
+            "metrics_port": metrics_port,
+            "services": names,
+            "auth": cfg.auth_enabled,
+            "tls": creds is not None,
+        },
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("shutting down", extra={"grace_s": cfg.shutdown_grace_s})
+    # Tell load balancers first, so no new calls are routed here while in-flight ones finish.
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(cfg.shutdown_grace_s)
+    for hook in definition.on_stop:
+        await hook()
+    log.info("stopped")
+
+
+def run_service(name: str, build: Callable[[ServerConfig], ServiceDefinition]) -> None:
+    """Entry point of a service process: ``python -m services.<name>``."""
+    try:
+        cfg = load_config(name)
+    except (ValueError, OSError) as exc:
+        print(f"facesearch-{name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    setup_logging(name, cfg.log_level, cfg.log_format)
+    try:
+        asyncio.run(serve(cfg, build(cfg)))
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot start", extra={"error": str(exc)})
+        raise SystemExit(1) from exc
