@@ -37,8 +37,7 @@ def batch_size(items: Sized, field: str, limit: int) -> None:
         raise InvalidArgument(field, "is empty: send at least one item")
     if len(items) > limit:
         raise ResourceExhausted(
-            f"{field}: {len(items)} items is over this server's limit of {limit}; "
-            "split the batch"
+            f"{field}: {len(items)} items is over this server's limit of {limit}; split the batch"
         )
 
 

@@ -1,0 +1,1 @@
+"""Embedder: face detection, alignment and encoding; text encoding."""

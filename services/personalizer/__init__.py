@@ -1,0 +1,1 @@
+"""Personalizer: FaIRCoP interactive search with per-user heads kept in Redis."""

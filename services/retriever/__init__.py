@@ -1,0 +1,1 @@
+"""Retriever: sharded FAISS collections per tenant, durable, with hard deletes."""
