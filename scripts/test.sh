@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install (scripts/install.sh), lint, check the generated stubs, and run every test, slow ones
+# included. Needs Redis on 127.0.0.1:6379 (started here when nothing answers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+. .venv/bin/activate
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  echo "starting redis-server on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
+fi
+ruff check .
+ruff format --check .
+python -m pytest "$@"
