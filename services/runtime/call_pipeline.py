@@ -52,6 +52,12 @@ class _Call:
             )
             status = errors.to_rpc_status(exc)
             await self.context.abort(status.code, status.details, status.trailing_metadata)
+        if isinstance(exc, NotImplementedError):
+            # A method the servicer does not override (the generated base class raises this).
+            self.code = grpc.StatusCode.UNIMPLEMENTED
+            await self.context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, f"{self.short} is not served by this server"
+            )
         if isinstance(exc, asyncio.CancelledError):
             self.code = grpc.StatusCode.CANCELLED
             raise exc

@@ -8,6 +8,7 @@ pipeline, health checking, reflection, TLS, and a graceful exit on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -74,6 +75,9 @@ async def serve(cfg: ServerConfig, definition: ServiceDefinition) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for s in definition.servicers:
         s.register(s.implementation, server)
+        # The service's descriptor lives in the sibling *_pb2 module, which the generated *_grpc
+        # module does not import; reflection can only describe what the pool has loaded.
+        importlib.import_module(s.register.__module__.removesuffix("_grpc"))
     names = [s.full_name for s in definition.servicers]
     reflection.enable_server_reflection(
         [

@@ -1,0 +1,18 @@
+"""facesearch: Python SDK of the facesearch services (embedder, retriever, personalizer).
+
+``FacesearchClient`` (sync) and ``facesearch.aio.AsyncFacesearchClient`` hold a stub per
+service; ``facesearch.flows`` composes the common jobs (index a folder, search by image or
+text, interactive sessions); ``facesearch`` on the command line is facesearch.cli.
+"""
+
+from facesearch.client import FacesearchClient
+from facesearch.errors import CollectionMismatch, FacesearchError, NoFaceFound
+from facesearch.settings import ClientSettings
+
+__all__ = [
+    "ClientSettings",
+    "CollectionMismatch",
+    "FacesearchClient",
+    "FacesearchError",
+    "NoFaceFound",
+]

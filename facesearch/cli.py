@@ -1,0 +1,477 @@
+"""``facesearch``: the command line over the SDK.
+
+    facesearch serve [--data-dir DIR]            the three services on this machine
+    facesearch index DIR --collection NAME       embed and store every face under DIR
+    facesearch search IMAGE --collection NAME    the closest faces, with scores
+    facesearch session --collection NAME         interactive search with your feedback
+    facesearch status                            health and counts of every service
+
+Addresses and the API key come from flags or FACESEARCH_EMBEDDER_ADDRESS,
+FACESEARCH_RETRIEVER_ADDRESS, FACESEARCH_PERSONALIZER_ADDRESS, FACESEARCH_API_KEY (see
+facesearch.settings). Exit codes: 0 done, 1 a call or a service failed (the message says
+which and what to do), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+
+from facesearch import flows, messages
+from facesearch.client import FacesearchClient
+from facesearch.errors import FacesearchError, explain
+from facesearch.local_stack import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, SERVICES, LocalStack
+from facesearch.settings import ClientSettings
+from facesearch.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
+
+DEFAULT_COLLECTION = "faces"
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection (flags win over FACESEARCH_* variables)")
+    for service in SERVICES:
+        group.add_argument(
+            f"--{service}",
+            dest=f"{service}_address",
+            metavar="HOST:PORT",
+            help=f"{service} address (FACESEARCH_{service.upper()}_ADDRESS, "
+            f"default 127.0.0.1:{DEFAULT_PORTS[service]})",
+        )
+    group.add_argument("--api-key", help="API key (FACESEARCH_API_KEY)")
+    group.add_argument("--tls", action="store_true", default=None, help="use TLS (system roots)")
+    group.add_argument("--tls-ca", dest="tls_ca_file", metavar="PEM", help="CA to trust; TLS")
+    group.add_argument(
+        "--timeout", dest="timeout_s", type=float, metavar="S", help="deadline per call, seconds"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _connection_options()
+    parser = argparse.ArgumentParser(
+        prog="facesearch", description="Search large collections of facial images."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run embedder, retriever and personalizer locally")
+    serve.add_argument("--data-dir", type=Path, default=Path("data"), help="default ./data")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument(
+        "--port-base",
+        type=int,
+        default=DEFAULT_PORTS["embedder"],
+        help="embedder port; retriever and personalizer take the next two (default 50051)",
+    )
+    serve.add_argument(
+        "--metrics-port-base",
+        type=int,
+        default=DEFAULT_METRICS_PORTS["embedder"],
+        help="Prometheus port of the embedder; the others take the next two (default 9101)",
+    )
+    serve.add_argument("--no-metrics", action="store_true", help="no Prometheus ports")
+    serve.add_argument("--ready-timeout", type=float, default=180.0, metavar="S")
+
+    index = sub.add_parser("index", parents=[common], help="index every image under DIR")
+    index.add_argument("directory", type=Path, metavar="DIR")
+    index.add_argument("--collection", "-c", default=DEFAULT_COLLECTION)
+    index.add_argument("--shards", type=int, default=1, help="when creating the collection")
+    index.add_argument("--batch-size", type=int, default=64, help="faces per upsert")
+    index.add_argument("--in-flight", type=int, default=4, help="upserts awaiting their ack")
+    index.add_argument(
+        "--person-from-dir", action="store_true", help="parent folder name = person_id (LFW)"
+    )
+    index.add_argument(
+        "--no-captions", action="store_true", help="ignore sidecar <image>.txt captions"
+    )
+    index.add_argument("--source", help="stored as metadata 'source' on every face")
+    index.add_argument("--no-progress", action="store_true")
+
+    search = sub.add_parser("search", parents=[common], help="faces most like a photo or text")
+    search.add_argument("image", nargs="?", type=Path, metavar="IMAGE")
+    search.add_argument("--collection", "-c", default=DEFAULT_COLLECTION)
+    search.add_argument("-k", type=int, default=10, help="matches to show (default 10)")
+    search.add_argument("--text", help="search the collection's captions with this text")
+    search.add_argument("--person", help="a person_id; with --text: that person in a context")
+    search.add_argument("--description", help="with IMAGE: a description of the face (TGFR)")
+    search.add_argument(
+        "--where", action="append", default=[], metavar="KEY=VALUE", help="filter; repeatable"
+    )
+    search.add_argument("--json", action="store_true", help="print JSON")
+
+    session = sub.add_parser("session", parents=[common], help="interactive feedback search")
+    session.add_argument("--collection", "-c", default=DEFAULT_COLLECTION)
+    session.add_argument("--user", default="cli-user", help="whose head learns (user_id)")
+    session.add_argument("-k", type=int, default=0, help="faces per round (server default 8)")
+    session.add_argument("--seed-image", type=Path)
+    session.add_argument("--seed-text")
+    session.add_argument("--seed-person")
+    session.add_argument("--max-rounds", type=int, default=50)
+    session.add_argument("--ephemeral", action="store_true", help="do not update the user head")
+    session.add_argument(
+        "--simulate",
+        metavar="PERSON_ID",
+        help="no questions: a simulated user looking for this person answers each round",
+    )
+    session.add_argument("--target", metavar="ID", help="with --simulate: the face to find")
+
+    status = sub.add_parser("status", parents=[common], help="health and counts of services")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def client_settings(args: argparse.Namespace) -> ClientSettings:
+    keys = ["api_key", "tls", "tls_ca_file", "timeout_s", *(f"{s}_address" for s in SERVICES)]
+    return ClientSettings.from_env(**{k: getattr(args, k, None) for k in keys})
+
+
+# ---------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    ports = {s: args.port_base + i for i, s in enumerate(SERVICES)}
+    stack = LocalStack(
+        data_dir=args.data_dir,
+        host=args.host,
+        ports=ports,
+        metrics_ports={
+            s: 0 if args.no_metrics else args.metrics_port_base + i for i, s in enumerate(SERVICES)
+        },
+        ready_timeout_s=args.ready_timeout,
+    )
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    try:
+        return _serve_until_stopped(stack, stop, args.data_dir, out)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _serve_until_stopped(
+    stack: LocalStack, stop: threading.Event, data_dir: Path, out: TextIO
+) -> int:
+    print(f"starting embedder, retriever, personalizer (logs in {data_dir / 'logs'})", file=out)
+    try:
+        stack.start()
+    except FacesearchError as exc:
+        print(f"facesearch serve: {exc}", file=sys.stderr)
+        return 1
+    for service in SERVICES:
+        print(f"  {service:<13} {stack.address(service)}  SERVING", file=out)
+    print("Ctrl-C stops them.", file=out, flush=True)
+    died = None
+    while not stop.wait(0.5):
+        if (died := stack.first_exited()) is not None:
+            break
+    if died is not None:
+        print(f"facesearch serve: {died} exited unexpectedly; stopping the others", file=sys.stderr)
+        print(stack.log_tail(died), file=sys.stderr)
+    codes = stack.stop()
+    print("stopped: " + ", ".join(f"{s} exit {c}" for s, c in codes.items()), file=out, flush=True)
+    return 1 if died is not None or any(codes.values()) else 0
+
+
+# ---------------------------------------------------------------- index
+
+
+def cmd_index(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
+    files = flows.image_files(args.directory)
+    if not files:
+        print(f"no images under {args.directory}", file=sys.stderr)
+        return 1
+    info, created = flows.ensure_collection(client, args.collection, shards=args.shards)
+    fields = ", ".join(f"{f.name}:{f.model_id}/{f.dimension}" for f in info.vector_fields)
+    print(f"{'created' if created else 'using'} collection {info.name} ({fields})", file=out)
+
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(files), unit="img", desc="indexing", file=sys.stderr)
+
+    def progress(p: flows.IndexProgress) -> None:
+        if bar is not None:
+            bar.set_postfix(faces=p.faces, errors=p.errors, refresh=False)
+            # update() redraws at most every mininterval, so a fast run is not slowed.
+            bar.update(p.done - bar.n)
+
+    try:
+        summary = flows.index_folder(
+            client,
+            args.directory,
+            args.collection,
+            files=files,
+            batch_size=args.batch_size,
+            max_in_flight=args.in_flight,
+            progress=progress,
+            person_from_dir=args.person_from_dir,
+            captions=not args.no_captions,
+            source=args.source,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(
+        f"indexed {summary.images} images in {summary.seconds:.1f}s "
+        f"({summary.images_per_second:.1f} img/s): {summary.faces} faces in "
+        f"{summary.images_with_faces} images, {summary.upserted} stored, "
+        f"{len(summary.errors)} errors",
+        file=out,
+    )
+    for media_id, why in summary.errors[:10]:
+        print(f"  error {media_id}: {why}", file=out)
+    if len(summary.errors) > 10:
+        print(f"  ... and {len(summary.errors) - 10} more", file=out)
+    return 0 if summary.images and len(summary.errors) < summary.images else 1
+
+
+# ---------------------------------------------------------------- search
+
+
+def run_search(args: argparse.Namespace, client: FacesearchClient) -> list[messages.Hit]:
+    try:
+        where = messages.parse_where(args.where) or None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    common = {"k": args.k, "where": where}
+    if args.image is not None:
+        if args.text or args.person:
+            raise UsageError("give IMAGE (optionally with --description) or --text/--person")
+        if args.description:
+            return flows.search_face_with_description(
+                client, args.collection, args.image, args.description, **common
+            )
+        return flows.search_by_image(client, args.collection, args.image, **common)
+    if args.description:
+        raise UsageError("--description goes with an IMAGE")
+    if args.person and args.text:
+        return flows.search_person_in_context(
+            client, args.collection, args.person, args.text, **common
+        )
+    if args.text:
+        return flows.search_by_text(client, args.collection, args.text, **common)
+    if args.person:
+        fields = flows.collection_fields(client, args.collection)
+        request = messages.search_request(
+            args.collection, [messages.person_term(fields.face, args.person)], **common
+        )
+        return messages.hits(client.retriever.Search(request).results[0])
+    raise UsageError("give an IMAGE, --text or --person")
+
+
+def format_hits(hits: Sequence[messages.Hit]) -> str:
+    if not hits:
+        return "no matches"
+    rows = [f"{'#':>3}  {'score':>7}  {'id':<40} person / media"]
+    for rank, hit in enumerate(hits, 1):
+        who = hit.metadata.get("person_id") or ""
+        media = hit.metadata.get("media_id") or ""
+        label = " / ".join(str(x) for x in (who, media) if x)
+        rows.append(f"{rank:>3}  {hit.score:7.4f}  {hit.id:<40} {label}")
+    return "\n".join(rows)
+
+
+def cmd_search(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
+    hits = run_search(args, client)
+    if args.json:
+        payload = [
+            {"id": h.id, "score": h.score, "term_scores": list(h.term_scores),
+             "metadata": h.metadata}
+            for h in hits
+        ]  # fmt: skip
+        print(json.dumps(payload, default=str, indent=2), file=out)
+    else:
+        print(format_hits(hits), file=out)
+    return 0
+
+
+# ---------------------------------------------------------------- session
+
+
+def format_round(state: personalizer_pb2.SessionState) -> str:
+    lines = [f"round {state.round}: {len(state.candidates)} faces"]
+    for i, c in enumerate(state.candidates, 1):
+        meta = messages.python_metadata(c.metadata)
+        shown = {k: meta[k] for k in ("person_id", "media_id", "caption") if k in meta}
+        extra = " (exploring)" if c.exploratory else ""
+        lines.append(f"  {i:>2}. {c.id}  score {c.score:.3f}{extra}  {shown or ''}".rstrip())
+    return "\n".join(lines)
+
+
+def terminal_feedback(
+    read: Callable[[str], str], out: TextIO
+) -> Callable[[personalizer_pb2.SessionState], list[personalizer_pb2.Feedback] | None]:
+    """An on_round callback for flows.run_session that asks at the terminal."""
+
+    def on_round(state: personalizer_pb2.SessionState) -> list[personalizer_pb2.Feedback] | None:
+        print(format_round(state), file=out)
+        ids = [c.id for c in state.candidates]
+        while True:
+            try:
+                line = read("labels (e.g. '1s 3s 2d', '4f' = found, q = quit)> ").strip()
+            except EOFError:
+                return None
+            if line.lower() in {"q", "quit", "exit"}:
+                return None
+            try:
+                return messages.parse_labels(line, ids)
+            except ValueError as exc:
+                print(f"  {exc}", file=out)
+
+    return on_round
+
+
+def cmd_session(
+    args: argparse.Namespace,
+    client: FacesearchClient,
+    out: TextIO,
+    read: Callable[[str], str] = input,
+) -> int:
+    if args.target and not args.simulate:
+        raise UsageError("--target goes with --simulate PERSON_ID")
+    seed = messages.seed_from(
+        image=args.seed_image, text=args.seed_text, person_id=args.seed_person
+    )
+    if args.simulate:
+        on_round = flows.simulated_user(
+            args.simulate, args.target, show=lambda state: print(format_round(state), file=out)
+        )
+    else:
+        on_round = terminal_feedback(read, out)
+    outcome = flows.run_session(
+        client,
+        args.collection,
+        args.user,
+        on_round,
+        k=args.k,
+        seed=seed,
+        max_rounds=args.max_rounds,
+    )
+    if outcome.found_id:
+        print(f"found {outcome.found_id} after {outcome.rounds} rounds", file=out)
+    elif outcome.finished:
+        print(f"no unseen faces left after {outcome.rounds} rounds", file=out)
+    else:
+        print(f"stopped after {outcome.rounds} rounds", file=out)
+    return 0
+
+
+# ---------------------------------------------------------------- status
+
+
+def service_status(client: FacesearchClient, service: str) -> dict[str, Any]:
+    """Health and what the service holds; never raises for a down service."""
+    entry: dict[str, Any] = {"address": client.settings.address(service)}
+    try:
+        entry["health"] = client.health(service, timeout=min(5.0, client.settings.timeout_s))
+    except grpc.RpcError as err:
+        entry["health"] = "DOWN"
+        entry["error"] = explain(err)
+        return entry
+    try:
+        if service == "embedder":
+            models = client.embedder.ListModels(embedder_pb2.ListModelsRequest()).models
+            entry["models"] = [
+                {
+                    "model_id": m.model_id,
+                    "kind": embedder_pb2.ModelKind.Name(m.kind),
+                    "dimension": m.dimension,
+                    "backend": m.backend,
+                    "ready": m.ready,
+                }
+                for m in models
+            ]
+        elif service == "retriever":
+            stats = client.retriever.Stats(retriever_pb2.StatsRequest())
+            entry["collections"] = stats.collections
+            entry["points"] = stats.points
+            entry["memory_bytes"] = stats.memory_bytes
+            entry["disk_bytes"] = stats.disk_bytes
+    except grpc.RpcError as err:
+        entry["error"] = explain(err)
+    return entry
+
+
+def format_status(report: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for service, entry in report.items():
+        line = f"{service:<13} {entry['address']:<22} {entry['health']}"
+        if "models" in entry:
+            ready = sum(1 for m in entry["models"] if m["ready"])
+            names = ", ".join(f"{m['model_id']}({m['dimension']})" for m in entry["models"])
+            line += f"  models {ready}/{len(entry['models'])} ready" + (
+                f": {names}" if names else ""
+            )
+        if "collections" in entry:
+            line += f"  collections {entry['collections']}, points {entry['points']}"
+        if "error" in entry:
+            line += f"\n{'':<14}{entry['error']}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
+    report = {service: service_status(client, service) for service in SERVICES}
+    if args.json:
+        print(json.dumps(report, indent=2), file=out)
+    else:
+        print(format_status(report), file=out)
+    healthy = all(e["health"] == "SERVING" and "error" not in e for e in report.values())
+    return 0 if healthy else 1
+
+
+# ---------------------------------------------------------------- entry point
+
+
+class UsageError(Exception):
+    pass
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "session": cmd_session, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return cmd_serve(args, out)
+    try:
+        settings = client_settings(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        with FacesearchClient(settings) as client:
+            return COMMANDS[args.command](args, client, out)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"facesearch {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as err:
+        print(f"facesearch {args.command}: {explain(err)}", file=sys.stderr)
+        return 1
+    except (FacesearchError, ValueError, OSError) as exc:
+        print(f"facesearch {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Errors the SDK raises itself (a failed RPC stays a grpc.RpcError), and a one-line
+explanation of any failure for people at a terminal."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class FacesearchError(Exception):
+    """Base of the SDK's own errors."""
+
+
+class NoFaceFound(FacesearchError):
+    def __init__(self, image: str) -> None:
+        super().__init__(f"no face found in {image}: use a photo with a visible face")
+        self.image = image
+
+
+class CollectionMismatch(FacesearchError):
+    """The collection lacks what a flow needs (e.g. a text field for a text search)."""
+
+
+_HINTS = {
+    grpc.StatusCode.UNAVAILABLE: "is the service running and the address right? "
+    "(`facesearch serve` starts all three; set FACESEARCH_<SERVICE>_ADDRESS otherwise)",
+    grpc.StatusCode.UNAUTHENTICATED: "pass an API key with --api-key or FACESEARCH_API_KEY",
+    grpc.StatusCode.UNIMPLEMENTED: "this server does not serve that call yet",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the call ran out of time: raise --timeout",
+}
+
+
+def explain(error: BaseException, service: str | None = None) -> str:
+    """What failed and what to do, in one line."""
+    if isinstance(error, grpc.RpcError) and callable(getattr(error, "code", None)):
+        code = error.code()  # type: ignore[attr-defined]
+        where = f"{service}: " if service else ""
+        text = f"{where}{code.name}: {error.details() or '(no details)'}"
+        hint = _HINTS.get(code)
+        return f"{text} — {hint}" if hint else text
+    return str(error) or type(error).__name__

@@ -1,0 +1,1 @@
+"""Test helpers shared by every area: service processes, free ports, metrics scrapes."""

@@ -1,0 +1,91 @@
+"""Configuration precedence: defaults < YAML file (common < service section) < env
+(FACESEARCH_<KEY> < FACESEARCH_<SERVICE>_<KEY>). Pure unit tests of load_config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.runtime.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, load_config
+
+
+def write(tmp: Path, text: str) -> str:
+    path = tmp / "facesearch.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_laptop_defaults_without_file_or_env() -> None:
+    cfg = load_config("retriever", env={})
+    assert cfg.host == "127.0.0.1"
+    assert cfg.port == DEFAULT_PORTS["retriever"]
+    assert cfg.metrics_port == DEFAULT_METRICS_PORTS["retriever"]
+    assert cfg.auth_enabled is False
+    assert cfg.tls_cert_file == ""
+    assert cfg.get("shards", 1) == 1
+
+
+def test_file_overrides_defaults_and_service_section_overrides_common(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "common:\n  log_level: DEBUG\n  shutdown_grace_s: 3\n  port: 6000\n"
+        "retriever:\n  port: 6100\n  shards: 4\n"
+        "embedder:\n  port: 6200\n",
+    )
+    cfg = load_config("retriever", env={"FACESEARCH_CONFIG": path})
+    assert cfg.log_level == "DEBUG"
+    assert cfg.shutdown_grace_s == 3.0
+    assert cfg.port == 6100  # section beats common
+    assert cfg.get("shards") == 4  # a service's own key lands in extra
+    assert load_config("embedder", env={"FACESEARCH_CONFIG": path}).port == 6200
+    assert load_config("personalizer", env={"FACESEARCH_CONFIG": path}).port == 6000
+
+
+def test_env_overrides_file_and_service_env_overrides_generic_env(tmp_path: Path) -> None:
+    path = write(tmp_path, "retriever:\n  port: 6100\n  shards: 4\n  shutdown_grace_s: 3\n")
+    env = {
+        "FACESEARCH_CONFIG": path,
+        "FACESEARCH_SHUTDOWN_GRACE_S": "7.5",
+        "FACESEARCH_RETRIEVER_SHUTDOWN_GRACE_S": "9",
+        "FACESEARCH_RETRIEVER_PORT": "6111",
+        "FACESEARCH_RETRIEVER_SHARDS": "8",
+    }
+    cfg = load_config("retriever", env=env)
+    assert cfg.port == 6111
+    assert cfg.shutdown_grace_s == 9.0
+    assert cfg.get("shards") == 8  # parsed as a YAML scalar: an int, not "8"
+    env.pop("FACESEARCH_RETRIEVER_SHUTDOWN_GRACE_S")
+    assert load_config("retriever", env=env).shutdown_grace_s == 7.5
+
+
+def test_another_services_variables_do_not_leak(tmp_path: Path) -> None:
+    env = {"FACESEARCH_EMBEDDER_PORT": "7000", "FACESEARCH_EMBEDDER_ADDRESS": "x:1"}
+    cfg = load_config("retriever", env=env)
+    assert cfg.port == DEFAULT_PORTS["retriever"]
+    assert "port" not in cfg.extra and "address" not in cfg.extra
+
+
+def test_env_types_are_coerced_to_the_field_type() -> None:
+    env = {"FACESEARCH_AUTH_ENABLED": "yes", "FACESEARCH_AUTH_KEYS": "{k1: t1}"}
+    cfg = load_config("embedder", env=env)
+    assert cfg.auth_enabled is True
+    assert cfg.auth_keys == {"k1": "t1"}
+    assert load_config("embedder", env={"FACESEARCH_AUTH_ENABLED": "false"}).auth_enabled is False
+
+
+def test_keys_file_is_read_and_auth_without_keys_is_refused(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("abc: tenant-a\n")
+    cfg = load_config(
+        "embedder",
+        env={"FACESEARCH_AUTH_ENABLED": "true", "FACESEARCH_AUTH_KEYS_FILE": str(keys)},
+    )
+    assert cfg.auth_keys == {"abc": "tenant-a"}
+    with pytest.raises(ValueError, match="FACESEARCH_AUTH_KEYS_FILE"):
+        load_config("embedder", env={"FACESEARCH_AUTH_ENABLED": "true"})
+
+
+def test_config_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="expected a mapping"):
+        load_config("embedder", env={"FACESEARCH_CONFIG": write(tmp_path, "- a\n- b\n")})

@@ -1,0 +1,120 @@
+"""A missing or malformed field gets INVALID_ARGUMENT naming the field, in the message and in a
+google.rpc.BadRequest detail (read with services.runtime.errors.field_violations)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from facesearch.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
+from facesearch.v1.embedder_service_pb2_grpc import EmbedderStub
+from facesearch.v1.personalizer_service_pb2_grpc import PersonalizerStub
+from facesearch.v1.retriever_service_pb2_grpc import RetrieverStub
+from services.runtime.errors import field_violations
+from tests.helpers.service_process import ServiceProcess
+
+Call = Callable[[grpc.Channel], object]
+
+CASES: list[tuple[str, str, Call]] = [
+    (
+        "personalizer",
+        "user_id",
+        lambda ch: PersonalizerStub(ch).StartSession(
+            personalizer_pb2.StartSessionRequest(collection="faces"), timeout=10
+        ),
+    ),
+    (
+        "personalizer",
+        "k",
+        lambda ch: PersonalizerStub(ch).StartSession(
+            personalizer_pb2.StartSessionRequest(user_id="u", collection="faces", k=65),
+            timeout=10,
+        ),
+    ),
+    (
+        "personalizer",
+        "feedback[0].label",
+        lambda ch: PersonalizerStub(ch).SubmitFeedback(
+            personalizer_pb2.SubmitFeedbackRequest(
+                session_id="s", feedback=[personalizer_pb2.Feedback(id="a")]
+            ),
+            timeout=10,
+        ),
+    ),
+    (
+        "embedder",
+        "images",
+        lambda ch: EmbedderStub(ch).EmbedImages(embedder_pb2.EmbedImagesRequest(), timeout=10),
+    ),
+    (
+        "embedder",
+        "images[0].data",
+        lambda ch: EmbedderStub(ch).EmbedImages(
+            embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=b"not an image")]),
+            timeout=30,
+        ),
+    ),
+    (
+        "embedder",
+        "options.score_threshold",
+        lambda ch: EmbedderStub(ch).EmbedImages(
+            embedder_pb2.EmbedImagesRequest(
+                images=[embedder_pb2.ImageInput(data=b"x")],
+                options=embedder_pb2.DetectionOptions(score_threshold=2.0),
+            ),
+            timeout=30,
+        ),
+    ),
+    (
+        "embedder",
+        "model_id",
+        lambda ch: EmbedderStub(ch).EmbedText(
+            embedder_pb2.EmbedTextRequest(texts=["a face"], model_id="no-such-model"), timeout=30
+        ),
+    ),
+    (
+        "embedder",
+        "texts",
+        lambda ch: EmbedderStub(ch).EmbedText(embedder_pb2.EmbedTextRequest(), timeout=10),
+    ),
+    (
+        "retriever",
+        "name",
+        lambda ch: RetrieverStub(ch).CreateCollection(
+            retriever_pb2.CreateCollectionRequest(name="Bad Name!"), timeout=10
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("service", "field", "call"), CASES, ids=[f"{s}:{f}" for s, f, _ in CASES])
+def test_bad_field_is_invalid_argument_naming_it(
+    services: dict[str, ServiceProcess], service: str, field: str, call: Call
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        call(services[service].channel())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert err.value.details().startswith(f"{field}:"), err.value.details()
+    violations = field_violations(err.value)
+    assert [f for f, _ in violations] == [field]
+    assert violations[0][1]  # says what is wrong
+
+
+def test_too_large_batch_is_resource_exhausted_not_invalid(
+    services: dict[str, ServiceProcess],
+) -> None:
+    request = embedder_pb2.EmbedTextRequest(texts=["a face"] * 10_000)
+    with pytest.raises(grpc.RpcError) as err:
+        EmbedderStub(services["embedder"].channel()).EmbedText(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "split the batch" in err.value.details()
+
+
+def test_field_violations_is_empty_for_errors_without_detail(
+    services: dict[str, ServiceProcess],
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        services["embedder"].health("facesearch.v1.Nope")
+    assert field_violations(err.value) == []

@@ -1,0 +1,62 @@
+"""Fixtures of the SDK tests: the three real services and a small labelled gallery.
+
+The gallery is 17 LFW photos of 4 people with a caption sidecar each (from
+/work/shared/data, i.e. ../shared/data; tests that need it skip in a clone without it).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from facesearch import ClientSettings, FacesearchClient
+from tests.helpers.service_process import ServiceProcess, shared_data_dir, start_suite, stop_suite
+
+GALLERY = {
+    "Aaron_Peirsol": (4, "a swimmer in goggles at the pool after a race"),
+    "Angela_Merkel": (5, "a politician speaking at a podium in parliament"),
+    "Abdullah_Gul": (4, "a man in a suit at a press conference"),
+    "Andre_Agassi": (4, "a tennis player hitting a ball on the court"),
+}
+
+
+@pytest.fixture(scope="package")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServiceProcess]]:
+    started = start_suite(tmp_path_factory.mktemp("sdk-suite"))
+    yield started
+    stop_suite(started)
+
+
+def settings_of(services: dict[str, ServiceProcess], **kw: object) -> ClientSettings:
+    return ClientSettings(
+        embedder_address=services["embedder"].address,
+        retriever_address=services["retriever"].address,
+        personalizer_address=services["personalizer"].address,
+        timeout_s=60,
+    ).replace(**kw)
+
+
+@pytest.fixture
+def client(suite: dict[str, ServiceProcess]) -> Iterator[FacesearchClient]:
+    with FacesearchClient(settings_of(suite)) as fs:
+        yield fs
+
+
+@pytest.fixture(scope="package")
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """<tmp>/<person>/<photo>.jpg plus <photo>.txt captions."""
+    data = shared_data_dir()
+    if data is None:
+        pytest.skip("needs ../shared/data (the LFW photos); absent in this clone")
+    root = tmp_path_factory.mktemp("gallery")
+    for person, (count, caption) in GALLERY.items():
+        photos = sorted((data / "lfw" / "lfw" / person).glob("*.jpg"))[:count]
+        assert len(photos) == count, f"expected {count} photos of {person} in {data}"
+        (root / person).mkdir()
+        for photo in photos:
+            shutil.copy(photo, root / person / photo.name)
+            (root / person / photo.name).with_suffix(".txt").write_text(caption + "\n")
+    return root
