@@ -1,19 +1,146 @@
-"""``python -m services.retriever`` (or ``facesearch-retriever``)."""
+"""``python -m services.retriever`` (or ``facesearch-retriever``).
+
+Two deployments from one build: with no ``shard_servers`` configured every shard lives in this
+process (the embedded default); with ``shard_servers`` (a list of host:port, env
+``FACESEARCH_RETRIEVER_SHARD_SERVERS='[a:1, b:2]'``) this process is a router holding only the
+catalog and fanning out to those servers, which are plain retriever processes themselves.
+
+Keys (file section ``retriever`` or ``FACESEARCH_RETRIEVER_<KEY>``): data_dir, shard_servers,
+max_k (1000), max_upsert_batch (1024), max_search_batch (256), snapshot_interval_s (60),
+snapshot_min_entries (1000), faiss_omp_threads (1; 0 = all cores).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+import grpc
+
+from facesearch.v1 import retriever_pb2 as pb
 from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc
+from services.retriever import gpu
+from services.retriever.catalog import Catalog
+from services.retriever.collection import Limits
+from services.retriever.index_build import BuildQueue
 from services.retriever.servicer import RetrieverServicer
+from services.retriever.shard import LocalShard
+from services.retriever.shard_router import (
+    CallBudget,
+    LocalShardHandle,
+    RemoteShardHandle,
+    ShardHandle,
+    ShardSet,
+)
 from services.runtime.config import ServerConfig
+from services.runtime.downstream import open_channel
+from services.runtime.errors import Unavailable
 from services.runtime.server import ServiceDefinition, Servicer, run_service
 
 
+def _local_factory(root: Path):  # type: ignore[no-untyped-def]
+    def on_build(shard: LocalShard, field: str) -> None:
+        BuildQueue.shared().submit(lambda: shard.build_now(field))
+
+    async def make(
+        tenant: str,
+        name: str,
+        uid: str,
+        spec: pb.CreateCollectionRequest,
+        b: CallBudget,
+        create: bool,
+    ) -> ShardSet:
+        def open_all() -> list[ShardHandle]:
+            base = root / "collections" / uid
+            return [
+                LocalShardHandle(
+                    i, LocalShard(base / f"shard-{i:03d}", list(spec.vector_fields), on_build)
+                )
+                for i in range(spec.shard_count)
+            ]
+
+        handles = await asyncio.to_thread(open_all)
+        for h in handles:
+            assert isinstance(h, LocalShardHandle)
+            h.shard._maybe_build()  # an index not in the snapshot is rebuilt after a restart
+        return ShardSet(handles)
+
+    return make
+
+
+def _remote_factory(cfg: ServerConfig, servers: list[str]):  # type: ignore[no-untyped-def]
+    # Opened on first use: a grpc.aio channel belongs to the event loop it was made on.
+    channels: dict[str, grpc.aio.Channel] = {}
+
+    async def make(
+        tenant: str,
+        name: str,
+        uid: str,
+        spec: pb.CreateCollectionRequest,
+        b: CallBudget,
+        create: bool,
+    ) -> ShardSet:
+        for a in servers:
+            if a not in channels:
+                channels[a] = open_channel(a, cfg)
+        handles = [RemoteShardHandle(i, a, channels[a], name) for i, a in enumerate(servers)]
+        if create:
+            results = await asyncio.gather(
+                *(h.create(spec, b) for h in handles), return_exceptions=True
+            )
+            failed = [
+                (h.location, r) for h, r in zip(handles, results, strict=True) if r is not None
+            ]
+            if failed:
+                raise Unavailable(
+                    f"could not create {name!r} on shard servers {[f[0] for f in failed]}: "
+                    f"{failed[0][1]}; retry when they are up"
+                )
+        return ShardSet(handles)  # type: ignore[arg-type]
+
+    return make
+
+
+def _servers(raw: object) -> list[str]:
+    if not raw:
+        return []
+    if isinstance(raw, str):
+        return [s.strip() for s in raw.split(",") if s.strip()]
+    return [str(s) for s in raw]  # type: ignore[attr-defined]
+
+
 def build(cfg: ServerConfig) -> ServiceDefinition:
-    servicer = RetrieverServicer(cfg)
+    gpu.configure(int(cfg.get("faiss_omp_threads", 1)))
+    data_dir = Path(cfg.get("data_dir", cfg.data_dir)).expanduser()
+    servers = _servers(cfg.get("shard_servers"))
+    factory = _remote_factory(cfg, servers) if servers else _local_factory(data_dir)
+    catalog = Catalog(data_dir, factory)
+    limits = Limits(
+        max_k=int(cfg.get("max_k", 1000)),
+        max_upsert_batch=int(cfg.get("max_upsert_batch", 1024)),
+        max_search_batch=int(cfg.get("max_search_batch", 256)),
+    )
+    servicer = RetrieverServicer(cfg, catalog, limits, fixed_shards=len(servers) or None)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        await catalog.load()
+        if not servers:
+            interval = float(cfg.get("snapshot_interval_s", 60))
+            min_entries = int(cfg.get("snapshot_min_entries", 1000))
+            tasks.append(asyncio.create_task(servicer.snapshot_loop(interval, min_entries)))
+
+    async def stop() -> None:
+        for t in tasks:
+            t.cancel()
+        await catalog.close()
+
     return ServiceDefinition(
         servicers=[
             Servicer("facesearch.v1.Retriever", servicer, pb_grpc.add_RetrieverServicer_to_server)
         ],
+        on_start=[start],
+        on_stop=[stop],
     )
 
 

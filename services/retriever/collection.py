@@ -1,0 +1,186 @@
+"""A collection: its resolved spec, its typed metadata schema and its shards.
+
+Everything here is deployment-agnostic: the same code runs over in-process shards and over
+shard servers, because it talks to them only through ``ShardSet``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from facesearch.v1 import retriever_pb2 as pb
+from services.retriever import filters
+from services.retriever import records as rec
+from services.retriever import validation as check
+from services.retriever.shard_router import CallBudget, ShardSet, timestamp
+from services.runtime.errors import InvalidArgument
+
+
+@dataclass
+class Limits:
+    max_k: int = 1000
+    max_upsert_batch: int = 1024
+    max_search_batch: int = 256
+
+
+@dataclass
+class Collection:
+    tenant: str
+    name: str
+    uid: str
+    spec: pb.CreateCollectionRequest
+    created: float
+    shards: ShardSet
+    schema: dict[str, int] = field(default_factory=dict)
+    # Persists a grown schema (the catalog's job) before records using it are written.
+    on_schema: Callable[[Collection], Awaitable[None]] | None = None
+
+    def __post_init__(self) -> None:
+        self.fields = {f.name: f for f in self.spec.vector_fields}
+        self.primary = self.spec.vector_fields[0].name
+        merged = dict(rec.BUILTIN_FIELDS)
+        merged.update({m.name: m.type for m in self.spec.metadata_fields})
+        merged.update(self.schema)
+        self.schema = merged
+
+    def field(self, name: str, path: str) -> pb.VectorFieldSpec:
+        spec = self.fields.get(name or self.primary)
+        if spec is None:
+            raise InvalidArgument(
+                path, f"unknown vector field {name!r}; the collection has {sorted(self.fields)}"
+            )
+        return spec
+
+    def compile(self, flt: object, path: str) -> filters.Predicate | None:
+        return filters.compile_filter(flt, self.schema, path)  # type: ignore[arg-type]
+
+    async def upsert(
+        self, req: pb.UpsertRequest, limits: Limits, b: CallBudget
+    ) -> pb.UpsertResponse:
+        points = list(req.points)
+        new = check.check_points(
+            points, self.fields, self.primary, self.schema, limits.max_upsert_batch
+        )
+        if new:
+            self.schema.update(new)
+            if self.on_schema is not None:
+                await self.on_schema(self)
+        durable = req.durable if req.HasField("durable") else True
+        upserted, replaced = await self.shards.upsert(points, durable, b)
+        return pb.UpsertResponse(upserted=upserted, replaced=replaced)
+
+    async def get(self, req: pb.GetRequest, b: CallBudget) -> pb.GetResponse:
+        if req.HasField("filter"):
+            if req.ids:
+                raise InvalidArgument("ids", "give ids or a filter, not both")
+            pred = self.compile(req.filter, "filter") or (lambda m: True)
+            limit = req.limit or check.MAX_GET_IDS
+            if limit > check.MAX_DELETE_IDS:
+                raise InvalidArgument("limit", f"is {limit}; at most {check.MAX_DELETE_IDS}")
+            name = req.vector_field
+            if name:
+                self.field(name, "vector_field")
+            pts, _ = await self.shards.get_matching(req.filter, pred, name, limit, b)
+            if not req.with_vectors:
+                for p in pts:
+                    p.ClearField("vectors")
+                    p.ClearField("model_ids")
+            return pb.GetResponse(points=pts)
+        ids = list(req.ids)
+        check.batch_size(ids, "ids", check.MAX_GET_IDS)
+        for i, pid in enumerate(ids):
+            check.check_id(pid, f"ids[{i}]")
+        return pb.GetResponse(points=await self.shards.get(ids, req.with_vectors, b))
+
+    async def delete(self, req: pb.DeleteRequest, b: CallBudget) -> pb.DeleteResponse:
+        which = req.WhichOneof("selector")
+        if which == "ids":
+            ids = list(req.ids.ids)
+            check.batch_size(ids, "ids.ids", check.MAX_DELETE_IDS)
+            for i, pid in enumerate(ids):
+                check.check_id(pid, f"ids.ids[{i}]")
+            return pb.DeleteResponse(deleted=await self.shards.delete_ids(ids, b))
+        if which == "filter":
+            if filters.is_empty(req.filter):
+                raise InvalidArgument(
+                    "filter", "is empty: it would delete everything; drop the collection instead"
+                )
+            pred = self.compile(req.filter, "filter")
+            assert pred is not None
+            return pb.DeleteResponse(deleted=await self.shards.delete_filter(req.filter, pred, b))
+        if which == "person_id":
+            flt = person_filter(req.person_id)
+            pred = self.compile(flt, "person_id")
+            assert pred is not None
+            return pb.DeleteResponse(deleted=await self.shards.delete_filter(flt, pred, b))
+        raise InvalidArgument("selector", "set one of ids, filter or person_id")
+
+    async def info(self, aliases: list[str], b: CallBudget) -> pb.CollectionInfo:
+        reports = await self.shards.reports(b)
+        out = pb.CollectionInfo(
+            name=self.name,
+            vector_fields=self.spec.vector_fields,
+            shard_count=self.shards.count,
+            description=self.spec.description,
+            aliases=sorted(aliases),
+            points=sum(r.points for r in reports),
+            created=timestamp(self.created),
+        )
+        for name, ftype in sorted(self.schema.items()):
+            out.metadata_fields.add(name=name, type=ftype)
+        for spec in self.spec.vector_fields:
+            per = [f for r in reports for f in r.fields if f.name == spec.name]
+            agg = out.field_stats.add(name=spec.name)
+            agg.effective_index.CopyFrom(per[0].effective_index if per else spec.index)
+            states = [f.build_state for f in per] or [pb.BUILD_STATE_EXACT]
+            if pb.BUILD_STATE_BUILDING in states:
+                agg.build_state = pb.BUILD_STATE_BUILDING
+            elif all(s == pb.BUILD_STATE_READY for s in states):
+                agg.build_state = pb.BUILD_STATE_READY
+            else:
+                agg.build_state = pb.BUILD_STATE_EXACT
+            building = [f.build_progress for f in per if f.build_state == pb.BUILD_STATE_BUILDING]
+            agg.build_progress = (
+                sum(building) / len(building)
+                if building
+                else (1.0 if agg.build_state == pb.BUILD_STATE_READY else 0.0)
+            )
+            agg.tombstones = sum(f.tombstones for f in per)
+            agg.index_bytes = sum(f.index_bytes for f in per)
+        for r in reports:
+            s = out.shards.add(
+                shard=r.number,
+                points=r.points,
+                location=r.location,
+                available=r.available,
+                wal_entries=r.wal_entries,
+            )
+            if r.last_snapshot:
+                s.last_snapshot.CopyFrom(timestamp(r.last_snapshot))
+        return out
+
+    async def usage(self, b: CallBudget) -> tuple[int, int, int]:
+        """(points, memory bytes, disk bytes) over the shards that answer."""
+        reports = await self.shards.reports(b)
+        return (
+            sum(r.points for r in reports),
+            sum(r.memory_bytes for r in reports),
+            sum(r.disk_bytes for r in reports),
+        )
+
+
+def person_filter(person_id: str) -> pb.Filter:
+    from facesearch.v1 import common_pb2 as cpb
+
+    check.require(person_id, "person_id")
+    return cpb.Filter(
+        must=[
+            cpb.FieldCondition(field="person_id", equals=cpb.MetadataValue(string_value=person_id))
+        ]
+    )
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,459 @@
+"""The shards of one collection behind one interface, ``ShardSet``, with two kinds of shard:
+``LocalShardHandle`` (a shard in this process) and ``RemoteShardHandle`` (a shard server
+reached over gRPC with the same Retriever contract). Fan-out is parallel, bounded by the
+caller's deadline; top-k lists are merged; a shard that does not answer fails the call with
+UNAVAILABLE unless the caller allowed partial results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import timestamp_pb2
+
+from facesearch.v1 import common_pb2 as cpb
+from facesearch.v1 import retriever_pb2 as pb
+from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc
+from services.retriever.filters import Predicate
+from services.retriever.shard import LocalShard
+from services.runtime import errors
+
+T = TypeVar("T")
+ScoredList = list[tuple[float, pb.Point]]
+
+
+@dataclass
+class CallBudget:
+    """How long a fan-out may take and the credentials to forward (distributed mode)."""
+
+    timeout: float | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class ShardReport:
+    number: int
+    location: str
+    available: bool
+    points: int = 0
+    wal_entries: int = 0
+    last_snapshot: float = 0.0
+    fields: list[pb.VectorFieldStats] = field(default_factory=list)
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+
+
+class ShardHandle(Protocol):
+    number: int
+    location: str
+
+    async def upsert(
+        self, points: list[pb.Point], durable: bool, b: CallBudget
+    ) -> tuple[int, int]: ...
+    async def delete_ids(self, ids: list[str], b: CallBudget) -> int: ...
+    async def delete_filter(self, flt: cpb.Filter, pred: Predicate, b: CallBudget) -> int: ...
+    async def get(self, ids: list[str], with_vectors: bool, b: CallBudget) -> list[pb.Point]: ...
+    async def get_matching(
+        self, flt: cpb.Filter, pred: Predicate, field: str, limit: int, b: CallBudget
+    ) -> list[pb.Point]: ...
+    async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]: ...
+    async def report(self, b: CallBudget) -> ShardReport: ...
+    async def snapshot(self, b: CallBudget) -> int: ...
+    async def drop(self, b: CallBudget) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class ShardSearch:
+    """A batch of single-vector queries against one field of every shard."""
+
+    field: str
+    model_id: str
+    queries: np.ndarray
+    k: int
+    flt: cpb.Filter | None
+    pred: Predicate | None
+    exclude: list[str]
+    params: pb.SearchParams
+    with_meta: bool
+    with_vectors: bool
+
+
+class ShardDown(Exception):
+    def __init__(self, number: int, location: str, why: str) -> None:
+        super().__init__(f"shard {number} ({location}) is unavailable: {why}")
+        self.number = number
+
+
+class LocalShardHandle:
+    """A shard in this process; blocking FAISS work runs in worker threads."""
+
+    def __init__(self, number: int, shard: LocalShard) -> None:
+        self.number = number
+        self.location = "local"
+        self.shard = shard
+
+    async def upsert(self, points: list[pb.Point], durable: bool, b: CallBudget) -> tuple[int, int]:
+        return await asyncio.to_thread(self.shard.upsert, points, durable)
+
+    async def delete_ids(self, ids: list[str], b: CallBudget) -> int:
+        return await asyncio.to_thread(self.shard.delete_ids, ids)
+
+    async def delete_filter(self, flt: cpb.Filter, pred: Predicate, b: CallBudget) -> int:
+        return await asyncio.to_thread(self.shard.delete_matching, pred)
+
+    async def get(self, ids: list[str], with_vectors: bool, b: CallBudget) -> list[pb.Point]:
+        return await asyncio.to_thread(self.shard.get, ids, with_vectors)
+
+    async def get_matching(
+        self, flt: cpb.Filter, pred: Predicate, field: str, limit: int, b: CallBudget
+    ) -> list[pb.Point]:
+        return await asyncio.to_thread(self.shard.get_matching, pred, field, limit)
+
+    async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]:
+        return await asyncio.to_thread(
+            self.shard.search,
+            req.field,
+            req.queries,
+            req.k,
+            req.pred,
+            req.exclude,
+            req.params,
+            req.with_meta,
+            req.with_vectors,
+        )
+
+    async def report(self, b: CallBudget) -> ShardReport:
+        s = self.shard
+        return ShardReport(
+            number=self.number,
+            location=self.location,
+            available=True,
+            points=s.count(),
+            wal_entries=s.wal.entries,
+            last_snapshot=s.last_snapshot,
+            fields=s.field_stats(),
+            memory_bytes=s.memory_bytes(),
+            disk_bytes=await asyncio.to_thread(s.disk_bytes),
+        )
+
+    async def snapshot(self, b: CallBudget) -> int:
+        return await asyncio.to_thread(self.shard.snapshot)
+
+    async def drop(self, b: CallBudget) -> None:
+        await asyncio.to_thread(self.shard.destroy)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.shard.close)
+
+
+_CODE_ERRORS: dict[grpc.StatusCode, type[errors.ServiceError]] = {
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+}
+_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+
+
+class RemoteShardHandle:
+    """A shard served by another retriever process, which holds it as a 1-shard collection
+    of the same name under the same tenant (the caller's credentials are forwarded)."""
+
+    def __init__(self, number: int, address: str, channel: grpc.aio.Channel, collection: str):
+        self.number = number
+        self.location = address
+        self.stub = pb_grpc.RetrieverStub(channel)
+        self.collection = collection
+
+    async def _call(self, method: str, request: Any, b: CallBudget) -> Any:
+        try:
+            return await getattr(self.stub, method)(
+                request, timeout=b.timeout, metadata=b.metadata or None
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code in _DOWN:
+                raise ShardDown(self.number, self.location, exc.details() or code.name) from exc
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise errors.InvalidArgument(
+                    f"shard {self.number}", exc.details() or "refused"
+                ) from exc
+            cls = _CODE_ERRORS.get(code, errors.ServiceError)
+            raise cls(f"shard {self.number} ({self.location}): {exc.details()}") from exc
+
+    async def create(self, req: pb.CreateCollectionRequest, b: CallBudget) -> None:
+        one = pb.CreateCollectionRequest()
+        one.CopyFrom(req)
+        one.shard_count = 1
+        try:
+            await self._call("CreateCollection", one, b)
+        except errors.AlreadyExists:
+            pass  # a router that crashed mid-create and retries finds its own collection
+
+    async def upsert(self, points: list[pb.Point], durable: bool, b: CallBudget) -> tuple[int, int]:
+        r = await self._call(
+            "Upsert",
+            pb.UpsertRequest(collection=self.collection, points=points, durable=durable),
+            b,
+        )
+        return r.upserted, r.replaced
+
+    async def delete_ids(self, ids: list[str], b: CallBudget) -> int:
+        req = pb.DeleteRequest(collection=self.collection, ids=pb.IdList(ids=ids))
+        return int((await self._call("Delete", req, b)).deleted)
+
+    async def delete_filter(self, flt: cpb.Filter, pred: Predicate, b: CallBudget) -> int:
+        req = pb.DeleteRequest(collection=self.collection, filter=flt)
+        return int((await self._call("Delete", req, b)).deleted)
+
+    async def get(self, ids: list[str], with_vectors: bool, b: CallBudget) -> list[pb.Point]:
+        req = pb.GetRequest(collection=self.collection, ids=ids, with_vectors=with_vectors)
+        return list((await self._call("Get", req, b)).points)
+
+    async def get_matching(
+        self, flt: cpb.Filter, pred: Predicate, field: str, limit: int, b: CallBudget
+    ) -> list[pb.Point]:
+        req = pb.GetRequest(
+            collection=self.collection,
+            filter=flt,
+            limit=limit,
+            vector_field=field,
+            with_vectors=True,
+        )
+        return list((await self._call("Get", req, b)).points)
+
+    async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]:
+        sreq = pb.SearchRequest(
+            collection=self.collection,
+            params=req.params,
+            with_metadata=req.with_meta,
+            with_vectors=req.with_vectors,
+        )
+        for q in req.queries:
+            query = sreq.queries.add(k=req.k, exclude_ids=req.exclude)
+            if req.flt is not None:
+                query.filter.CopyFrom(req.flt)
+            term = query.terms.add(field=req.field, model_id=req.model_id)
+            term.vector.values.extend(q.tolist())
+        resp = await self._call("Search", sreq, b)
+        out = []
+        for result in resp.results:
+            row = []
+            for h in result.hits:
+                p = pb.Point(id=h.id)
+                p.metadata.MergeFrom(h.metadata)
+                for name, v in h.vectors.items():
+                    p.vectors[name].CopyFrom(v)
+                row.append((h.term_scores[0] if h.term_scores else h.score, p))
+            out.append(row)
+        return out
+
+    async def report(self, b: CallBudget) -> ShardReport:
+        try:
+            info = (
+                await self._call(
+                    "DescribeCollection",
+                    pb.DescribeCollectionRequest(collection=self.collection),
+                    b,
+                )
+            ).collection
+            stats = await self._call("Stats", pb.StatsRequest(collection=self.collection), b)
+        except ShardDown:
+            return ShardReport(self.number, self.location, available=False)
+        shard = info.shards[0] if info.shards else pb.ShardStats()
+        return ShardReport(
+            number=self.number,
+            location=self.location,
+            available=True,
+            points=info.points,
+            wal_entries=shard.wal_entries,
+            last_snapshot=shard.last_snapshot.ToSeconds() if shard.HasField("last_snapshot") else 0,
+            fields=list(info.field_stats),
+            memory_bytes=stats.memory_bytes,
+            disk_bytes=stats.disk_bytes,
+        )
+
+    async def snapshot(self, b: CallBudget) -> int:
+        req = pb.SnapshotRequest(collection=self.collection, wait=True)
+        return int((await self._call("Snapshot", req, b)).sequence)
+
+    async def drop(self, b: CallBudget) -> None:
+        try:
+            await self._call(
+                "DropCollection",
+                pb.DropCollectionRequest(collection=self.collection, force=True),
+                b,
+            )
+        except errors.NotFound:
+            pass
+
+    async def close(self) -> None:
+        return None
+
+
+def shard_of(point_id: str, count: int) -> int:
+    """Stable across processes and restarts (Python's hash() is salted per process)."""
+    return zlib.crc32(point_id.encode()) % count
+
+
+class ShardSet:
+    """A collection's shards: routing by id hash, parallel fan-out, top-k merge."""
+
+    def __init__(self, handles: list[ShardHandle]) -> None:
+        self.handles = handles
+
+    @property
+    def count(self) -> int:
+        return len(self.handles)
+
+    def by_shard(self, ids: list[str]) -> dict[int, list[int]]:
+        """Positions in ``ids`` grouped by the shard owning each."""
+        groups: dict[int, list[int]] = {}
+        for i, pid in enumerate(ids):
+            groups.setdefault(shard_of(pid, self.count), []).append(i)
+        return groups
+
+    async def _fan(
+        self,
+        calls: dict[int, Callable[[], Awaitable[T]]],
+        allow_partial: bool,
+        b: CallBudget,
+    ) -> tuple[dict[int, T], list[int]]:
+        """Run one call per shard in parallel; (answers, missing shards)."""
+
+        async def one(n: int, fn: Callable[[], Awaitable[T]]) -> T:
+            if b.timeout is None:
+                return await fn()
+            try:
+                return await asyncio.wait_for(fn(), b.timeout)
+            except TimeoutError as exc:
+                where = self.handles[n].location
+                if where == "local":
+                    # Our own work ran out of time: that is the caller's deadline, not an outage.
+                    raise errors.DeadlineExceeded(
+                        f"shard {n} did not finish within the call's deadline ({b.timeout:.3g}s)"
+                    ) from exc
+                raise ShardDown(n, where, "no answer within the deadline") from exc
+
+        names = list(calls)
+        results = await asyncio.gather(*(one(n, calls[n]) for n in names), return_exceptions=True)
+        answers: dict[int, T] = {}
+        missing: list[int] = []
+        first_down: ShardDown | None = None
+        for n, r in zip(names, results, strict=True):
+            if isinstance(r, ShardDown):
+                missing.append(n)
+                first_down = first_down or r
+            elif isinstance(r, BaseException):
+                raise r
+            else:
+                answers[n] = r
+        if missing and not allow_partial:
+            assert first_down is not None
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise errors.Unavailable(
+                f"{first_down}{more}; retry, or set allow_partial to get the other shards' results"
+            )
+        return answers, sorted(missing)
+
+    async def upsert(self, points: list[pb.Point], durable: bool, b: CallBudget) -> tuple[int, int]:
+        groups = self.by_shard([p.id for p in points])
+        calls = {
+            n: (lambda n=n, pos=pos: self.handles[n].upsert([points[i] for i in pos], durable, b))
+            for n, pos in groups.items()
+        }
+        answers, _ = await self._fan(calls, False, b)
+        return sum(a[0] for a in answers.values()), sum(a[1] for a in answers.values())
+
+    async def delete_ids(self, ids: list[str], b: CallBudget) -> int:
+        groups = self.by_shard(ids)
+        calls = {
+            n: (lambda n=n, pos=pos: self.handles[n].delete_ids([ids[i] for i in pos], b))
+            for n, pos in groups.items()
+        }
+        answers, _ = await self._fan(calls, False, b)
+        return sum(answers.values())
+
+    async def delete_filter(self, flt: cpb.Filter, pred: Predicate, b: CallBudget) -> int:
+        calls = {h.number: (lambda h=h: h.delete_filter(flt, pred, b)) for h in self.handles}
+        answers, _ = await self._fan(calls, False, b)
+        return sum(answers.values())
+
+    async def get(
+        self, ids: list[str], with_vectors: bool, b: CallBudget, allow_partial: bool = False
+    ) -> list[pb.Point]:
+        groups = self.by_shard(ids)
+        calls = {
+            n: (lambda n=n, pos=pos: self.handles[n].get([ids[i] for i in pos], with_vectors, b))
+            for n, pos in groups.items()
+        }
+        answers, _ = await self._fan(calls, allow_partial, b)
+        found = {p.id: p for pts in answers.values() for p in pts}
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+    async def get_matching(
+        self,
+        flt: cpb.Filter,
+        pred: Predicate,
+        field: str,
+        limit: int,
+        b: CallBudget,
+        allow_partial: bool = False,
+    ) -> tuple[list[pb.Point], list[int]]:
+        calls = {
+            h.number: (lambda h=h: h.get_matching(flt, pred, field, limit, b)) for h in self.handles
+        }
+        answers, missing = await self._fan(calls, allow_partial, b)
+        pts = [p for n in sorted(answers) for p in answers[n]]
+        return pts[:limit], missing
+
+    async def search(
+        self, req: ShardSearch, b: CallBudget, allow_partial: bool
+    ) -> tuple[list[ScoredList], list[int]]:
+        calls = {h.number: (lambda h=h: h.search(req, b)) for h in self.handles}
+        answers, missing = await self._fan(calls, allow_partial, b)
+        merged: list[ScoredList] = []
+        for qi in range(len(req.queries)):
+            rows = [answers[n][qi] for n in sorted(answers)]
+            if len(rows) == 1:
+                merged.append(rows[0][: req.k])
+            else:
+                merged.append(
+                    heapq.nlargest(req.k, (h for r in rows for h in r), key=lambda h: h[0])
+                )
+        return merged, missing
+
+    async def reports(self, b: CallBudget) -> list[ShardReport]:
+        calls = {h.number: (lambda h=h: h.report(b)) for h in self.handles}
+        answers, missing = await self._fan(calls, True, b)
+        for n in missing:
+            answers[n] = ShardReport(n, self.handles[n].location, available=False)
+        return [answers[n] for n in sorted(answers)]
+
+    async def snapshot(self, b: CallBudget) -> int:
+        calls = {h.number: (lambda h=h: h.snapshot(b)) for h in self.handles}
+        answers, _ = await self._fan(calls, False, b)
+        return max(answers.values(), default=0)
+
+    async def drop(self, b: CallBudget) -> None:
+        calls = {h.number: (lambda h=h: h.drop(b)) for h in self.handles}
+        await self._fan(calls, False, b)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(h.close() for h in self.handles))
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts

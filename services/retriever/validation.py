@@ -1,0 +1,205 @@
+"""Checks on retriever requests. Each batch is checked whole before anything is written, so a bad
+point fails its batch and nothing of it is stored; errors name the field by its proto path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from facesearch.v1 import common_pb2 as cpb
+from facesearch.v1 import retriever_pb2 as pb
+from services.retriever import index_build
+from services.retriever import records as rec
+from services.runtime.errors import InvalidArgument
+from services.runtime.validation import batch_size, require, require_name
+
+FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_DIM = 4096
+MAX_SHARDS = 256
+MAX_ID_BYTES = 128
+MAX_META_KEYS = 64
+MAX_META_BYTES = 16 * 1024
+MAX_STRING_BYTES = 4 * 1024
+MAX_TERMS = 8
+MAX_EXCLUDE = 10_000
+MAX_RESCORE = 10_000
+MAX_DELETE_IDS = 10_000
+MAX_GET_IDS = 1_024
+
+
+def check_create(
+    req: pb.CreateCollectionRequest, fixed_shards: int | None
+) -> pb.CreateCollectionRequest:
+    """The request with defaults resolved, as the catalog stores it."""
+    require_name(req.name, "name")
+    require(req.vector_fields, "vector_fields")
+    out = pb.CreateCollectionRequest()
+    out.CopyFrom(req)
+    seen: set[str] = set()
+    for i, f in enumerate(out.vector_fields):
+        path = f"vector_fields[{i}]"
+        if not FIELD_RE.match(f.name):
+            raise InvalidArgument(
+                f"{path}.name", f"{f.name!r} is not a valid field name: use [a-z][a-z0-9_]{{0,31}}"
+            )
+        if f.name in seen:
+            raise InvalidArgument(f"{path}.name", f"field {f.name!r} is declared twice")
+        seen.add(f.name)
+        if not 1 <= f.dimension <= MAX_DIM:
+            raise InvalidArgument(f"{path}.dimension", f"is {f.dimension}; it must be 1..{MAX_DIM}")
+        require(f.model_id, f"{path}.model_id")
+        if f.metric not in pb.Metric.values():
+            raise InvalidArgument(f"{path}.metric", f"unknown metric {f.metric}")
+        if f.metric == pb.METRIC_UNSPECIFIED:
+            f.metric = pb.METRIC_INNER_PRODUCT
+        if f.index.kind not in pb.IndexKind.values():
+            raise InvalidArgument(f"{path}.index.kind", f"unknown index kind {f.index.kind}")
+        f.index.CopyFrom(index_build.resolve_params(f.dimension, f.index))
+        if f.index.kind == pb.INDEX_KIND_IVF_PQ:
+            if f.dimension % f.index.pq_m:
+                raise InvalidArgument(
+                    f"{path}.index.pq_m",
+                    f"{f.index.pq_m} does not divide the dimension {f.dimension}",
+                )
+            if f.index.nlist > index_build.MAX_NLIST:
+                raise InvalidArgument(f"{path}.index.nlist", f"is over {index_build.MAX_NLIST}")
+    if fixed_shards is not None:
+        if out.shard_count not in (0, fixed_shards):
+            raise InvalidArgument(
+                "shard_count",
+                f"is {out.shard_count}, but this router serves {fixed_shards} shard servers: "
+                f"leave it 0 or set {fixed_shards}",
+            )
+        out.shard_count = fixed_shards
+    else:
+        out.shard_count = out.shard_count or 1
+        if not 1 <= out.shard_count <= MAX_SHARDS:
+            raise InvalidArgument(
+                "shard_count", f"is {out.shard_count}; it must be 1..{MAX_SHARDS}"
+            )
+    declared: dict[str, int] = {}
+    for i, m in enumerate(out.metadata_fields):
+        path = f"metadata_fields[{i}]"
+        if not m.name or len(m.name) > 64:
+            raise InvalidArgument(f"{path}.name", "must be 1..64 characters")
+        if m.type not in rec.TYPE_NAMES:
+            raise InvalidArgument(f"{path}.type", "set a field type (string, int, double, ...)")
+        builtin = rec.BUILTIN_FIELDS.get(m.name)
+        if builtin is not None and builtin != m.type:
+            raise InvalidArgument(
+                f"{path}.type", f"{m.name!r} is built in as {rec.TYPE_NAMES[builtin]}"
+            )
+        if declared.get(m.name, m.type) != m.type:
+            raise InvalidArgument(f"{path}.name", f"{m.name!r} is declared twice")
+        declared[m.name] = m.type
+    return out
+
+
+def check_id(value: str, path: str) -> None:
+    require(value, path)
+    if len(value.encode()) > MAX_ID_BYTES:
+        raise InvalidArgument(path, f"is {len(value.encode())} bytes; ids are at most 128 bytes")
+
+
+def check_vector(values: Sequence[float], dim: int, path: str) -> np.ndarray:
+    if len(values) != dim:
+        raise InvalidArgument(path, f"has {len(values)} values; this field's dimension is {dim}")
+    arr = np.fromiter(values, dtype=np.float32, count=dim)
+    if not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise InvalidArgument(path, f"value [{bad}] is {arr[bad]}: NaN and Inf are refused")
+    return arr
+
+
+def check_model(given: str, spec: pb.VectorFieldSpec, path: str) -> None:
+    if not given:
+        raise InvalidArgument(
+            path, f"name the model of the {spec.name!r} vector (this field holds {spec.model_id!r})"
+        )
+    if given != spec.model_id:
+        raise InvalidArgument(
+            path,
+            f"vectors of model {given!r} cannot go in field {spec.name!r}, bound to "
+            f"{spec.model_id!r}: re-embed with that model or use a collection for {given!r}",
+        )
+
+
+def check_points(
+    points: list[pb.Point],
+    fields: Mapping[str, pb.VectorFieldSpec],
+    primary: str,
+    schema: Mapping[str, int],
+    max_batch: int,
+) -> dict[str, int]:
+    """Validate an upsert batch; returns metadata fields seen for the first time, typed."""
+    batch_size(points, "points", max_batch)
+    seen: dict[str, int] = {}
+    new_fields: dict[str, int] = {}
+    for i, p in enumerate(points):
+        path = f"points[{i}]"
+        check_id(p.id, f"{path}.id")
+        if p.id in seen:
+            raise InvalidArgument(
+                f"{path}.id", f"duplicate id {p.id!r} (also points[{seen[p.id]}]) in one batch"
+            )
+        seen[p.id] = i
+        if primary not in p.vectors:
+            raise InvalidArgument(f"{path}.vectors", f"the primary field {primary!r} is required")
+        for name, vec in p.vectors.items():
+            spec = fields.get(name)
+            if spec is None:
+                raise InvalidArgument(
+                    f"{path}.vectors[{name}]",
+                    f"unknown vector field {name!r}; the collection has {sorted(fields)}",
+                )
+            check_vector(vec.values, spec.dimension, f"{path}.vectors[{name}]")
+            check_model(p.model_ids.get(name, ""), spec, f"{path}.model_ids[{name}]")
+        for name in p.model_ids:
+            if name not in p.vectors:
+                raise InvalidArgument(f"{path}.model_ids[{name}]", "names a field with no vector")
+        check_metadata(p.metadata, schema, new_fields, f"{path}.metadata")
+    return new_fields
+
+
+def check_metadata(
+    meta: Mapping[str, cpb.MetadataValue], schema: Mapping[str, int], new: dict[str, int], path: str
+) -> None:
+    if len(meta) > MAX_META_KEYS:
+        raise InvalidArgument(path, f"has {len(meta)} keys; at most {MAX_META_KEYS}")
+    total = 0
+    for key, value in meta.items():
+        fpath = f"{path}[{key}]"
+        if not key or len(key) > 64:
+            raise InvalidArgument(fpath, "keys are 1..64 characters")
+        kind = rec.kind_type(value)
+        if kind is None:
+            raise InvalidArgument(fpath, "has no value: set one kind")
+        want = schema.get(key, new.get(key))
+        if want is None:
+            new[key] = kind
+        elif want != kind and not (want == rec.DOUBLE and kind == rec.INT):
+            raise InvalidArgument(
+                fpath,
+                f"is a {rec.TYPE_NAMES[kind]}, but field {key!r} holds {rec.TYPE_NAMES[want]} "
+                "values in this collection",
+            )
+        size = value.ByteSize() + len(key)
+        strings = (
+            [value.string_value]
+            if kind == rec.STRING
+            else list(value.string_list_value.values)
+            if kind == rec.STRING_LIST
+            else []
+        )
+        for s in strings:
+            if len(s.encode()) > MAX_STRING_BYTES:
+                raise InvalidArgument(fpath, "strings are at most 4 KiB")
+        if kind == rec.DOUBLE and not math.isfinite(value.double_value):
+            raise InvalidArgument(fpath, "NaN and Inf are refused")
+        total += size
+    if total > MAX_META_BYTES:
+        raise InvalidArgument(path, f"is {total} bytes; at most 16 KiB per point")

@@ -1,0 +1,164 @@
+"""IVF-PQ and HNSW: built off the request path, exact answers meanwhile, tombstoned deletes that
+never come back (not from the graph, not after a restart), rebuilds."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesearch.v1 import retriever_pb2 as pb
+from services.retriever.shard import LocalShard
+from tests.helpers.service_process import start_service
+from tests.retriever.conftest import MODEL, Client, point, retriever_env, unit
+
+DIM = 16
+
+
+def field(kind: int, **params: int) -> pb.VectorFieldSpec:
+    from services.retriever.index_build import resolve_params
+
+    return pb.VectorFieldSpec(
+        name="face",
+        dimension=DIM,
+        metric=pb.METRIC_INNER_PRODUCT,
+        model_id=MODEL,
+        index=resolve_params(DIM, pb.IndexParams(kind=kind, **params)),
+    )
+
+
+def exact_top(x: np.ndarray, q: np.ndarray, k: int, ids: list[str]) -> list[list[str]]:
+    return [[ids[j] for j in np.argsort(-row)[:k]] for row in q @ x.T]
+
+
+def shard_ids(shard: LocalShard, q: np.ndarray, k: int, **params: int) -> list[list[str]]:
+    rows = shard.search("face", q, k, None, [], pb.SearchParams(**params), False, False)
+    return [[p.id for _s, p in row] for row in rows]
+
+
+@pytest.mark.parametrize("kind", [pb.INDEX_KIND_HNSW, pb.INDEX_KIND_IVF_PQ])
+def test_exact_until_built_then_approximate_with_tombstones(tmp_path: Path, kind: int) -> None:
+    rng = np.random.default_rng(1)
+    requests: list[str] = []
+    spec = field(kind, train_threshold=500, nlist=8, pq_m=4, hnsw_m=16)
+    shard = LocalShard(tmp_path / "s", [spec], lambda s, name: requests.append(name))
+    x = unit(rng, 1000)
+    ids = [f"v{i}" for i in range(1000)]
+    shard.upsert([point(ids[i], x[i]) for i in range(1000)])
+    assert requests == ["face"]  # the build was queued, not run on the write path
+    stats = shard.field_stats()[0]
+    assert stats.build_state == pb.BUILD_STATE_BUILDING and stats.build_progress == 0.0
+    q = unit(rng, 20)
+    assert shard_ids(shard, q, 10) == exact_top(x, q, 10, ids)  # exact meanwhile
+
+    shard.build_now("face")
+    stats = shard.field_stats()[0]
+    assert stats.build_state == pb.BUILD_STATE_READY
+    if kind == pb.INDEX_KIND_IVF_PQ:
+        assert stats.effective_index.nlist == 8
+    truth = exact_top(x, q, 10, ids)
+    got = shard_ids(shard, q, 10, rescore_top=100, nprobe=8, ef_search=128)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)])
+    assert recall >= 0.9
+
+    # Delete the top hits: they are tombstones in the built index and must not come back.
+    victims = sorted({row[0] for row in truth})
+    assert shard.delete_ids(victims) == len(victims)
+    assert shard.field_stats()[0].tombstones == len(victims)
+    found = {i for row in shard_ids(shard, q, 10) for i in row}
+    assert not found & set(victims)
+    # Re-adding under a new id lands in the un-indexed delta and is still found.
+    shard.upsert([point("fresh", q[0])])
+    assert shard_ids(shard, q[:1], 1) == [["fresh"]]
+    shard.snapshot()
+    shard.close()
+
+    reopened = LocalShard(tmp_path / "s", [spec], lambda s, name: requests.append(name))
+    assert reopened.field_stats()[0].build_state == pb.BUILD_STATE_READY
+    assert reopened.field_stats()[0].tombstones == len(victims)
+    found = {i for row in shard_ids(reopened, q, 10) for i in row}
+    assert not found & set(victims) and "fresh" in found
+
+    # Enough churn queues a rebuild, which folds tombstones and delta in.
+    requests.clear()
+    reopened.delete_ids(ids[500:800])
+    assert requests == ["face"]
+    reopened.build_now("face")
+    st = reopened.field_stats()[0]
+    assert st.tombstones == 0 and st.build_state == pb.BUILD_STATE_READY
+    found = {i for row in shard_ids(reopened, unit(rng, 50), 20) for i in row}
+    assert not found & (set(victims) | set(ids[500:800]))
+    reopened.close()
+
+
+@pytest.mark.slow
+def test_hnsw_through_the_service(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    env = retriever_env(tmp_path / "data")
+    svc = start_service("retriever", env)
+    try:
+        c = Client(svc.channel(), None)
+        params = pb.IndexParams(kind=pb.INDEX_KIND_HNSW, train_threshold=800, hnsw_m=16)
+        c.create("graph", shards=2, index=params)
+        x = unit(rng, 2000)
+        states = set()
+        for start in range(0, 2000, 500):
+            c.upsert("graph", [point(f"g{i}", x[i]) for i in range(start, start + 500)])
+            info = c.DescribeCollection(pb.DescribeCollectionRequest(collection="graph")).collection
+            states.add(info.field_stats[0].build_state)
+            assert len(c.ids("graph", x[:4], k=5)) == 4  # searches keep answering
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            info = c.DescribeCollection(pb.DescribeCollectionRequest(collection="graph")).collection
+            if info.field_stats[0].build_state == pb.BUILD_STATE_READY:
+                break
+            time.sleep(0.2)
+        fs = info.field_stats[0]
+        assert fs.build_state == pb.BUILD_STATE_READY, fs
+        assert fs.effective_index.hnsw_m == 16 and fs.effective_index.ef_search == 256
+        assert fs.index_bytes > 2000 * DIM * 4
+        c.Delete(pb.DeleteRequest(collection="graph", ids=pb.IdList(ids=["g1", "g2", "g3"])))
+        hits = c.ids("graph", x[1:4], k=3)
+        assert all(h not in {"g1", "g2", "g3"} for row in hits for h in row)
+        assert (
+            c.DescribeCollection(pb.DescribeCollectionRequest(collection="graph"))
+            .collection.field_stats[0]
+            .tombstones
+            == 3
+        )
+        c.Snapshot(pb.SnapshotRequest(collection="graph", wait=True))
+    finally:
+        svc.stop()
+    svc = start_service("retriever", env)
+    try:
+        c = Client(svc.channel(), None)
+        hits = c.ids("graph", x[1:4], k=3)
+        assert all(h not in {"g1", "g2", "g3"} for row in hits for h in row)
+        assert [row[0] for row in c.ids("graph", x[10:13], k=1)] == ["g10", "g11", "g12"]
+    finally:
+        svc.stop()
+
+
+def test_delete_after_snapshot_of_a_built_graph_survives_a_crash(tmp_path: Path) -> None:
+    """The graph in the snapshot still holds the record; the logged delete must win."""
+    rng = np.random.default_rng(4)
+    spec = field(pb.INDEX_KIND_HNSW, train_threshold=100, hnsw_m=16)
+    shard = LocalShard(tmp_path / "s", [spec], lambda s, name: None)
+    x = unit(rng, 300)
+    shard.upsert([point(f"h{i}", x[i]) for i in range(300)])
+    shard.build_now("face")
+    shard.snapshot()
+    assert shard.delete_ids(["h7", "h8"]) == 2
+    # No close, no snapshot: the process "dies" here and another opens the same directory.
+    after = LocalShard(tmp_path / "s", [spec], lambda s, name: None)
+    assert after.field_stats()[0].build_state == pb.BUILD_STATE_READY
+    assert after.field_stats()[0].tombstones == 2
+    assert shard_ids(after, x[[7, 8]], 3) == [
+        [i for i in exact_top(x, x[[7]], 5, [f"h{j}" for j in range(300)])[0] if i != "h7"][:3],
+        [i for i in exact_top(x, x[[8]], 5, [f"h{j}" for j in range(300)])[0] if i != "h8"][:3],
+    ]
+    assert not after.get(["h7", "h8"], False)
+    after.close()
+    shard.close()
