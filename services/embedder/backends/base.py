@@ -1,0 +1,33 @@
+"""The one interface an encoder runtime offers the embedder."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class EncoderRuntime(Protocol):
+    """Runs an encoder model by id on a batch; tensors are named as in model_files."""
+
+    name: str  # "local" or "triton", reported by ListModels
+
+    async def start(self) -> None:
+        """Load or connect; must not fail when a remote server is down (it may come back)."""
+
+    async def infer(self, model_id: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The model's output for a batch (first dimension = batch size).
+
+        Raises services.runtime.errors.Unavailable when the runtime cannot be reached in time.
+        """
+        ...
+
+    async def ready(self, model_id: str) -> bool:
+        """Whether the model can serve now (never raises)."""
+        ...
+
+    def max_batch(self, model_id: str) -> int:
+        """Largest batch one ``infer`` call may carry; callers split bigger work."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,71 @@
+"""YuNet face detection through OpenCV's FaceDetectorYN (it decodes YuNet's anchor-free
+outputs and runs NMS), in-process on CPU whichever encoder backend is configured: it is cheap
+next to encoding and keeps whole images off the network to Triton.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from services.embedder import model_files as mf
+
+NMS_THRESHOLD = 0.3
+# Candidates kept before NMS; YuNet's own default.
+TOP_K = 5000
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # x, y, width, height in the input image
+    landmarks: np.ndarray  # 5x2: right eye, left eye, nose tip, right/left mouth corner
+    score: float
+
+
+class FaceDetector:
+    """Thread-safe: OpenCV's detector object holds per-call state, so each thread gets one."""
+
+    def __init__(self, model_path: Path | None = None, max_side: int = 640) -> None:
+        self.model_path = str(model_path or mf.yunet_source())
+        # Large photos are detected on a down-scaled copy; faces are then aligned from the
+        # full-resolution pixels, so small-scale detection costs little accuracy.
+        self.max_side = max_side
+        self._local = threading.local()
+
+    def _detector(self) -> cv2.FaceDetectorYN:
+        det = getattr(self._local, "detector", None)
+        if det is None:
+            det = cv2.FaceDetectorYN.create(
+                self.model_path, "", (320, 320), 0.5, NMS_THRESHOLD, TOP_K
+            )
+            self._local.detector = det
+        return det
+
+    def detect(
+        self, bgr: np.ndarray, score_threshold: float, min_face_size: float, max_faces: int
+    ) -> list[Detection]:
+        h, w = bgr.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        small = bgr
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        det = self._detector()
+        det.setInputSize((small.shape[1], small.shape[0]))
+        det.setScoreThreshold(float(score_threshold))
+        _, rows = det.detect(small)
+        if rows is None:
+            return []
+        found = []
+        for row in rows:
+            x, y, bw, bh = (float(v) / scale for v in row[:4])
+            if min(bw, bh) < min_face_size:
+                continue
+            landmarks = (row[4:14].reshape(5, 2) / scale).astype(np.float32)
+            found.append(Detection((x, y, bw, bh), landmarks, float(row[14])))
+        found.sort(key=lambda d: d.score, reverse=True)
+        return found[:max_faces]

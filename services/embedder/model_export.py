@@ -1,0 +1,187 @@
+"""Produce the encoder ONNX files every backend serves, from the installed packages only.
+
+- SFace ships with its batch dimension fixed to 1. Its graph is batch-agnostic apart from the
+  declared shapes (Flatten + Gemm, no Reshape to a literal batch), so re-declaring dimension 0
+  as symbolic is faithful; the export checks that a batch gives the same vectors as one face at
+  a time through the original file before it writes anything.
+- all-MiniLM-L6-v2 is exported from its bundled weights with mean pooling and L2 normalisation
+  inside the graph, so a backend returns the final sentence vector; checked against the
+  PyTorch model.
+
+``python -m services.embedder.model_export --out DIR``; the service runs the same code on its
+first start when files are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from services.embedder import model_files as mf
+
+log = logging.getLogger("facesearch.embedder.export")
+
+# onnx >= 1.23 writes IR 14 by default, which onnxruntime 1.31 (and Triton's) refuse.
+ONNX_IR_VERSION = 10
+MINILM_OPSET = 14
+
+
+def _atomic_write(data: bytes, path: Path) -> None:
+    # Several replicas may start on one volume at once: never expose a half-written file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _session(model: bytes | str):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def sface_dynamic_batch() -> bytes:
+    """SFace with a symbolic batch dimension, verified against the shipped file."""
+    import onnx
+
+    model = onnx.load(str(mf.sface_source()))
+    init_names = {i.name for i in model.graph.initializer}
+    # Old exporters list weights as graph inputs; a server would expose them as overridable
+    # inputs, so keep only the real one.
+    real_inputs = [i for i in model.graph.input if i.name not in init_names]
+    del model.graph.input[:]
+    model.graph.input.extend(real_inputs)
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del model.graph.value_info[:]  # stale per-node shapes with batch 1
+    model.ir_version = min(model.ir_version, ONNX_IR_VERSION)
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+
+    (inp,) = mf.SFACE_SPEC.inputs
+    if [i.name for i in model.graph.input] != [inp.name] or [
+        o.name for o in model.graph.output
+    ] != [mf.SFACE_SPEC.output.name]:
+        raise RuntimeError("the shipped SFace file has unexpected tensor names")
+    rng = np.random.default_rng(7)
+    batch = rng.uniform(0, 255, size=(5, *inp.dims)).astype(np.float32)
+    original = _session(str(mf.sface_source()))
+    looped = np.concatenate([original.run(None, {inp.name: x[None]})[0] for x in batch])
+    batched = _session(data).run(None, {inp.name: batch})[0]
+    if not np.allclose(looped, batched, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(
+            "SFace with a dynamic batch differs from the shipped model "
+            f"(max abs diff {np.abs(looped - batched).max():.2e}); keep batch 1 and loop"
+        )
+    return data
+
+
+def minilm_onnx() -> bytes:
+    """all-MiniLM-L6-v2 (transformer + mean pooling + L2 norm) as ONNX, verified."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import onnx
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(str(mf.minilm_source()), local_files_only=True).eval()
+
+    class SentenceEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor,
+        ) -> torch.Tensor:
+            hidden = self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    encoder = SentenceEncoder().eval()
+    tok = Tokenizer.from_file(str(mf.tokenizer_file()))
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    samples = [
+        "a man with glasses speaking at a podium",
+        "smiling woman with long blond hair",
+        "archive photo",
+    ]
+    enc = tok.encode_batch(samples)
+    feeds = {
+        "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+    }
+    args = tuple(torch.from_numpy(feeds[t.name]) for t in mf.MINILM_SPEC.inputs)
+    names = [t.name for t in mf.MINILM_SPEC.inputs]
+    out_name = mf.MINILM_SPEC.output.name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "minilm.onnx"
+        with torch.no_grad():
+            expected = encoder(*args).numpy()
+            torch.onnx.export(
+                encoder,
+                args,
+                str(path),
+                input_names=names,
+                output_names=[out_name],
+                dynamic_axes={
+                    **{n: {0: "batch", 1: "sequence"} for n in names},
+                    out_name: {0: "batch"},
+                },
+                opset_version=MINILM_OPSET,
+                dynamo=False,
+            )
+        model = onnx.load(str(path))
+    model.ir_version = ONNX_IR_VERSION
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    got = _session(data).run(None, feeds)[0]
+    cos = (got * expected).sum(1)
+    if got.shape != (len(samples), mf.MINILM_SPEC.dimension) or cos.min() < 0.9999:
+        raise RuntimeError(f"MiniLM ONNX export differs from PyTorch (cosine {cos.min():.5f})")
+    return data
+
+
+def export_all(out: Path, only_missing: bool = False) -> list[Path]:
+    """Write every encoder file into ``out``; returns the paths written."""
+    makers = {mf.SFACE: sface_dynamic_batch, mf.MINILM: minilm_onnx}
+    written = []
+    for spec in mf.ENCODERS.values():
+        path = mf.encoder_path(spec, out)
+        if only_missing and path.exists():
+            continue
+        log.info("exporting model", extra={"model_id": spec.model_id, "path": str(path)})
+        _atomic_write(makers[spec.model_id](), path)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=mf.DEFAULT_MODEL_DIR, help="directory for the .onnx files")
+    parser.add_argument("--only-missing", action="store_true", help="keep files already there")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for path in export_all(Path(args.out), args.only_missing):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

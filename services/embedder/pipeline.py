@@ -1,0 +1,163 @@
+"""The face pipeline: decode -> detect -> align -> encode -> normalise.
+
+Preparation (decode, detect, align, quality) is synchronous CPU work done per image; encoding
+gathers the crops of many images into batches for the encoder runtime. The servicer runs the
+two halves separately; scripts and other services' benchmarks can use the whole in-process:
+
+    from services.embedder.pipeline import FacePipeline
+    pipe = FacePipeline.local()                    # onnxruntime on CPU, models in ./models
+    results = pipe.embed_images_sync([jpeg_bytes]) # list of ImageEmbedding
+    vec = results[0].faces[0].embedding            # 128 float32, unit length
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from services.embedder import model_files as mf
+from services.embedder.backends.base import EncoderRuntime
+from services.embedder.face_alignment import CROP_SIZE, align_face, resize_crop
+from services.embedder.face_detection import FaceDetector
+from services.embedder.face_quality import Quality, face_quality
+from services.embedder.image_decode import ImageLimits, decode_image
+from services.runtime.errors import InvalidArgument, ServiceError
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    max_faces: int = 64
+    min_face_size: float = 16.0
+    score_threshold: float = 0.6
+    return_aligned_crops: bool = False
+
+
+@dataclass
+class FaceResult:
+    box: tuple[float, float, float, float] | None  # x, y, w, h; None for given crops
+    landmarks: np.ndarray | None  # 5x2
+    detection_score: float
+    quality: Quality
+    aligned: np.ndarray  # 112x112 BGR crop fed to the encoder
+    embedding: np.ndarray | None = None
+    model_id: str = ""
+
+
+@dataclass
+class ImageEmbedding:
+    width: int
+    height: int
+    faces: list[FaceResult] = field(default_factory=list)
+
+
+def to_model_input(crops: list[np.ndarray]) -> np.ndarray:
+    """BGR 112x112 crops -> SFace's input: RGB, float 0..255, NCHW."""
+    if not crops:
+        return np.zeros((0, 3, CROP_SIZE, CROP_SIZE), dtype=np.float32)
+    batch = np.stack(crops)[..., ::-1]  # BGR -> RGB
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+class FacePipeline:
+    def __init__(
+        self,
+        runtime: EncoderRuntime,
+        model_id: str = mf.SFACE,
+        limits: ImageLimits | None = None,
+        detector: FaceDetector | None = None,
+    ) -> None:
+        if model_id not in mf.ENCODERS or mf.ENCODERS[model_id].kind != "face":
+            raise ValueError(f"{model_id!r} is not a face encoder")
+        self.runtime = runtime
+        self.model_id = model_id
+        self.limits = limits or ImageLimits()
+        self.detector = detector or FaceDetector()
+
+    @classmethod
+    def local(cls, model_dir: str | Path | None = None, threads: int = 0) -> FacePipeline:
+        """In-process pipeline on onnxruntime; exports missing model files on first use."""
+        from services.embedder.backends.local import LocalRuntime
+
+        runtime = LocalRuntime(model_dir, intra_op_threads=threads)
+        runtime.load()
+        return cls(runtime)
+
+    # -- preparation (synchronous, CPU) ---------------------------------------------------
+    def prepare_image(
+        self, data: bytes, settings: DetectionSettings, field: str = "image"
+    ) -> ImageEmbedding:
+        """Decode, detect, align and score every face; embeddings are filled by ``encode``."""
+        bgr = decode_image(data, field, self.limits)
+        return self.prepare_pixels(bgr, settings)
+
+    def prepare_pixels(self, bgr: np.ndarray, settings: DetectionSettings) -> ImageEmbedding:
+        h, w = bgr.shape[:2]
+        result = ImageEmbedding(width=w, height=h)
+        for det in self.detector.detect(
+            bgr, settings.score_threshold, settings.min_face_size, settings.max_faces
+        ):
+            aligned = align_face(bgr, det.landmarks)
+            size = min(det.box[2], det.box[3])
+            quality = face_quality(aligned, size, min_size=settings.min_face_size)
+            result.faces.append(FaceResult(det.box, det.landmarks, det.score, quality, aligned))
+        return result
+
+    def prepare_crop(self, data: bytes, field: str = "crop") -> ImageEmbedding:
+        """An already aligned crop: no detection, resized to 112x112."""
+        bgr = decode_image(data, field, self.limits)
+        h, w = bgr.shape[:2]
+        aligned = resize_crop(bgr)
+        # The crop is the face: its size is the crop's shorter side.
+        quality = face_quality(aligned, float(min(h, w)))
+        face = FaceResult(None, None, 1.0, quality, aligned)
+        return ImageEmbedding(width=w, height=h, faces=[face])
+
+    # -- encoding (batched through the runtime) -------------------------------------------
+    async def encode(self, images: list[ImageEmbedding]) -> None:
+        """Fill in the embedding of every face of ``images``, in as few calls as allowed."""
+        faces = [f for img in images for f in img.faces]
+        if not faces:
+            return
+        vectors = await self.encode_crops([f.aligned for f in faces])
+        for face, vec in zip(faces, vectors, strict=True):
+            face.embedding = vec
+            face.model_id = self.model_id
+
+    async def encode_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Unit-length embeddings of 112x112 BGR crops."""
+        step = self.runtime.max_batch(self.model_id)
+        name = mf.ENCODERS[self.model_id].inputs[0].name
+        parts = [
+            await self.runtime.infer(self.model_id, {name: to_model_input(crops[i : i + step])})
+            for i in range(0, len(crops), step)
+        ]
+        out = np.concatenate(parts).astype(np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    # -- whole pipeline -------------------------------------------------------------------
+    async def embed_images(
+        self, images: list[bytes], settings: DetectionSettings | None = None
+    ) -> list[ImageEmbedding | ServiceError]:
+        """Per-image results in order; an image that cannot be used yields its error."""
+        settings = settings or DetectionSettings()
+        prepared: list[ImageEmbedding | ServiceError] = []
+        for i, data in enumerate(images):
+            try:
+                prepared.append(self.prepare_image(data, settings, f"images[{i}].data"))
+            except InvalidArgument as exc:
+                prepared.append(exc)
+        await self.encode([p for p in prepared if isinstance(p, ImageEmbedding)])
+        return prepared
+
+    def embed_images_sync(
+        self, images: list[bytes], settings: DetectionSettings | None = None
+    ) -> list[ImageEmbedding | ServiceError]:
+        """Blocking form of ``embed_images`` for scripts (not inside a running event loop)."""
+        return asyncio.run(self.embed_images(images, settings))
+
+    def embed_crops_sync(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Blocking: embeddings of 112x112 BGR crops (e.g. ``FaceResult.aligned``)."""
+        return asyncio.run(self.encode_crops([resize_crop(c) for c in crops]))

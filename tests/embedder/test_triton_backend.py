@@ -1,0 +1,175 @@
+"""The triton backend against a real Triton server (PyTriton's tritonserver on CPU, hosting the
+same ONNX files under the production names and tensors; see pytriton_server.py).
+
+Checks that both backends compute the same vectors, that an unreachable Triton is UNAVAILABLE
+within the configured timeout, and that the embedder recovers by itself once Triton is back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from facesearch.v1 import embedder_pb2 as pb
+from facesearch.v1 import embedder_service_pb2_grpc as pb_grpc
+from tests.embedder.conftest import MODEL_DIR, REPO, embedder_env, package_photos
+from tests.helpers.service_process import ServiceProcess, free_port, start_service
+
+pytestmark = pytest.mark.slow
+TRITON_TIMEOUT_S = 3.0
+
+
+class PyTritonServer:
+    """tests/embedder/pytriton_server.py as a subprocess (its own process group: PyTriton
+    starts tritonserver as a child, and both must go when we stop it)."""
+
+    def __init__(self, grpc_port: int) -> None:
+        self.grpc_port = grpc_port
+        self.url = f"127.0.0.1:{grpc_port}"
+        self.log = Path(tempfile.mkdtemp(prefix="pytriton-")) / "pytriton.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        import tritonclient.grpc as tc
+
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.embedder.pytriton_server",
+                    f"--grpc-port={self.grpc_port}",
+                    f"--http-port={free_port()}",
+                    f"--metrics-port={free_port()}",
+                    f"--model-dir={MODEL_DIR}",
+                ],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+        client = tc.InferenceServerClient(self.url)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pytriton exited: {self.log.read_text()[-3000:]}")
+            try:
+                if all(client.is_model_ready(m) for m in ("sface-2021dec", "minilm-l6-v2")):
+                    return
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise AssertionError(f"pytriton not ready in {timeout_s} s: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        # tritonserver (same group) may outlive the Python parent while it unloads models.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def triton_server(model_dir: Path) -> Iterator[PyTritonServer]:
+    server = PyTritonServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def triton_embedder(triton_server: PyTritonServer) -> Iterator[ServiceProcess]:
+    env = embedder_env(
+        backend="triton", triton_url=triton_server.url, triton_timeout_s=TRITON_TIMEOUT_S
+    )
+    svc = start_service("embedder", env, timeout=120)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def triton_stub(triton_embedder: ServiceProcess) -> pb_grpc.EmbedderStub:
+    return pb_grpc.EmbedderStub(triton_embedder.channel())
+
+
+def face_vectors(stub, images: list[bytes]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    reply = stub.EmbedImages(
+        pb.EmbedImagesRequest(images=[pb.ImageInput(data=d) for d in images]), timeout=60
+    )
+    return np.stack([np.asarray(r.faces[0].embedding.values) for r in reply.results])
+
+
+TEXTS = ["a woman with red hair", "an elderly man wearing a hat at a press conference"]
+
+
+def text_vectors(stub) -> np.ndarray:  # type: ignore[no-untyped-def]
+    reply = stub.EmbedText(pb.EmbedTextRequest(texts=TEXTS), timeout=60)
+    return np.stack([np.asarray(e.values) for e in reply.embeddings])
+
+
+def test_triton_and_local_backends_give_the_same_embeddings(stub, triton_stub) -> None:
+    images = [p.read_bytes() for p in package_photos()[:6]]
+    faces_t, faces_l = face_vectors(triton_stub, images), face_vectors(stub, images)
+    assert (faces_t * faces_l).sum(1).min() >= 0.999
+    texts_t, texts_l = text_vectors(triton_stub), text_vectors(stub)
+    assert (texts_t * texts_l).sum(1).min() >= 0.999
+    models = triton_stub.ListModels(pb.ListModelsRequest(), timeout=10).models
+    encoders = [m for m in models if m.kind != pb.MODEL_KIND_FACE_DETECTOR]
+    assert {m.model_id for m in encoders} == {"sface-2021dec", "minilm-l6-v2"}
+    assert all(m.backend == "triton" and m.ready for m in encoders)
+
+
+def test_unreachable_triton_is_unavailable_in_time_then_recovers(
+    triton_server: PyTritonServer, triton_stub
+) -> None:
+    image = package_photos()[0].read_bytes()
+    face_vectors(triton_stub, [image])  # works before the outage
+    triton_server.stop()
+
+    for call in (lambda: text_vectors(triton_stub), lambda: face_vectors(triton_stub, [image])):
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        elapsed = time.monotonic() - start
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "retry later" in err.value.details()
+        assert elapsed <= TRITON_TIMEOUT_S + 2.0
+    models = triton_stub.ListModels(pb.ListModelsRequest(), timeout=10).models
+    assert not any(m.ready for m in models if m.backend == "triton")
+
+    triton_server.start()  # same port; the embedder process is not touched
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            vectors = text_vectors(triton_stub)
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+            assert time.monotonic() < deadline, "embedder did not recover within 30 s"
+            time.sleep(0.5)
+    assert vectors.shape == (2, 384)
+    assert face_vectors(triton_stub, [image]).shape == (1, 128)
