@@ -5,6 +5,7 @@
     facesearch search IMAGE --collection NAME    the closest faces, with scores
     facesearch session --collection NAME         interactive search with your feedback
     facesearch status                            health and counts of every service
+    facesearch quickstart [--keep-running]       the main job on the embedded default
 
 Addresses and the API key come from flags or FACESEARCH_EMBEDDER_ADDRESS,
 FACESEARCH_RETRIEVER_ADDRESS, FACESEARCH_PERSONALIZER_ADDRESS, FACESEARCH_API_KEY (see
@@ -125,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="no questions: a simulated user looking for this person answers each round",
     )
     session.add_argument("--target", metavar="ID", help="with --simulate: the face to find")
+
+    quick = sub.add_parser(
+        "quickstart", help="start the services, index sample photos, search, run a session"
+    )
+    quick.add_argument("--data-dir", type=Path, default=Path("data/quickstart"))
+    quick.add_argument("--keep-running", action="store_true", help="leave the services up")
+    quick.add_argument("--seed", type=int, default=7, help="picks the query and the target")
+    quick.add_argument(
+        "--port-base",
+        type=int,
+        default=DEFAULT_PORTS["embedder"],
+        metavar="P",
+        help="embedder on P, retriever P+1, personalizer P+2",
+    )
 
     status = sub.add_parser("status", parents=[common], help="health and counts of services")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -451,6 +466,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return cmd_serve(args, out)
+    if args.command == "quickstart":
+        from facesearch import quickstart
+
+        try:
+            return quickstart.run(
+                args.data_dir,
+                keep_running=args.keep_running,
+                seed=args.seed,
+                port_base=args.port_base,
+                out=out,
+            )
+        except (FacesearchError, grpc.RpcError) as exc:
+            why = explain(exc) if isinstance(exc, grpc.RpcError) else str(exc)
+            print(f"facesearch quickstart: {why}", file=sys.stderr)
+            return 1
     try:
         settings = client_settings(args)
     except ValueError as exc:

