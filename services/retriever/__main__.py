@@ -7,7 +7,7 @@ catalog and fanning out to those servers, which are plain retriever processes th
 
 Keys (file section ``retriever`` or ``FACESEARCH_RETRIEVER_<KEY>``): data_dir, shard_servers,
 max_k (1000), max_upsert_batch (1024), max_search_batch (256), snapshot_interval_s (60),
-snapshot_min_entries (1000), faiss_omp_threads (1; 0 = all cores).
+snapshot_min_entries (1000), faiss_omp_threads (1; 0 = all cores), metrics_refresh_s (15).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import grpc
 
 from facesearch.v1 import retriever_pb2 as pb
 from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc
-from services.retriever import gpu
+from services.retriever import gpu, metrics
 from services.retriever.catalog import Catalog
 from services.retriever.collection import Limits
 from services.retriever.index_build import BuildQueue
@@ -129,6 +129,8 @@ def build(cfg: ServerConfig) -> ServiceDefinition:
             interval = float(cfg.get("snapshot_interval_s", 60))
             min_entries = int(cfg.get("snapshot_min_entries", 1000))
             tasks.append(asyncio.create_task(servicer.snapshot_loop(interval, min_entries)))
+            refresh_s = float(cfg.get("metrics_refresh_s", 15))
+            tasks.append(asyncio.create_task(metrics.refresh_loop(catalog, refresh_s)))
 
     async def stop() -> None:
         for t in tasks:
