@@ -38,6 +38,20 @@ class StackError(FacesearchError):
     pass
 
 
+def free_port_base(count: int = len(SERVICES), start: int = 20_000, stop: int = 40_000) -> int:
+    """A port P such that P .. P+count-1 are all free now on 127.0.0.1 (for a stack whose
+    services sit on consecutive ports, as ``--port-base`` lays them out)."""
+    for base in range(start, stop - count, count + 4):
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise StackError(f"no {count} consecutive free ports between {start} and {stop}")
+
+
 @dataclass
 class LocalStack:
     data_dir: Path = Path("data")

@@ -25,25 +25,11 @@ import faiss
 import numpy as np
 
 from facesearch import FacesearchClient, flows
-from facesearch.local_stack import SERVICES, LocalStack
+from facesearch.local_stack import SERVICES, LocalStack, free_port_base
 from facesearch.quickstart import sample_photos
 from services.embedder.pipeline import FacePipeline
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_base() -> int:
-    import socket
-
-    for base in range(31_000, 40_000, 7):
-        try:
-            for port in range(base, base + 3):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise SystemExit("no free ports")
 
 
 def gather_images(lfw: int) -> list[Path]:
@@ -102,7 +88,7 @@ def main() -> None:
     bare_ips, index, faces = bare_index(pipeline, files)
     bare_lat = [bare_search(pipeline, index, q) for q in queries]
 
-    base = _free_base()
+    base = free_port_base()
     with (
         tempfile.TemporaryDirectory() as tmp,
         LocalStack(

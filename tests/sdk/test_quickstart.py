@@ -4,7 +4,6 @@ until the target is shown, and stops every service."""
 
 from __future__ import annotations
 
-import random
 import socket
 import subprocess
 import sys
@@ -12,21 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from facesearch.local_stack import free_port_base
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _three_free_ports() -> int:
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 40_000)
-        try:
-            for port in range(base, base + 3):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no three consecutive free ports")
 
 
 def _port_free(port: int) -> bool:
@@ -36,7 +23,7 @@ def _port_free(port: int) -> bool:
 
 @pytest.mark.slow
 def test_quickstart_indexes_searches_finds_the_target_and_stops(tmp_path: Path) -> None:
-    base = _three_free_ports()
+    base = free_port_base()
     cli = Path(sys.executable).parent / "facesearch"
     result = subprocess.run(
         [str(cli), "quickstart", "--data-dir", str(tmp_path), "--port-base", str(base)],
