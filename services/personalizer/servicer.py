@@ -1,7 +1,4 @@
-"""gRPC adapter of the personalizer: checks requests, then hands them to the session logic.
-
-Until the FaIRCoP session logic lands (issue 5) valid requests answer UNIMPLEMENTED.
-"""
+"""gRPC adapter of the personalizer: checks requests, then hands them to the session logic."""
 
 from __future__ import annotations
 
@@ -9,12 +6,16 @@ import grpc
 
 from facesearch.v1 import personalizer_pb2 as pb
 from facesearch.v1 import personalizer_service_pb2_grpc as pb_grpc
+from services.personalizer import metrics
+from services.personalizer.sessions import Sessions
+from services.runtime.auth import current_tenant
 from services.runtime.config import ServerConfig
-from services.runtime.errors import InvalidArgument, Unimplemented
-from services.runtime.validation import in_range, max_bytes, require
+from services.runtime.errors import InvalidArgument
+from services.runtime.validation import batch_size, in_range, max_bytes, require
 
 MAX_USER_ID_BYTES = 256
 MAX_K = 64
+MAX_FEEDBACK = 256
 
 
 def _check_user(user_id: str) -> None:
@@ -23,8 +24,9 @@ def _check_user(user_id: str) -> None:
 
 
 class PersonalizerServicer(pb_grpc.PersonalizerServicer):
-    def __init__(self, cfg: ServerConfig) -> None:
+    def __init__(self, cfg: ServerConfig, sessions: Sessions) -> None:
         self.cfg = cfg
+        self.sessions = sessions
 
     async def StartSession(
         self, request: pb.StartSessionRequest, context: grpc.aio.ServicerContext
@@ -33,41 +35,50 @@ class PersonalizerServicer(pb_grpc.PersonalizerServicer):
         require(request.collection, "collection")
         if request.k:
             in_range(request.k, "k", 1, MAX_K)
-        raise Unimplemented("StartSession is not served yet (personalizer, issue 5)")
+        state = await self.sessions.start(current_tenant(), request, context)
+        metrics.SESSIONS_STARTED.inc()
+        return pb.StartSessionResponse(state=state)
 
     async def SubmitFeedback(
         self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitFeedbackResponse:
         require(request.session_id, "session_id")
         require(request.feedback, "feedback")
+        batch_size(request.feedback, "feedback", MAX_FEEDBACK)
+        if request.k:
+            in_range(request.k, "k", 1, MAX_K)
         for i, item in enumerate(request.feedback):
             require(item.id, f"feedback[{i}].id")
             if item.label == pb.FEEDBACK_LABEL_UNSPECIFIED:
                 raise InvalidArgument(
                     f"feedback[{i}].label", "is unspecified: use SIMILAR, DISSIMILAR or FOUND"
                 )
-        raise Unimplemented("SubmitFeedback is not served yet (personalizer, issue 5)")
+        state = await self.sessions.feedback(current_tenant(), request, context)
+        metrics.FEEDBACK_ROUNDS.labels(str(state.finished).lower()).inc()
+        return pb.SubmitFeedbackResponse(state=state)
 
     async def GetSession(
         self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSessionResponse:
         require(request.session_id, "session_id")
-        raise Unimplemented("GetSession is not served yet (personalizer, issue 5)")
+        return await self.sessions.get(current_tenant(), request.session_id)
 
     async def EndSession(
         self, request: pb.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.EndSessionResponse:
         require(request.session_id, "session_id")
-        raise Unimplemented("EndSession is not served yet (personalizer, issue 5)")
+        rounds = await self.sessions.end(current_tenant(), request.session_id)
+        return pb.EndSessionResponse(rounds=rounds)
 
     async def ResetUser(
         self, request: pb.ResetUserRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResetUserResponse:
         _check_user(request.user_id)
-        raise Unimplemented("ResetUser is not served yet (personalizer, issue 5)")
+        n = await self.sessions.reset_user(current_tenant(), request.user_id, request.model_id)
+        return pb.ResetUserResponse(heads_deleted=n)
 
     async def DescribeUser(
         self, request: pb.DescribeUserRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeUserResponse:
         _check_user(request.user_id)
-        raise Unimplemented("DescribeUser is not served yet (personalizer, issue 5)")
+        return await self.sessions.describe_user(current_tenant(), request.user_id)

@@ -61,6 +61,12 @@ class FailedPrecondition(ServiceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Aborted(ServiceError):
+    """A concurrent change won every retry (optimistic concurrency); the caller may retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class ResourceExhausted(ServiceError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

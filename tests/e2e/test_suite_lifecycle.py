@@ -23,6 +23,8 @@ from facesearch.v1 import retriever_pb2
 from tests.helpers.service_process import (
     ServiceProcess,
     free_port,
+    metric_value,
+    scrape_metrics,
     shared_data_dir,
     start_service,
     start_suite,
@@ -58,7 +60,14 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Servic
     tmp = tmp_path_factory.mktemp("suite")
     # A fixed retriever port, so the restarted retriever is where the others expect it.
     port = free_port()
-    started = start_suite(tmp, env={"FACESEARCH_RETRIEVER_PORT": str(port)})
+    started = start_suite(
+        tmp,
+        metrics=True,
+        env={
+            "FACESEARCH_RETRIEVER_PORT": str(port),
+            "FACESEARCH_RETRIEVER_METRICS_REFRESH_S": "0.2",
+        },
+    )
     started["_tmp"] = tmp  # type: ignore[assignment]
     yield started
     stop_suite({k: v for k, v in started.items() if k != "_tmp"})
@@ -111,6 +120,21 @@ def test_archive_lifecycle(
         client, "archive-v1", "e2e-user", flows.simulated_user("Serena_Williams"), k=4
     )
     assert outcome.found_id and outcome.rounds <= 5, outcome
+    # What the dashboard charts moved: feedback rounds, and the index size per collection.
+    scraped = scrape_metrics(suite["personalizer"].metrics_port)
+    rounds = metric_value(scraped, "facesearch_personalizer_feedback_rounds_total", finished="true")
+    assert rounds == 1  # the round in which the user said "found"
+    stored = client.retriever.Stats(retriever_pb2.StatsRequest(collection="archive-v1")).points
+    _wait_for(
+        lambda: (
+            metric_value(
+                scrape_metrics(suite["retriever"].metrics_port),
+                "facesearch_retriever_points",
+                collection="archive-v1",
+            )
+            == stored
+        )
+    )
 
     # 4. Forget one person (GDPR): no face of theirs comes back from search, get or stats.
     before = client.retriever.Stats(retriever_pb2.StatsRequest(collection="archive-v1")).points

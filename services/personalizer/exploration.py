@@ -1,0 +1,43 @@
+"""Diverse faces: the first round without a seed, and the exploratory share of early rounds.
+
+The personalizer sees a collection only through the retriever's search, so the candidate pool
+is the union of the best hits of a few random directions (one batched Search call). From that
+pool greedy farthest-point selection picks faces far from everything the user has already seen
+and from each other: each pick maximises min over seen-or-picked faces of (1 - cos). That lets
+the user say "not this" to whole regions of the face space at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def random_directions(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """``n`` random unit vectors (isotropic), the queries of an exploration pool."""
+    d = rng.standard_normal((n, dim)).astype(np.float32)
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def farthest_points(pool: np.ndarray, seen: np.ndarray, n: int) -> list[int]:
+    """Indices of ``n`` pool rows chosen greedily far from ``seen`` rows and from each other."""
+    if len(pool) == 0 or n <= 0:
+        return []
+    pool = pool / np.maximum(np.linalg.norm(pool, axis=1, keepdims=True), 1e-12)
+    if len(seen):
+        seen = seen / np.maximum(np.linalg.norm(seen, axis=1, keepdims=True), 1e-12)
+        nearest = (pool @ seen.T).max(1)  # highest cosine to anything seen
+    else:
+        nearest = np.full(len(pool), -np.inf, np.float32)
+    picked: list[int] = []
+    if not len(seen):
+        # Nothing seen: start from the pool face most central to the pool (a typical face).
+        first = int(np.argmax(pool @ pool.mean(0)))
+        picked.append(first)
+        nearest = np.maximum(nearest, pool @ pool[first])
+    while len(picked) < min(n, len(pool)):
+        cand = nearest.copy()
+        cand[picked] = np.inf
+        i = int(np.argmin(cand))
+        picked.append(i)
+        nearest = np.maximum(nearest, pool @ pool[i])
+    return picked

@@ -1,0 +1,59 @@
+"""One round of online training: a bounded number of Adam steps of SCLoss on the session's
+labelled faces, starting from the user's current head.
+
+Bounded twice, so a round's cost does not grow with a session's length: at most ``steps`` Adam
+steps and at most ``time_budget_s`` seconds; the labelled set is capped to the newest
+``max_examples`` faces of each cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from services.personalizer.sc_loss import SCLossParams, sc_loss
+
+# One intra-op thread: a round is tiny (d=128) and the service runs many rounds side by side.
+torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    steps: int = 10
+    learning_rate: float = 0.05
+    time_budget_s: float = 0.05
+    max_examples: int = 256
+    loss: SCLossParams = field(default_factory=SCLossParams)
+
+
+def train_round(
+    weight: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    params: TrainingParams = TrainingParams(),
+) -> tuple[np.ndarray, int]:
+    """The updated W and the number of steps taken (0 when there was nothing to learn)."""
+    if len(positives) == 0:
+        # Without a positive cluster there is nothing to separate from; the head stays.
+        return weight, 0
+    pos = torch.from_numpy(np.asarray(positives[-params.max_examples :], np.float32))
+    neg = torch.from_numpy(np.asarray(negatives[-params.max_examples :], np.float32))
+    w = torch.tensor(weight, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=params.learning_rate)
+    deadline = time.perf_counter() + params.time_budget_s
+    steps = 0
+    for _ in range(params.steps):
+        opt.zero_grad()
+        loss = sc_loss(w, pos, neg, params.loss)
+        loss.backward()
+        opt.step()
+        steps += 1
+        if time.perf_counter() > deadline:
+            break
+    out = w.detach().numpy().astype(np.float32)
+    if not np.isfinite(out).all():  # never store a broken head
+        return weight, 0
+    return out, steps

