@@ -134,8 +134,13 @@ def run_service(name: str, build: Callable[[ServerConfig], ServiceDefinition]) -
         print(f"facesearch-{name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     setup_logging(name, cfg.log_level, cfg.log_format)
+    async def build_and_serve() -> None:
+        # build() runs inside the event loop, so it may open grpc.aio channels to other
+        # services (a channel belongs to the loop it was created on).
+        await serve(cfg, build(cfg))
+
     try:
-        asyncio.run(serve(cfg, build(cfg)))
+        asyncio.run(build_and_serve())
     except OSError as exc:  # e.g. the port is taken
         log.error("cannot start", extra={"error": str(exc)})
         raise SystemExit(1) from exc
