@@ -5,6 +5,7 @@ metrics. A grpc.aio server interceptor wraps each method handler with it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -105,8 +106,16 @@ class CallPipeline(grpc.aio.ServerInterceptor):
                 with _Call(self, method, context) as call:
                     try:
                         call.authenticate()
-                        async for item in behavior(request, context):
-                            yield item
+                        answer = behavior(request, context)
+                        if inspect.isasyncgen(answer):
+                            async for item in answer:
+                                yield item
+                        else:
+                            # A handler that writes through context.write() and returns (as
+                            # grpc's own health Watch does) instead of yielding.
+                            await answer
+                        if context.cancelled():
+                            call.code = grpc.StatusCode.CANCELLED
                     except BaseException as exc:
                         await call.fail(exc)
 

@@ -67,6 +67,14 @@ class ServerConfig:
         return self.extra.get(key, default)
 
 
+class _StringKeyLoader(yaml.SafeLoader):
+    """Reads every scalar as the text written, so a key like 0123 stays '0123' (not octal 83)."""
+
+
+# Resolvers are per class: dropping the implicit ones on the subclass leaves SafeLoader as is.
+_StringKeyLoader.yaml_implicit_resolvers = {}
+
+
 def _parse_scalar(raw: str) -> Any:
     try:
         return yaml.safe_load(raw)
@@ -86,7 +94,10 @@ def _coerce(value: Any, like: Any) -> Any:
     if isinstance(like, dict):
         if isinstance(value, str):
             value = yaml.safe_load(value) or {}
-        return dict(value)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a mapping, got {value!r}")
+        # YAML reads an all-digit API key as a number: keys and tenants are strings.
+        return {str(k): str(v) for k, v in value.items()}
     return value if not isinstance(like, str) else str(value)
 
 
@@ -100,6 +111,7 @@ def load_config(service: str, env: dict[str, str] | None = None) -> ServerConfig
             raise ValueError(f"{path}: expected a mapping with 'common' and per-service sections")
         merged.update(data.get("common") or {})
         merged.update(data.get(service) or {})
+    known = {f.name: f for f in fields(ServerConfig)}
     service_prefix = f"FACESEARCH_{service.upper()}_"
     # Generic keys first so the service-specific ones win.
     for prefix in ("FACESEARCH_", service_prefix):
@@ -107,12 +119,17 @@ def load_config(service: str, env: dict[str, str] | None = None) -> ServerConfig
             if not name.startswith(prefix) or name == "FACESEARCH_CONFIG":
                 continue
             key = name[len(prefix) :].lower()
-            if prefix == "FACESEARCH_" and key.split("_", 1)[0] in DEFAULT_PORTS:
-                continue  # another service's variable
+            # FACESEARCH_RETRIEVER_ADDRESS is the generic key retriever_address (every service
+            # needs to know where the retriever is), while FACESEARCH_RETRIEVER_DATA_DIR is the
+            # retriever's own data_dir: a known generic key wins, then the service prefix.
+            if prefix == "FACESEARCH_" and key not in known:
+                if key.split("_", 1)[0] in DEFAULT_PORTS:
+                    continue  # a service-specific variable (this service's or another's)
+            if prefix == service_prefix and f"{service}_{key}" in known:
+                continue  # read above as a generic key
             merged[key] = _parse_scalar(raw)
 
     cfg = ServerConfig(service=service)
-    known = {f.name: f for f in fields(ServerConfig)}
     for key, value in merged.items():
         if key in known and key not in {"service", "extra"}:
             setattr(cfg, key, _coerce(value, getattr(cfg, key)))
@@ -123,7 +140,9 @@ def load_config(service: str, env: dict[str, str] | None = None) -> ServerConfig
     if cfg.metrics_port == -1:
         cfg.metrics_port = DEFAULT_METRICS_PORTS.get(service, 0)
     if cfg.auth_keys_file:
-        keys = yaml.safe_load(Path(cfg.auth_keys_file).read_text()) or {}
+        keys = yaml.load(Path(cfg.auth_keys_file).read_text(), Loader=_StringKeyLoader) or {}
+        if not isinstance(keys, dict):
+            raise ValueError(f"{cfg.auth_keys_file}: expected 'key: tenant' lines")
         cfg.auth_keys = {**{str(k): str(v) for k, v in keys.items()}, **cfg.auth_keys}
     if cfg.auth_enabled and not cfg.auth_keys and not cfg.tls_client_ca_file:
         raise ValueError(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -68,7 +69,9 @@ async def serve(cfg: ServerConfig, definition: ServiceDefinition) -> None:
     )
     server = grpc.aio.server(
         interceptors=[CallPipeline(cfg.service, authenticator)],
-        options=channel_options(cfg.max_message_bytes),
+        # Without this a second process on the same port binds too and the kernel splits
+        # traffic between the two: a taken port must be an error.
+        options=[*channel_options(cfg.max_message_bytes), ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
     )
     health_servicer = health.aio.HealthServicer()
@@ -88,9 +91,23 @@ async def serve(cfg: ServerConfig, definition: ServiceDefinition) -> None:
         server,
     )
 
-    for hook in definition.on_start:
-        await hook()
+    try:
+        for hook in definition.on_start:
+            await hook()
+        await _run_until_signalled(cfg, server, health_servicer, names)
+    finally:
+        # Also after a failed start (port taken, a hook failing): release what started.
+        for hook in definition.on_stop:
+            await hook()
+    log.info("stopped")
 
+
+async def _run_until_signalled(
+    cfg: ServerConfig,
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    names: list[str],
+) -> None:
     address = f"{cfg.host}:{cfg.port}"
     creds = _server_credentials(cfg)
     port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
@@ -121,19 +138,17 @@ async def serve(cfg: ServerConfig, definition: ServiceDefinition) -> None:
     # Tell load balancers first, so no new calls are routed here while in-flight ones finish.
     await health_servicer.enter_graceful_shutdown()
     await server.stop(cfg.shutdown_grace_s)
-    for hook in definition.on_stop:
-        await hook()
-    log.info("stopped")
 
 
 def run_service(name: str, build: Callable[[ServerConfig], ServiceDefinition]) -> None:
     """Entry point of a service process: ``python -m services.<name>``."""
     try:
         cfg = load_config(name)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, yaml.YAMLError) as exc:
         print(f"facesearch-{name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     setup_logging(name, cfg.log_level, cfg.log_format)
+
     async def build_and_serve() -> None:
         # build() runs inside the event loop, so it may open grpc.aio channels to other
         # services (a channel belongs to the loop it was created on).
@@ -141,6 +156,6 @@ def run_service(name: str, build: Callable[[ServerConfig], ServiceDefinition]) -
 
     try:
         asyncio.run(build_and_serve())
-    except OSError as exc:  # e.g. the port is taken
+    except (OSError, RuntimeError) as exc:  # grpc raises RuntimeError for a port it cannot bind
         log.error("cannot start", extra={"error": str(exc)})
         raise SystemExit(1) from exc

@@ -89,3 +89,37 @@ def test_keys_file_is_read_and_auth_without_keys_is_refused(tmp_path: Path) -> N
 def test_config_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expected a mapping"):
         load_config("embedder", env={"FACESEARCH_CONFIG": write(tmp_path, "- a\n- b\n")})
+
+
+def test_peer_addresses_set_for_every_service_reach_every_service() -> None:
+    # docker-compose sets these once for all three services.
+    env = {
+        "FACESEARCH_RETRIEVER_ADDRESS": "retriever:50052",
+        "FACESEARCH_EMBEDDER_ADDRESS": "embedder:50051",
+        "FACESEARCH_RETRIEVER_DATA_DIR": "/data",
+    }
+    for service in ("embedder", "retriever", "personalizer"):
+        cfg = load_config(service, env=env)
+        assert cfg.retriever_address == "retriever:50052", service
+        assert cfg.embedder_address == "embedder:50051", service
+        assert "address" not in cfg.extra, service
+    assert load_config("retriever", env=env).data_dir == "/data"
+    assert load_config("personalizer", env=env).data_dir == "./data"
+    # A service-specific peer address still wins for that service only.
+    env["FACESEARCH_PERSONALIZER_RETRIEVER_ADDRESS"] = "router:50052"
+    assert load_config("personalizer", env=env).retriever_address == "router:50052"
+    assert load_config("embedder", env=env).retriever_address == "retriever:50052"
+
+
+def test_api_keys_stay_strings(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("0123: acme\n123456: globex\nyes: initech\n")
+    cfg = load_config(
+        "retriever",
+        env={"FACESEARCH_AUTH_ENABLED": "true", "FACESEARCH_AUTH_KEYS_FILE": str(keys)},
+    )
+    assert cfg.auth_keys == {"0123": "acme", "123456": "globex", "yes": "initech"}
+    cfg = load_config(
+        "retriever", env={"FACESEARCH_AUTH_ENABLED": "true", "FACESEARCH_AUTH_KEYS": "{42: acme}"}
+    )
+    assert cfg.auth_keys == {"42": "acme"}
