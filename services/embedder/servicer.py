@@ -69,6 +69,12 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                 f"{field}.score_threshold",
                 f"is {threshold}; it must be in (0, 1), or 0 for the default",
             )
+        if options.max_faces > d.max_faces:
+            raise InvalidArgument(
+                f"{field}.max_faces",
+                f"is {options.max_faces}; this server returns at most {d.max_faces} faces "
+                "per image",
+            )
         return DetectionSettings(
             max_faces=options.max_faces or d.max_faces,
             min_face_size=float(options.min_face_size or d.min_face_size),

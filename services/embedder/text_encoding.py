@@ -8,6 +8,7 @@ its longest text.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import numpy as np
@@ -16,6 +17,8 @@ from tokenizers import Tokenizer
 from services.embedder import model_files as mf
 from services.embedder.backends.base import EncoderRuntime
 from services.runtime.errors import InvalidArgument
+
+MAX_TEXT_CHARS = 16_384
 
 
 class TextTokenizer:
@@ -30,6 +33,14 @@ class TextTokenizer:
         for i, text in enumerate(texts):
             if not text.strip():
                 raise InvalidArgument(f"{field}[{i}]", "is empty: send some words")
+            # Refused before tokenizing, whose cost grows with the text: no text this long fits
+            # the token limit in practice, and tokenizing megabytes would stall the service.
+            if len(text) > MAX_TEXT_CHARS:
+                raise InvalidArgument(
+                    f"{field}[{i}]",
+                    f"is {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,} (and "
+                    f"{self.max_tokens} word pieces): shorten or split the text",
+                )
         with self._lock:
             encodings = self._tok.encode_batch(list(texts))
         for i, enc in enumerate(encodings):
@@ -61,15 +72,17 @@ class TextEncoder:
 
     async def embed(self, texts: list[str], field: str = "texts") -> np.ndarray:
         step = self.runtime.max_batch(self.model_id)
+        # Tokenizing is CPU work: off the event loop, so health checks and other calls go on.
+        encode = self.tokenizer.encode
         if len(texts) <= step:
-            feeds = self.tokenizer.encode(texts, field)
+            feeds = await asyncio.to_thread(encode, texts, field)
             out = await self.runtime.infer(self.model_id, feeds)
             return _normalise(out)
-        self.tokenizer.encode(texts, field)  # validate every text before any inference
+        await asyncio.to_thread(encode, texts, field)  # validate every text before inference
         parts = []
         for start in range(0, len(texts), step):
             # Pad per chunk: one long text does not inflate every other chunk.
-            feeds = self.tokenizer.encode(texts[start : start + step], field)
+            feeds = await asyncio.to_thread(encode, texts[start : start + step], field)
             parts.append(await self.runtime.infer(self.model_id, feeds))
         return _normalise(np.concatenate(parts))
 

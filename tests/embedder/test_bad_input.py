@@ -156,3 +156,27 @@ def test_service_still_serves_after_bad_input(stub, embedder) -> None:
     )
     assert len(reply.results[0].faces) == 1
     assert embedder.proc.poll() is None
+
+
+def test_megabyte_texts_are_refused_quickly_and_health_stays_up(stub, embedder) -> None:
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    huge = ["x" * 1_000_000] * 8
+    started = time.perf_counter()
+    err = _call_refused(stub.EmbedText, pb.EmbedTextRequest(texts=huge))
+    assert err.code() == INVALID
+    assert field_violations(err)[0][0] == "texts[0]" and "characters" in err.details()
+    assert time.perf_counter() - started < 2.0  # refused before any tokenizing
+    health = health_pb2_grpc.HealthStub(embedder.channel())
+    assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+
+
+def test_more_faces_than_the_server_returns_is_invalid_argument(stub) -> None:
+    request = pb.EmbedImagesRequest(
+        images=[pb.ImageInput(data=photo())], options=pb.DetectionOptions(max_faces=100_000)
+    )
+    err = _call_refused(stub.EmbedImages, request)
+    assert err.code() == INVALID
+    assert field_violations(err)[0][0] == "options.max_faces"
