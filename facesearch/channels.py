@@ -74,6 +74,13 @@ def channel_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | N
     if not settings.uses_tls:
         return None
     root = Path(settings.tls_ca_file).read_bytes() if settings.tls_ca_file else None
+    if settings.tls_cert_file:
+        # mTLS: the client certificate is the caller's identity (its CN is the tenant).
+        return grpc.ssl_channel_credentials(
+            root_certificates=root,
+            private_key=Path(settings.tls_key_file or "").read_bytes(),
+            certificate_chain=Path(settings.tls_cert_file).read_bytes(),
+        )
     return grpc.ssl_channel_credentials(root_certificates=root)
 
 

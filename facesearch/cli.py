@@ -53,6 +53,9 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument("--api-key", help="API key (FACESEARCH_API_KEY)")
     group.add_argument("--tls", action="store_true", default=None, help="use TLS (system roots)")
     group.add_argument("--tls-ca", dest="tls_ca_file", metavar="PEM", help="CA to trust; TLS")
+    group.add_argument("--tls-cert", dest="tls_cert_file", metavar="PEM", help="mTLS client cert")
+    group.add_argument("--tls-key", dest="tls_key_file", metavar="PEM", help="its private key")
+    group.add_argument("--tls-server-name", dest="tls_server_name", metavar="NAME")
     group.add_argument(
         "--timeout", dest="timeout_s", type=float, metavar="S", help="deadline per call, seconds"
     )
@@ -147,7 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def client_settings(args: argparse.Namespace) -> ClientSettings:
-    keys = ["api_key", "tls", "tls_ca_file", "timeout_s", *(f"{s}_address" for s in SERVICES)]
+    keys = [
+        "api_key",
+        "tls",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_server_name",
+        "timeout_s",
+        *(f"{s}_address" for s in SERVICES),
+    ]
     return ClientSettings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 

@@ -34,6 +34,9 @@ class ClientSettings:
     tls: bool = False
     tls_ca_file: str | None = None
     tls_server_name: str | None = None
+    # Client certificate and key for mTLS deployments (the certificate's CN is the tenant).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     # Deadline given to a unary call that names none. Streams get stream_timeout_s, which is
     # unset by default because a bulk index of a large folder may rightly run for hours.
     timeout_s: float = 30.0
@@ -49,7 +52,7 @@ class ClientSettings:
 
     @property
     def uses_tls(self) -> bool:
-        return self.tls or bool(self.tls_ca_file)
+        return self.tls or bool(self.tls_ca_file) or bool(self.tls_cert_file)
 
     def replace(self, **changes: object) -> ClientSettings:
         """A copy with the given fields changed; None values are ignored (unset CLI flags)."""
@@ -71,6 +74,9 @@ class ClientSettings:
             values["tls_ca_file"] = ca
         if name := env.get("FACESEARCH_TLS_SERVER_NAME"):
             values["tls_server_name"] = name
+        for key in ("tls_cert_file", "tls_key_file"):
+            if path := env.get(f"FACESEARCH_CLIENT_{key.upper()}"):
+                values[key] = path
         if timeout := env.get("FACESEARCH_TIMEOUT_S"):
             try:
                 values["timeout_s"] = float(timeout)

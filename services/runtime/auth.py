@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextvars
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import grpc
 
-from services.runtime.errors import Unauthenticated
+from services.runtime.errors import PermissionDenied, Unauthenticated
 
 _TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("facesearch_tenant")
 _CREDENTIAL: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
@@ -24,6 +24,9 @@ _CREDENTIAL: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.C
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 API_KEY_HEADER = "x-api-key"
+# With mTLS, a service calling another on a caller's behalf names the caller's tenant here;
+# honoured only from the certificates listed in trusted_peers.
+ON_BEHALF_HEADER = "x-facesearch-on-behalf-of"
 
 
 def current_tenant() -> str:
@@ -46,8 +49,10 @@ class Authenticator:
         keys: Mapping[str, str],
         default_tenant: str = "default",
         mtls: bool = False,
+        trusted_peers: Iterable[str] = (),
     ) -> None:
         self.enabled = enabled
+        self.trusted_peers = frozenset(trusted_peers)
         self._keys = dict(keys)
         self.default_tenant = default_tenant
         self.mtls = mtls
@@ -59,6 +64,19 @@ class Authenticator:
             if hmac.compare_digest(candidate.encode(), key.encode()):
                 found = tenant
         return found
+
+    def _tenant_of_certificate(self, peer: str, metadata: Mapping[str, str]) -> str:
+        """A certificate's CN is its tenant, except that a trusted peer (another facesearch
+        service) names the tenant it calls for in the on-behalf-of header."""
+        on_behalf = metadata.get(ON_BEHALF_HEADER)
+        if on_behalf is None:
+            return peer
+        if peer not in self.trusted_peers:
+            raise PermissionDenied(
+                f"certificate {peer!r} may not act for another tenant: only the services named "
+                "in trusted_peers may send " + ON_BEHALF_HEADER
+            )
+        return on_behalf
 
     @staticmethod
     def _key_from_metadata(metadata: Mapping[str, str]) -> str | None:
@@ -90,7 +108,10 @@ class Authenticator:
         if self.mtls:
             names = context.auth_context().get("x509_common_name") or []
             if names:
-                _TENANT.set(names[0].decode())
+                tenant = self._tenant_of_certificate(names[0].decode(), metadata)
+                _TENANT.set(tenant)
+                # Passed on, so the next service acts for this tenant, not for its caller.
+                _CREDENTIAL.set(((ON_BEHALF_HEADER, tenant),))
                 return
         raise Unauthenticated(
             "no credentials: send an API key in the x-api-key header "

@@ -49,6 +49,9 @@ class ServerConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
+    # Certificate CNs of the facesearch services themselves (mTLS): only they may call on
+    # behalf of another tenant (the personalizer calling the retriever for its caller).
+    trusted_peers: list[str] = field(default_factory=list)
     # Addresses of the other services, for calls one service makes to another.
     embedder_address: str = "127.0.0.1:50051"
     retriever_address: str = "127.0.0.1:50052"
@@ -91,6 +94,10 @@ def _coerce(value: Any, like: Any) -> Any:
         return int(value)
     if isinstance(like, float):
         return float(value)
+    if isinstance(like, list):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return [str(v) for v in value]
     if isinstance(like, dict):
         if isinstance(value, str):
             value = yaml.safe_load(value) or {}

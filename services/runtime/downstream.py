@@ -37,7 +37,16 @@ def open_channel(address: str, cfg: ServerConfig) -> grpc.aio.Channel:
     options = channel_options(cfg.max_message_bytes)
     if cfg.tls_cert_file:
         ca = Path(cfg.tls_client_ca_file or cfg.tls_cert_file).read_bytes()
-        return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca), options)
+        if cfg.tls_client_ca_file:
+            # mTLS deployment: the peer requires a client certificate; present our own.
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=ca,
+                private_key=Path(cfg.tls_key_file).read_bytes(),
+                certificate_chain=Path(cfg.tls_cert_file).read_bytes(),
+            )
+        else:
+            creds = grpc.ssl_channel_credentials(ca)
+        return grpc.aio.secure_channel(address, creds, options)
     return grpc.aio.insecure_channel(address, options=options)
 
 

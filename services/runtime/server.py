@@ -65,7 +65,11 @@ def _server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
 async def serve(cfg: ServerConfig, definition: ServiceDefinition) -> None:
     """Run until SIGTERM or SIGINT, then drain in-flight calls and return."""
     authenticator = Authenticator(
-        cfg.auth_enabled, cfg.auth_keys, cfg.default_tenant, mtls=bool(cfg.tls_client_ca_file)
+        cfg.auth_enabled,
+        cfg.auth_keys,
+        cfg.default_tenant,
+        mtls=bool(cfg.tls_client_ca_file),
+        trusted_peers=cfg.trusted_peers,
     )
     server = grpc.aio.server(
         interceptors=[CallPipeline(cfg.service, authenticator)],

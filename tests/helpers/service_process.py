@@ -47,6 +47,8 @@ class ServiceProcess:
     log_path: Path
     tls_ca: bytes | None = None
     tls_host: str = "localhost"
+    # (certificate, key) PEM the test client presents when the service requires mTLS.
+    tls_client: tuple[bytes, bytes] | None = None
     _channels: list[grpc.Channel] = field(default_factory=list)
 
     @property
@@ -57,9 +59,10 @@ class ServiceProcess:
         """A sync channel to the service (TLS when it serves TLS); closed by stop()."""
         if self.tls_ca:
             # The test certificate names "localhost"; we dial the IP the server bound.
+            cert, key = self.tls_client or (None, None)
             ch = grpc.secure_channel(
                 self.address,
-                grpc.ssl_channel_credentials(self.tls_ca),
+                grpc.ssl_channel_credentials(self.tls_ca, key, cert),
                 options=[("grpc.ssl_target_name_override", self.tls_host)],
             )
         else:
@@ -141,6 +144,7 @@ def start_service(
     module: str | None = None,
     metrics: bool = False,
     tls_ca: bytes | None = None,
+    tls_client: tuple[bytes, bytes] | None = None,
     timeout: float = 90.0,
     log_dir: Path | None = None,
 ) -> ServiceProcess:
@@ -159,7 +163,9 @@ def start_service(
         stderr=subprocess.STDOUT,
     )
     log_file.close()
-    svc = ServiceProcess(name, proc, 0, metrics_port, log_path, tls_ca=tls_ca)
+    svc = ServiceProcess(
+        name, proc, 0, metrics_port, log_path, tls_ca=tls_ca, tls_client=tls_client
+    )
     deadline = time.monotonic() + timeout
     try:
         while svc.port == 0:
