@@ -10,6 +10,7 @@ Settings (env FACESEARCH_PERSONALIZER_<KEY> or the config file's ``personalizer`
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from facesearch.v1 import personalizer_service_pb2_grpc as pb_grpc
@@ -45,6 +46,18 @@ def sessions_config(cfg: ServerConfig) -> SessionsConfig:
     return SessionsConfig(default_k=int(cfg.get("k", 8)), round=p)
 
 
+def _text_setting(cfg: ServerConfig, key: str, default: str) -> str:
+    """A setting that is text whatever it looks like: the config loader reads env values as
+    YAML, so ``fs:p:`` arrives as the mapping {'fs:p': None}; the raw variable is the text."""
+    value = cfg.get(key, default)
+    if isinstance(value, str):
+        return value
+    raw = os.environ.get(f"FACESEARCH_PERSONALIZER_{key.upper()}")
+    if raw is not None:
+        return raw
+    raise ValueError(f"personalizer.{key} must be text, got {value!r}: quote it in the file")
+
+
 def build(cfg: ServerConfig) -> ServiceDefinition:
     handle: dict[str, RedisHandle] = {}
     source = GrpcCandidateSource(cfg)
@@ -55,10 +68,12 @@ def build(cfg: ServerConfig) -> ServiceDefinition:
     async def start() -> None:
         await source.open()
         h = open_redis(
-            str(cfg.get("redis_url", "")), cfg.data_dir, float(cfg.get("redis_timeout_s", 2.0))
+            _text_setting(cfg, "redis_url", ""),
+            cfg.data_dir,
+            float(cfg.get("redis_timeout_s", 2.0)),
         )
         handle["redis"] = h
-        prefix = str(cfg.get("redis_prefix", "fs:p:"))
+        prefix = _text_setting(cfg, "redis_prefix", "fs:p:")
         sessions.heads = RedisHeadStore(h.client, prefix)
         sessions.store = SessionStore(h.client, prefix, float(cfg.get("session_ttl_s", 1800)))
 

@@ -6,6 +6,14 @@ optimistic: read the head (version v), compute the new weights, then store them 
 version is still v, in one Lua script (atomic on the server: either the whole head is written
 or nothing is). On a conflict the update is recomputed from the newer head, so concurrent
 sessions or replicas never lose each other's training.
+
+An update may carry a token (a session's "<session id>:<round>"): the head remembers the
+newest ``APPLIED_TOKENS`` tokens it applied and skips an update whose token it already holds,
+so one session round trains the head at most once even when SubmitFeedback is retried after a
+failure or sent twice at the same time (the session's own compare-and-set comes later).
+
+Keys carry the hash tag ``{tenant:user}``, so the head and the user's set of model ids are in
+one Redis Cluster slot and the script touches both without a CROSSSLOT error.
 """
 
 from __future__ import annotations
@@ -17,21 +25,33 @@ from urllib.parse import quote
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.personalizer.head import Head
-from services.runtime.errors import Aborted, Unavailable
+from services.personalizer.redis_errors import redis_call
+from services.runtime.errors import Aborted
 
-# KEYS[1] head hash, KEYS[2] the user's set of model ids.
-# ARGV: expected version, weights, dim, model id, rounds added, updated unix time.
+APPLIED_TOKENS = 128  # rounds remembered per head; ~4 KB beside a 64 KB head (d=128)
+
+# KEYS[1] head hash, KEYS[2] the user's set of model ids (one hash tag: one cluster slot).
+# ARGV: expected version, weights, dim, model id, rounds added, updated unix time, token ('' =
+# none), tokens kept. 'applied' holds " tok1 tok2 ... " (tokens never contain a space).
+# Returns the new version, -1 on a version conflict, -2 when the token was applied before.
 _CAS = """
+local applied = redis.call('HGET', KEYS[1], 'applied') or ' '
+if ARGV[7] ~= '' and string.find(applied, ' ' .. ARGV[7] .. ' ', 1, true) then return -2 end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if cur ~= tonumber(ARGV[1]) then return -1 end
+if ARGV[7] ~= '' then
+  applied = applied .. ARGV[7] .. ' '
+  local _, spaces = string.gsub(applied, ' ', ' ')
+  while spaces - 1 > tonumber(ARGV[8]) do
+    applied = string.sub(applied, string.find(applied, ' ', 2, true))
+    spaces = spaces - 1
+  end
+end
 local rounds = tonumber(redis.call('HGET', KEYS[1], 'rounds') or '0') + tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'w', ARGV[2], 'dim', ARGV[3], 'model_id', ARGV[4],
-           'version', cur + 1, 'rounds', rounds, 'updated', ARGV[6])
+           'version', cur + 1, 'rounds', rounds, 'updated', ARGV[6], 'applied', applied)
 redis.call('SADD', KEYS[2], ARGV[4])
 return cur + 1
 """
@@ -42,8 +62,11 @@ Update = Callable[[Head], Awaitable[tuple[np.ndarray, int]]]
 class HeadStore(Protocol):
     async def get(self, tenant: str, user: str, model_id: str, dim: int) -> Head: ...
 
-    async def update(self, tenant: str, user: str, model_id: str, dim: int, fn: Update) -> Head:
-        """Apply ``fn`` (current head -> new weights, rounds trained) atomically."""
+    async def update(
+        self, tenant: str, user: str, model_id: str, dim: int, fn: Update, token: str = ""
+    ) -> Head:
+        """Apply ``fn`` (current head -> new weights, rounds trained) atomically, at most once
+        per non-empty ``token``."""
         ...
 
     async def reset(self, tenant: str, user: str, model_id: str = "") -> int: ...
@@ -51,11 +74,11 @@ class HeadStore(Protocol):
     async def describe(self, tenant: str, user: str) -> list[Head]: ...
 
 
-def redis_unavailable(exc: Exception, what: str) -> Unavailable:
-    return Unavailable(
-        f"Redis cannot be reached ({type(exc).__name__}: {exc}) while {what}; nothing was "
-        "changed, retry when Redis is back"
-    )
+def tag_free_prefix(prefix: str) -> str:
+    if "{" in prefix or "}" in prefix:
+        # The keys' own {tenant:user} tag must be the first one Redis Cluster sees.
+        raise ValueError(f"redis_prefix {prefix!r} may not contain '{{' or '}}'")
+    return prefix
 
 
 class RedisHeadStore:
@@ -63,16 +86,20 @@ class RedisHeadStore:
         self, client: aioredis.Redis, prefix: str = "fs:p:", max_retries: int = 64
     ) -> None:
         self.r = client
-        self.prefix = prefix
+        self.prefix = tag_free_prefix(prefix)
         self.max_retries = max_retries
         self._cas = client.register_script(_CAS)
 
+    @staticmethod
+    def _tag(tenant: str, user: str) -> str:
+        # quote() escapes braces too, so no tenant or user can end the tag early.
+        return "{" + quote(tenant, safe="") + ":" + quote(user, safe="") + "}"
+
     def _key(self, tenant: str, user: str, model_id: str) -> str:
-        parts = (quote(x, safe="") for x in (tenant, user, model_id))
-        return f"{self.prefix}head:" + ":".join(parts)
+        return f"{self.prefix}head:{self._tag(tenant, user)}:{quote(model_id, safe='')}"
 
     def _user_key(self, tenant: str, user: str) -> str:
-        return f"{self.prefix}heads:{quote(tenant, safe='')}:{quote(user, safe='')}"
+        return f"{self.prefix}heads:{self._tag(tenant, user)}"
 
     @staticmethod
     def _decode(model_id: str, dim: int, raw: dict[bytes, bytes]) -> Head:
@@ -90,41 +117,51 @@ class RedisHeadStore:
             updated_unix=float(raw.get(b"updated", b"0")),
         )
 
-    async def get(self, tenant: str, user: str, model_id: str, dim: int) -> Head:
-        try:
+    async def _read(self, tenant: str, user: str, model_id: str, dim: int) -> tuple[Head, set[str]]:
+        with redis_call("reading the user's head"):
             raw = await self.r.hgetall(self._key(tenant, user, model_id))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise redis_unavailable(exc, "reading the user's head") from exc
         head = self._decode(model_id, dim, raw)
         if raw and head.version == 0:
             # The key holds a head we refused (other dim); keep its version for the CAS.
             head.version = int(raw.get(b"version", b"0"))
-        return head
+        return head, set(raw.get(b"applied", b"").decode().split())
 
-    async def update(self, tenant: str, user: str, model_id: str, dim: int, fn: Update) -> Head:
+    async def get(self, tenant: str, user: str, model_id: str, dim: int) -> Head:
+        return (await self._read(tenant, user, model_id, dim))[0]
+
+    async def update(
+        self, tenant: str, user: str, model_id: str, dim: int, fn: Update, token: str = ""
+    ) -> Head:
+        """Apply ``fn`` atomically; with a ``token`` already applied, return the head as is."""
+        if any(c.isspace() for c in token):
+            raise ValueError(f"head update token {token!r} contains white space")
         key, ukey = self._key(tenant, user, model_id), self._user_key(tenant, user)
         for _ in range(self.max_retries):
-            head = await self.get(tenant, user, model_id, dim)
+            head, applied = await self._read(tenant, user, model_id, dim)
+            if token and token in applied:
+                return head
             weight, rounds = await fn(head)
             now = time.time()
-            try:
-                version = await self._cas(
-                    keys=[key, ukey],
-                    args=[
-                        head.version,
-                        Head(model_id, weight).weight_bytes(),
-                        dim,
-                        model_id,
-                        rounds,
-                        now,
-                    ],
+            with redis_call("storing the user's head"):
+                version = int(
+                    await self._cas(
+                        keys=[key, ukey],
+                        args=[
+                            head.version,
+                            Head(model_id, weight).weight_bytes(),
+                            dim,
+                            model_id,
+                            rounds,
+                            now,
+                            token,
+                            APPLIED_TOKENS,
+                        ],
+                    )
                 )
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                raise redis_unavailable(exc, "storing the user's head") from exc
-            except RedisError as exc:
-                raise Unavailable(f"Redis refused the head update: {exc}") from exc
-            if int(version) >= 0:
-                return Head(model_id, weight, int(version), head.rounds_trained + rounds, now)
+            if version == -2:  # another call applied this round meanwhile
+                return await self.get(tenant, user, model_id, dim)
+            if version >= 0:
+                return Head(model_id, weight, version, head.rounds_trained + rounds, now)
         raise Aborted(
             f"the head of user {user!r} changed {self.max_retries} times while this update was "
             "computed; retry"
@@ -132,7 +169,7 @@ class RedisHeadStore:
 
     async def reset(self, tenant: str, user: str, model_id: str = "") -> int:
         ukey = self._user_key(tenant, user)
-        try:
+        with redis_call("forgetting the user's heads"):
             models = [model_id] if model_id else [m.decode() for m in await self.r.smembers(ukey)]
             if not models:
                 return 0
@@ -142,11 +179,9 @@ class RedisHeadStore:
                 pipe.srem(ukey, *models)
                 deleted, _ = await pipe.execute()
             return int(deleted)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise redis_unavailable(exc, "forgetting the user's heads") from exc
 
     async def describe(self, tenant: str, user: str) -> list[Head]:
-        try:
+        with redis_call("reading the user's heads"):
             models = sorted(m.decode() for m in await self.r.smembers(self._user_key(tenant, user)))
             heads = []
             for m in models:
@@ -154,5 +189,3 @@ class RedisHeadStore:
                 if raw:
                     heads.append(self._decode(m, int(raw[b"dim"]), raw))
             return heads
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise redis_unavailable(exc, "reading the user's heads") from exc

@@ -16,6 +16,9 @@ from services.runtime.validation import batch_size, in_range, max_bytes, require
 MAX_USER_ID_BYTES = 256
 MAX_K = 64
 MAX_FEEDBACK = 256
+_LABELS = frozenset(
+    (pb.FEEDBACK_LABEL_SIMILAR, pb.FEEDBACK_LABEL_DISSIMILAR, pb.FEEDBACK_LABEL_FOUND)
+)
 
 
 def _check_user(user_id: str) -> None:
@@ -49,9 +52,11 @@ class PersonalizerServicer(pb_grpc.PersonalizerServicer):
             in_range(request.k, "k", 1, MAX_K)
         for i, item in enumerate(request.feedback):
             require(item.id, f"feedback[{i}].id")
-            if item.label == pb.FEEDBACK_LABEL_UNSPECIFIED:
+            if item.label not in _LABELS:
+                # proto3 enums are open: an unknown number arrives as is, never as an error.
+                what = f"{item.label}, not a known label" if item.label else "unspecified"
                 raise InvalidArgument(
-                    f"feedback[{i}].label", "is unspecified: use SIMILAR, DISSIMILAR or FOUND"
+                    f"feedback[{i}].label", f"is {what}: use SIMILAR, DISSIMILAR or FOUND"
                 )
         state = await self.sessions.feedback(current_tenant(), request, context)
         metrics.FEEDBACK_ROUNDS.labels(str(state.finished).lower()).inc()

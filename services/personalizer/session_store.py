@@ -3,9 +3,11 @@ personalizer restart.
 
 A session is one Redis hash: ``v`` (version, bumped by every stored change) and ``d`` (the
 session as JSON: owner, collection, face model, shown ids in order with their vectors, labels,
-round, finished). It expires ``ttl_s`` after the last call. Writes are compare-and-set on ``v``
-in a Lua script, so two replicas answering the same session at once cannot interleave: the
-later one is told to retry. A per-user sorted set (session id -> expiry) counts live sessions.
+round, finished). It expires ``ttl_s`` after the last call on it (every load extends it). Writes
+are compare-and-set on ``v`` in a Lua script over that one key (so it runs on Redis Cluster
+too), so two replicas answering the same session at once cannot interleave: the later one is
+told to retry. A per-user sorted set (session id -> expiry) counts live sessions; it is only a
+count, written beside the session rather than in its script.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from urllib.parse import quote
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import OutOfMemoryError, RedisError
 
-from services.personalizer.head_store import redis_unavailable
+from services.personalizer.head_store import tag_free_prefix
+from services.personalizer.redis_errors import redis_call, redis_failure
 from services.runtime.errors import Aborted, NotFound
 
-# KEYS[1] session hash, KEYS[2] the user's live-session set. ARGV: expected version (-1 = the
-# session must not exist yet), JSON, ttl ms, session id, expiry unix time.
+# KEYS[1] the session hash. ARGV: expected version (-1 = the session must not exist yet), JSON,
+# ttl ms. Returns the new version, -1 on a conflict, -2 when the session is gone.
 _CAS = """
 local cur = redis.call('HGET', KEYS[1], 'v')
 if tonumber(ARGV[1]) < 0 then
@@ -39,12 +41,10 @@ end
 local nxt = tonumber(cur) + 1
 redis.call('HSET', KEYS[1], 'v', nxt, 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return nxt
 """
 
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_GONE = "does not exist or has expired: start a new one"
 
 
 @dataclass
@@ -108,7 +108,7 @@ class Session:
 class SessionStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "fs:p:", ttl_s: float = 1800) -> None:
         self.r = client
-        self.prefix = prefix
+        self.prefix = tag_free_prefix(prefix)
         self.ttl_s = ttl_s
         self._cas = client.register_script(_CAS)
 
@@ -118,34 +118,46 @@ class SessionStore:
     def _user_key(self, tenant: str, user: str) -> str:
         return f"{self.prefix}usess:{quote(tenant, safe='')}:{quote(user, safe='')}"
 
+    async def _count_live(self, s: Session) -> None:
+        # Before the session write: a count that runs ahead by one failed write is harmless
+        # (pruned at its expiry), a live session missing from the count would not be.
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._user_key(s.tenant, s.user), {s.id: s.expires_unix})
+            pipe.pexpire(self._user_key(s.tenant, s.user), int(self.ttl_s * 1000))
+            await pipe.execute()
+
     async def load(self, tenant: str, session_id: str) -> Session:
-        try:
+        """The session, its TTL extended: any call on a session keeps it alive."""
+        with redis_call("reading the session"):
             raw = await self.r.hmget(self._key(session_id), ["v", "d"])
-        except _REDIS_DOWN as exc:
-            raise redis_unavailable(exc, "reading the session") from exc
         if raw[0] is None or raw[1] is None:
-            raise NotFound(f"session {session_id!r} does not exist or has expired: start a new one")
+            raise NotFound(f"session {session_id!r} {_GONE}")
         s = Session.from_json(raw[1].decode(), int(raw[0]))
         if s.tenant != tenant:  # another tenant's session: do not even confirm it exists
-            raise NotFound(f"session {session_id!r} does not exist or has expired: start a new one")
+            raise NotFound(f"session {session_id!r} {_GONE}")
+        s.expires_unix = time.time() + self.ttl_s
+        with redis_call("extending the session's lifetime"):
+            if not await self.r.pexpire(self._key(session_id), int(self.ttl_s * 1000)):
+                raise NotFound(f"session {session_id!r} {_GONE}")
+        try:
+            await self._count_live(s)
+        except OutOfMemoryError:
+            # A full Redis still serves reads; the count may then drop this session early.
+            pass
+        except RedisError as exc:
+            raise redis_failure(exc, "counting the session as live") from exc
         return s
 
     async def save(self, s: Session, create: bool = False) -> Session:
         s.expires_unix = time.time() + self.ttl_s
-        try:
-            v = await self._cas(
-                keys=[self._key(s.id), self._user_key(s.tenant, s.user)],
-                args=[
-                    -1 if create else s.version,
-                    s.to_json(),
-                    int(self.ttl_s * 1000),
-                    s.id,
-                    s.expires_unix,
-                ],
+        with redis_call("storing the session"):
+            await self._count_live(s)
+            v = int(
+                await self._cas(
+                    keys=[self._key(s.id)],
+                    args=[-1 if create else s.version, s.to_json(), int(self.ttl_s * 1000)],
+                )
             )
-        except _REDIS_DOWN as exc:
-            raise redis_unavailable(exc, "storing the session") from exc
-        v = int(v)
         if v == -2:
             raise NotFound(f"session {s.id!r} expired or ended while this call ran")
         if v < 0:
@@ -157,19 +169,14 @@ class SessionStore:
         return s
 
     async def delete(self, s: Session) -> bool:
-        try:
-            async with self.r.pipeline(transaction=True) as pipe:
-                pipe.delete(self._key(s.id))
-                pipe.zrem(self._user_key(s.tenant, s.user), s.id)
-                deleted, _ = await pipe.execute()
-        except _REDIS_DOWN as exc:
-            raise redis_unavailable(exc, "ending the session") from exc
+        with redis_call("ending the session"):
+            # Two keys in different cluster slots: two commands, not one transaction.
+            deleted = await self.r.delete(self._key(s.id))
+            await self.r.zrem(self._user_key(s.tenant, s.user), s.id)
         return bool(deleted)
 
     async def active(self, tenant: str, user: str) -> int:
         key = self._user_key(tenant, user)
-        try:
+        with redis_call("counting the user's sessions"):
             await self.r.zremrangebyscore(key, "-inf", time.time())
             return int(await self.r.zcard(key))
-        except _REDIS_DOWN as exc:
-            raise redis_unavailable(exc, "counting the user's sessions") from exc

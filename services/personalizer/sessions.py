@@ -3,7 +3,8 @@
 One round (SubmitFeedback):
 1. record the labels (unlabelled faces of the last round count as dissimilar, as in FaIRCoP);
 2. train the user's head on the session's clusters (online_training.py) and store it with an
-   atomic version check (head_store.py); an ephemeral session keeps its head to itself;
+   atomic version check (head_store.py), at most once per session round (the update carries
+   "<session id>:<round>"); an ephemeral session keeps its head to itself;
 3. ask the retriever, in one batched Search, for the top ``rescore_top`` faces of the linear
    query W^T(mu+ - lambda mu-) and, in early rounds, for an exploration pool; both exclude every
    face already shown;
@@ -32,7 +33,9 @@ from services.personalizer.scoring import Clusters, clusters, retriever_query
 from services.personalizer.session_store import Session, SessionStore
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
-MAX_SHOWN = 10_000  # the retriever's exclude_ids limit
+# The retriever's exclude_ids limit: a session's shown faces plus its excluded ones (a point
+# seed) never pass it, so every round's Search stays valid; a session that reaches it finishes.
+MAX_EXCLUDED = 10_000
 TEXT_SEED_FACES = 5  # faces of the best text matches averaged into a text seed
 
 
@@ -88,6 +91,9 @@ class Sessions:
     async def _next_round(
         self, s: Session, head: Head, k: int, context: grpc.aio.ServicerContext | None
     ) -> tuple[list[Pick], dict[str, Hit]]:
+        room = MAX_EXCLUDED - len(s.shown) - len(s.exclude)
+        if room <= 0:
+            return [], {}
         p = self.cfg.round
         c, pos, _ = self._clusters(s, head)
         n_exp = exploratory_count(k, len(pos), s.rounds_with_positive, p)
@@ -112,7 +118,7 @@ class Sessions:
                 meta[h.id] = h
                 (cands if j < n_scored else pool).append((h.id, h.vector))
         picks = select(head, c, cands, pool, s.vectors(), set(exclude), k, n_exp, p)
-        return picks, meta
+        return picks[:room], meta
 
     def _record(self, s: Session, picks: list[Pick]) -> None:
         s.shown += [pk.id for pk in picks]
@@ -251,18 +257,20 @@ class Sessions:
         _, pos, neg = self._clusters(s, Head.identity(s.model_id, s.dim))
         if len(pos):
             s.rounds_with_positive += 1
-        head = await self._train(s, pos, neg)
+        head = await self._train(s, pos, neg, token=f"{s.id}:{s.round}")
         if found:
             s.finished, s.found_id, s.last_round = True, found, []
             await self.store.save(s)
             return self.state(s, [])
         picks, meta = await self._next_round(s, head, req.k or s.k, context)
-        picks = picks[: max(0, MAX_SHOWN - len(s.shown))]
         self._record(s, picks)
         await self.store.save(s)
         return self.state(s, picks, meta)
 
-    async def _train(self, s: Session, pos: np.ndarray, neg: np.ndarray) -> Head:
+    async def _train(self, s: Session, pos: np.ndarray, neg: np.ndarray, token: str) -> Head:
+        """The head for the next round. The stored head is trained at most once per ``token``
+        (session round): this runs before the session's compare-and-set, so a retried or
+        doubled SubmitFeedback of one round would otherwise train it again."""
         params = self.cfg.round.training
         if s.ephemeral:
             head = await self._head(s)
@@ -277,7 +285,7 @@ class Sessions:
             w, steps = await asyncio.to_thread(train_round, current.weight, pos, neg, params)
             return w, 1 if steps else 0
 
-        head = await self.heads.update(s.tenant, s.user, s.model_id, s.dim, step)
+        head = await self.heads.update(s.tenant, s.user, s.model_id, s.dim, step, token=token)
         s.head_version = head.version
         return head
 

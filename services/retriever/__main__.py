@@ -31,6 +31,7 @@ from services.retriever.shard_router import (
     RemoteShardHandle,
     ShardHandle,
     ShardSet,
+    shard_collection_name,
 )
 from services.runtime.config import ServerConfig
 from services.runtime.downstream import open_channel
@@ -68,7 +69,9 @@ def _local_factory(root: Path):  # type: ignore[no-untyped-def]
     return make
 
 
-def _remote_factory(cfg: ServerConfig, servers: list[str]):  # type: ignore[no-untyped-def]
+def _remote_factory(  # type: ignore[no-untyped-def]
+    cfg: ServerConfig, servers: list[str], limits: Limits
+):
     # Opened on first use: a grpc.aio channel belongs to the event loop it was made on.
     channels: dict[str, grpc.aio.Channel] = {}
 
@@ -83,7 +86,18 @@ def _remote_factory(cfg: ServerConfig, servers: list[str]):  # type: ignore[no-u
         for a in servers:
             if a not in channels:
                 channels[a] = open_channel(a, cfg)
-        handles = [RemoteShardHandle(i, a, channels[a], name) for i, a in enumerate(servers)]
+        remote = shard_collection_name(name, uid)
+        handles = [
+            RemoteShardHandle(
+                i,
+                a,
+                channels[a],
+                remote,
+                max_k=limits.max_k,
+                max_queries=limits.max_search_batch,
+            )
+            for i, a in enumerate(servers)
+        ]
         if create:
             results = await asyncio.gather(
                 *(h.create(spec, b) for h in handles), return_exceptions=True
@@ -113,13 +127,14 @@ def build(cfg: ServerConfig) -> ServiceDefinition:
     gpu.configure(int(cfg.get("faiss_omp_threads", 1)))
     data_dir = Path(cfg.get("data_dir", cfg.data_dir)).expanduser()
     servers = _servers(cfg.get("shard_servers"))
-    factory = _remote_factory(cfg, servers) if servers else _local_factory(data_dir)
-    catalog = Catalog(data_dir, factory)
+    # The shard servers are assumed to run with the router's limits (one config file).
     limits = Limits(
         max_k=int(cfg.get("max_k", 1000)),
         max_upsert_batch=int(cfg.get("max_upsert_batch", 1024)),
         max_search_batch=int(cfg.get("max_search_batch", 256)),
     )
+    factory = _remote_factory(cfg, servers, limits) if servers else _local_factory(data_dir)
+    catalog = Catalog(data_dir, factory)
     servicer = RetrieverServicer(cfg, catalog, limits, fixed_shards=len(servers) or None)
     tasks: list[asyncio.Task[None]] = []
 

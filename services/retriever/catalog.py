@@ -5,6 +5,11 @@ collection is simply not there (NOT_FOUND), never "forbidden". Collections and a
 one namespace per tenant. Re-pointing an alias is one dict assignment on the event loop, so a
 read resolves to the old or the new collection and never fails in between; a read already
 holding the old collection finishes on it.
+
+Every change is written to disk before memory: under the lock, a plain copy of the catalog as
+it will be is built on the event loop, written in a thread, and only then applied. A failed
+write therefore changes nothing a caller can see (no upserts into a collection that the next
+start-up would not know).
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from facesearch.v1 import retriever_pb2 as pb
 from services.retriever.collection import Collection
 from services.retriever.shard_router import CallBudget, ShardSet
-from services.retriever.wal import fsync_dir
+from services.retriever.wal import disk_error, fsync_dir, make_dirs
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger("facesearch.retriever.catalog")
+
+Doc = dict[str, Any]  # the catalog as JSON-ready data
 
 # (tenant, collection name, uid, resolved spec, budget) -> its shards, opened or created.
 ShardFactory = Callable[
@@ -52,7 +60,7 @@ class Catalog:
     # ---- persistence -------------------------------------------------------------------
 
     async def load(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.dir)
         if not self.path.exists():
             return
         data = json.loads(self.path.read_text())
@@ -85,35 +93,69 @@ class Catalog:
             if d.name not in live:
                 shutil.rmtree(d, ignore_errors=True)
 
-    def _write(self) -> None:
-        data = {
+    @staticmethod
+    def _entry(c: Collection) -> Doc:
+        return {
+            "uid": c.uid,
+            "spec": base64.b64encode(c.spec.SerializeToString()).decode(),
+            "created": c.created,
+            "schema": dict(c.schema),
+        }
+
+    def _doc(self) -> Doc:
+        """The catalog as plain, freshly copied data; built on the event loop, so the writer
+        thread never reads dicts the loop is changing."""
+        return {
             "tenants": {
                 t: {
-                    "collections": {
-                        c.name: {
-                            "uid": c.uid,
-                            "spec": base64.b64encode(c.spec.SerializeToString()).decode(),
-                            "created": c.created,
-                            "schema": c.schema,
-                        }
-                        for c in ts.collections.values()
-                    },
-                    "aliases": ts.aliases,
+                    "collections": {c.name: self._entry(c) for c in ts.collections.values()},
+                    "aliases": dict(ts.aliases),
                 }
                 for t, ts in self.tenants.items()
             }
         }
+
+    @staticmethod
+    def _space_doc(doc: Doc, tenant: str) -> Doc:
+        return doc["tenants"].setdefault(tenant, {"collections": {}, "aliases": {}})
+
+    def _write(self, doc: Doc) -> None:
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:
-            json.dump(data, f)
+            json.dump(doc, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         fsync_dir(self.dir)
 
-    async def _save_schema(self, _coll: Collection) -> None:
+    async def _save(self, doc: Doc) -> None:
+        """Write ``doc``; the caller applies its change in memory only after this returns."""
+        try:
+            await asyncio.to_thread(self._write, doc)
+        except OSError as exc:
+            raise disk_error("the catalog update", exc) from exc
+
+    async def _save_schema(self, coll: Collection, new: dict[str, int]) -> None:
+        """Persist metadata fields first seen in an upsert, then add them to the schema; the
+        upsert stores its records only after this, so a stored value always has a saved type."""
         async with self._lock:
-            await asyncio.to_thread(self._write)
+            clash = sorted(k for k, t in new.items() if k in coll.schema and coll.schema[k] != t)
+            if clash:
+                raise InvalidArgument(
+                    "points",
+                    f"metadata field {clash[0]!r} was just given another type by a concurrent "
+                    "write; send values of that type",
+                )
+            fresh = {k: t for k, t in new.items() if k not in coll.schema}
+            if not fresh:
+                return
+            doc = self._doc()
+            entry = self._space_doc(doc, coll.tenant)["collections"].get(coll.name)
+            if entry is None or entry["uid"] != coll.uid:
+                raise NotFound(f"collection: {coll.name!r} was dropped")
+            entry["schema"].update(fresh)
+            await self._save(doc)
+            coll.schema.update(fresh)
 
     # ---- lookups -----------------------------------------------------------------------
 
@@ -148,8 +190,19 @@ class Catalog:
             coll = Collection(
                 tenant, spec.name, uid, spec, time.time(), shards, {}, self._save_schema
             )
+            doc = self._doc()
+            self._space_doc(doc, tenant)["collections"][spec.name] = self._entry(coll)
+            try:
+                await self._save(doc)
+            except Exception:
+                # Not in the catalog, so nobody can reach it: remove what the factory made.
+                try:
+                    await coll.shards.drop(b)
+                except Exception:
+                    log.warning("cleanup of an unsaved collection failed", exc_info=True)
+                await asyncio.to_thread(shutil.rmtree, self.dir / "collections" / uid, True)
+                raise
             ts.collections[spec.name] = coll
-            await asyncio.to_thread(self._write)
             return coll
 
     async def drop(self, tenant: str, name: str, force: bool, b: CallBudget) -> None:
@@ -168,12 +221,17 @@ class Catalog:
                     f"collection {name!r} is the target of aliases {aliases}: re-point or delete "
                     "them first, or set force to delete them too"
                 )
+            doc = self._doc()
+            sd = self._space_doc(doc, tenant)
+            for a in aliases:
+                del sd["aliases"][a]
+            del sd["collections"][name]
+            # The catalog forgets it first: a crash after this leaves only orphan files,
+            # which start-up removes.
+            await self._save(doc)
             for a in aliases:
                 del ts.aliases[a]
             del ts.collections[name]
-            # The catalog forgets it first: a crash after this leaves only orphan files,
-            # which start-up removes.
-            await asyncio.to_thread(self._write)
         await coll.shards.drop(b)
         await asyncio.to_thread(shutil.rmtree, self.dir / "collections" / coll.uid, True)
 
@@ -196,8 +254,10 @@ class Catalog:
                         f"({old}); callers of {alias!r} would send the wrong vectors. Delete the "
                         "alias first if that is intended",
                     )
+            doc = self._doc()
+            self._space_doc(doc, tenant)["aliases"][alias] = target
+            await self._save(doc)
             ts.aliases[alias] = target
-            await asyncio.to_thread(self._write)
             return previous
 
     async def delete_alias(self, tenant: str, alias: str) -> None:
@@ -205,8 +265,10 @@ class Catalog:
             ts = self.space(tenant)
             if alias not in ts.aliases:
                 raise NotFound(f"alias: no alias named {alias!r}")
+            doc = self._doc()
+            del self._space_doc(doc, tenant)["aliases"][alias]
+            await self._save(doc)
             del ts.aliases[alias]
-            await asyncio.to_thread(self._write)
 
     async def close(self) -> None:
         for ts in self.tenants.values():

@@ -34,8 +34,9 @@ class Collection:
     created: float
     shards: ShardSet
     schema: dict[str, int] = field(default_factory=dict)
-    # Persists a grown schema (the catalog's job) before records using it are written.
-    on_schema: Callable[[Collection], Awaitable[None]] | None = None
+    # Persists new metadata fields (the catalog's job) and only then adds them to ``schema``,
+    # before records using them are written.
+    on_schema: Callable[[Collection, dict[str, int]], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         self.fields = {f.name: f for f in self.spec.vector_fields}
@@ -64,9 +65,10 @@ class Collection:
             points, self.fields, self.primary, self.schema, limits.max_upsert_batch
         )
         if new:
-            self.schema.update(new)
             if self.on_schema is not None:
-                await self.on_schema(self)
+                await self.on_schema(self, new)
+            else:
+                self.schema.update(new)
         durable = req.durable if req.HasField("durable") else True
         upserted, replaced = await self.shards.upsert(points, durable, b)
         return pb.UpsertResponse(upserted=upserted, replaced=replaced)

@@ -24,7 +24,7 @@ import numpy as np
 from facesearch.v1 import retriever_pb2 as pb
 from services.retriever import gpu, index_build, records, snapshot
 from services.retriever.filters import Predicate
-from services.retriever.wal import OP_DELETE, OP_UPSERT, WriteAheadLog
+from services.retriever.wal import OP_DELETE, OP_UPSERT, WriteAheadLog, make_dirs
 
 log = logging.getLogger("facesearch.retriever.shard")
 
@@ -91,6 +91,10 @@ class FieldIndex:
     delta: set[int] = field(default_factory=set)
     building: bool = False
     progress: float = 0.0
+    # Labels of records forgotten by a filter / person delete that the built index still holds.
+    # While any remain, a rebuild is due and the index is left out of snapshots, so a face the
+    # caller asked to forget is not kept on disk until churn happens to trigger a rebuild.
+    purge: set[int] = field(default_factory=set)
 
     @property
     def kind(self) -> int:
@@ -123,7 +127,7 @@ class LocalShard:
         on_build_needed: Callable[[LocalShard, str], None] | None = None,
     ) -> None:
         self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.dir)
         self.fields: dict[str, FieldIndex] = {}
         for spec in fields:
             fi = FieldIndex(spec=spec, flat=None)  # type: ignore[arg-type]
@@ -139,6 +143,9 @@ class LocalShard:
         self._writer = threading.Lock()
         self._rw = RWLock()
         self._snapshotting = threading.Lock()
+        # Guards the ``building`` flags: writers call _maybe_build after leaving ``_writer``, so
+        # two of them could otherwise both see "not building" and queue the same build twice.
+        self._build_flags = threading.Lock()
         self.closed = threading.Event()
         self._on_build_needed = on_build_needed
         self._open()
@@ -180,7 +187,13 @@ class LocalShard:
             elif op == OP_DELETE:
                 ids = pb.IdList()
                 ids.ParseFromString(payload)
-                self._apply_delete([self.ids[i] for i in ids.ids if i in self.ids])
+                labels = [self.ids[i] for i in ids.ids if i in self.ids]
+                self._apply_delete(labels)
+                # The log does not say whether this was a "forget" (filter) delete, so any
+                # deleted vector the snapshot's built index still holds is purged by a rebuild.
+                for fi in self.fields.values():
+                    if fi.ann is not None:
+                        fi.purge.update(lab for lab in labels if lab in fi.tombstones)
             replayed += 1
         for fi in self.fields.values():
             if fi.ann is not None:
@@ -300,16 +313,28 @@ class LocalShard:
         with self._writer:
             with self._rw.read():
                 present = [r.id for _lab, r in self._candidates(pred) if pred(r.meta)]
-            return self._delete_logged(present)
+            n = self._delete_logged(present, purge=True)
+        self._maybe_build()
+        return n
 
-    def _delete_logged(self, ids: list[str]) -> int:
-        """Caller holds ``_writer``. Deletes are always fsynced: "forget" must stick."""
+    def _delete_logged(self, ids: list[str], purge: bool = False) -> int:
+        """Caller holds ``_writer``. Deletes are always fsynced: "forget" must stick.
+
+        ``purge`` (deletes by filter or person: "forget this person") also gets the deleted
+        vectors out of the built approximate indexes by a rebuild, not only out of results.
+        """
         if not ids:
             return 0
         self.wal.append(OP_DELETE, pb.IdList(ids=ids).SerializeToString(), durable=True)
+        labels = [self.ids[i] for i in ids]
         with self._rw.write():
-            self._apply_delete([self.ids[i] for i in ids])
-        self._maybe_build()
+            self._apply_delete(labels)
+            if purge:
+                for fi in self.fields.values():
+                    if fi.ann is not None:
+                        fi.purge.update(lab for lab in labels if lab in fi.tombstones)
+        if not purge:
+            self._maybe_build()
         return len(ids)
 
     def sync(self) -> None:
@@ -500,19 +525,26 @@ class LocalShard:
     # ---- approximate indexes -------------------------------------------------------------
 
     def _maybe_build(self) -> None:
-        for name, fi in self.fields.items():
-            if fi.kind == pb.INDEX_KIND_FLAT or fi.building or self.closed.is_set():
-                continue
-            n = fi.flat.ntotal
-            if fi.ann is None:
-                due = n >= fi.spec.index.train_threshold
-            else:
-                churn = len(fi.tombstones) + len(fi.delta)
-                due = churn > max(16, index_build.REBUILD_FRACTION * len(fi.ann.covered))
-            if due and self._on_build_needed is not None:
-                fi.building = True
-                fi.progress = 0.0
-                self._on_build_needed(self, name)
+        due_fields = []
+        with self._build_flags:
+            for name, fi in self.fields.items():
+                if fi.kind == pb.INDEX_KIND_FLAT or fi.building or self.closed.is_set():
+                    continue
+                n = fi.flat.ntotal
+                if fi.ann is None:
+                    due = n >= fi.spec.index.train_threshold
+                else:
+                    churn = len(fi.tombstones) + len(fi.delta)
+                    due = bool(fi.purge) or churn > max(
+                        16, index_build.REBUILD_FRACTION * len(fi.ann.covered)
+                    )
+                if due and self._on_build_needed is not None:
+                    fi.building = True
+                    fi.progress = 0.0
+                    due_fields.append(name)
+        for name in due_fields:
+            assert self._on_build_needed is not None
+            self._on_build_needed(self, name)
 
     def build_now(self, name: str) -> None:
         """Build (or rebuild) the approximate index of ``name``; runs on the build thread."""
@@ -542,6 +574,8 @@ class LocalShard:
             with self._rw.write():
                 fi.ann = ann
                 self._reconcile(fi)
+                # Forgotten while this build ran (so still inside it): another rebuild follows.
+                fi.purge = {lab for lab in fi.purge if ann.covers(lab)}
             log.info(
                 "index built",
                 extra={
@@ -552,8 +586,11 @@ class LocalShard:
                 },
             )
         finally:
-            fi.building = False
-            fi.progress = 1.0 if fi.ann is not None else 0.0
+            with self._build_flags:
+                fi.building = False
+                fi.progress = 1.0 if fi.ann is not None else 0.0
+        if fi.purge:
+            self._maybe_build()
 
     # ---- snapshots and stats -------------------------------------------------------------
 
@@ -562,6 +599,9 @@ class LocalShard:
         with self._snapshotting:
             with self._writer, self._rw.read():
                 seq = self.wal.last_seq
+                if self.closed.is_set():
+                    # Closed or being dropped: writing now would recreate a deleted directory.
+                    return seq
                 if self.wal.entries == 0 and self.last_snapshot:
                     return seq
                 self.wal.rotate()
@@ -576,7 +616,7 @@ class LocalShard:
                         fi.ann.build_seconds,
                     )
                     for n, fi in self.fields.items()
-                    if fi.ann is not None
+                    if fi.ann is not None and not fi.purge
                 }
                 next_label = self.next_label
             points = pb.GetResponse()
@@ -635,4 +675,5 @@ class LocalShard:
 
     def destroy(self) -> None:
         self.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        with self._snapshotting:  # a snapshot already writing finishes before the files go
+            shutil.rmtree(self.dir, ignore_errors=True)

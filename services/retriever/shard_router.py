@@ -165,15 +165,45 @@ _CODE_ERRORS: dict[grpc.StatusCode, type[errors.ServiceError]] = {
 _DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 
+# What one request to a shard server may carry: its own limits (the validation defaults).
+MAX_REMOTE_QUERIES = 256
+MAX_REMOTE_GET_IDS = 1_024
+MAX_REMOTE_K = 1_000
+
+
+def shard_collection_name(name: str, uid: str) -> str:
+    """The name a shard server holds a routed collection under: the router's uid in it means a
+    collection re-created after a drop that missed a downed shard never adopts the old data."""
+    return f"{name[:30]}-{uid}"
+
+
+def _chunks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(i, min(n, i + size)) for i in range(0, n, size)]
+
+
 class RemoteShardHandle:
     """A shard served by another retriever process, which holds it as a 1-shard collection
-    of the same name under the same tenant (the caller's credentials are forwarded)."""
+    (named by ``shard_collection_name``) under the same tenant (the caller's credentials are
+    forwarded). Requests are cut to the shard server's limits: the router's own searches (fused
+    candidates, person terms) can ask for more than one client request may."""
 
-    def __init__(self, number: int, address: str, channel: grpc.aio.Channel, collection: str):
+    def __init__(
+        self,
+        number: int,
+        address: str,
+        channel: grpc.aio.Channel,
+        collection: str,
+        max_k: int = MAX_REMOTE_K,
+        max_queries: int = MAX_REMOTE_QUERIES,
+        max_get_ids: int = MAX_REMOTE_GET_IDS,
+    ):
         self.number = number
         self.location = address
         self.stub = pb_grpc.RetrieverStub(channel)
         self.collection = collection
+        self.max_k = max_k
+        self.max_queries = max_queries
+        self.max_get_ids = max_get_ids
 
     async def _call(self, method: str, request: Any, b: CallBudget) -> Any:
         try:
@@ -194,6 +224,7 @@ class RemoteShardHandle:
     async def create(self, req: pb.CreateCollectionRequest, b: CallBudget) -> None:
         one = pb.CreateCollectionRequest()
         one.CopyFrom(req)
+        one.name = self.collection
         one.shard_count = 1
         try:
             await self._call("CreateCollection", one, b)
@@ -217,8 +248,16 @@ class RemoteShardHandle:
         return int((await self._call("Delete", req, b)).deleted)
 
     async def get(self, ids: list[str], with_vectors: bool, b: CallBudget) -> list[pb.Point]:
-        req = pb.GetRequest(collection=self.collection, ids=ids, with_vectors=with_vectors)
-        return list((await self._call("Get", req, b)).points)
+        async def part(lo: int, hi: int) -> list[pb.Point]:
+            req = pb.GetRequest(
+                collection=self.collection, ids=ids[lo:hi], with_vectors=with_vectors
+            )
+            return list((await self._call("Get", req, b)).points)
+
+        parts = await asyncio.gather(
+            *(part(lo, hi) for lo, hi in _chunks(len(ids), self.max_get_ids))
+        )
+        return [p for pts in parts for p in pts]
 
     async def get_matching(
         self, flt: cpb.Filter, pred: Predicate, field: str, limit: int, b: CallBudget
@@ -233,14 +272,28 @@ class RemoteShardHandle:
         return list((await self._call("Get", req, b)).points)
 
     async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]:
+        parts = await asyncio.gather(
+            *(
+                self._search_part(req, lo, hi, b)
+                for lo, hi in _chunks(len(req.queries), self.max_queries)
+            )
+        )
+        return [row for rows in parts for row in rows]
+
+    async def _search_part(
+        self, req: ShardSearch, lo: int, hi: int, b: CallBudget
+    ) -> list[ScoredList]:
         sreq = pb.SearchRequest(
             collection=self.collection,
             params=req.params,
             with_metadata=req.with_meta,
             with_vectors=req.with_vectors,
         )
-        for q in req.queries:
-            query = sreq.queries.add(k=req.k, exclude_ids=req.exclude)
+        # Fused searches gather more candidates than a client may ask for; the shard server
+        # answers at most its max_k, which still holds the best of them.
+        k = min(req.k, self.max_k)
+        for q in req.queries[lo:hi]:
+            query = sreq.queries.add(k=k, exclude_ids=req.exclude)
             if req.flt is not None:
                 query.filter.CopyFrom(req.flt)
             term = query.terms.add(field=req.field, model_id=req.model_id)

@@ -47,7 +47,7 @@ def write(shard_dir: Path, state: SnapshotState) -> Path:
         return final
     tmp = shard_dir / f"snapshot-{state.seq:020d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()  # never parents: a shard directory removed by a drop must stay removed
     _write(tmp / "labels.i64", state.labels.astype(np.int64))
     _write(tmp / "points.pb", state.points.SerializeToString())
     for name, blob in state.flat.items():

@@ -11,11 +11,14 @@ older segment is deleted.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+
+from services.runtime.errors import ResourceExhausted, ServiceError, Unavailable
 
 _HEADER = struct.Struct("<IIQB")
 OP_UPSERT = 1
@@ -30,10 +33,35 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path) -> None:
+    """``mkdir -p`` that also fsyncs the parent of every directory it created: without that a
+    crash can lose a new collection's directories (and the acknowledged log inside them)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for d in reversed(missing):
+        fsync_dir(d.parent)
+
+
+def disk_error(what: str, exc: OSError) -> ServiceError:
+    """The status a refused disk write maps to: full disk or quota -> RESOURCE_EXHAUSTED (free
+    space), anything else -> UNAVAILABLE (retry, or move the shard)."""
+    why = f"the disk refused {what}: {exc.strerror or exc}; nothing was stored"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(f"{why}. Free disk space, then retry")
+    return Unavailable(f"{why}. Retry")
+
+
 class WriteAheadLog:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.dir)
+        # Set when a failed append could not be cut back off: appending after the damaged tail
+        # would put acknowledged entries where replay never reaches, so writes are refused.
+        self.broken: str | None = None
         self._fd: int | None = None
         self._path: Path | None = None
         self.last_seq = 0
@@ -92,17 +120,55 @@ class WriteAheadLog:
         return self._fd
 
     def append(self, op: int, payload: bytes, durable: bool = True) -> int:
-        fd = self._open()
+        """Write one entry (and fsync it when ``durable``); all or nothing.
+
+        A short write or a failed fsync (disk full, I/O error) is cut back off before the error
+        is raised, so the sequence is not reused and later entries never follow a torn one.
+        """
+        if self.broken is not None:
+            raise Unavailable(
+                f"this shard is read-only: {self.broken}. Restart the retriever once the disk "
+                "is healthy; acknowledged writes are kept"
+            )
+        try:
+            fd = self._open()
+            start = os.lseek(fd, 0, os.SEEK_END)
+        except OSError as exc:
+            raise disk_error("a write-ahead log entry", exc) from exc
         seq = self.last_seq + 1
         body = struct.pack("<QB", seq, op) + payload
         entry = struct.pack("<II", len(payload), zlib.crc32(body)) + body
-        os.write(fd, entry)
-        if durable:
-            os.fdatasync(fd)
+        try:
+            view = memoryview(entry)
+            done = 0
+            while done < len(entry):
+                n = os.write(fd, view[done:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, "write stored no bytes")
+                done += n
+            if durable:
+                os.fdatasync(fd)
+        except OSError as exc:
+            self._cut_back(fd, start, exc)
+            raise disk_error("a write-ahead log entry", exc) from exc
         self.last_seq = seq
         self.entries += 1
         self.bytes += len(entry)
         return seq
+
+    def _cut_back(self, fd: int, start: int, cause: OSError) -> None:
+        try:
+            os.ftruncate(fd, start)
+            os.fsync(fd)
+        except OSError as exc:
+            self.broken = (
+                f"a failed log write ({cause.strerror or cause}) could not be undone "
+                f"({exc.strerror or exc})"
+            )
+            raise Unavailable(
+                f"the disk refused a write-ahead log entry and the partial entry could not be "
+                f"removed ({exc.strerror or exc}); the shard now refuses writes until restarted"
+            ) from cause
 
     def sync(self) -> None:
         if self._fd is not None:

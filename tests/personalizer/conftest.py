@@ -59,6 +59,9 @@ class OwnRedis:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    # Cluster mode, one node owning every slot: it refuses a command or script whose keys lie
+    # in different slots (CROSSSLOT) exactly as a real Redis Cluster does.
+    cluster: bool = False
 
     @property
     def url(self) -> str:
@@ -80,6 +83,11 @@ class OwnRedis:
                 "always",
                 "--dir",
                 str(self.workdir),
+                *(
+                    ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                    if self.cluster
+                    else []
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -89,6 +97,21 @@ class OwnRedis:
             if time.monotonic() > deadline:
                 raise AssertionError("redis-server did not come up")
             time.sleep(0.05)
+        if self.cluster:
+            self._own_all_slots(deadline)
+
+    def _own_all_slots(self, deadline: float) -> None:
+        r = redis.Redis.from_url(self.url)
+        try:
+            info = r.execute_command("CLUSTER", "INFO")
+            if b"cluster_slots_assigned:16384" not in info:  # a restart keeps nodes.conf
+                r.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            while b"cluster_state:ok" not in r.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise AssertionError("the one-node cluster did not become ready")
+                time.sleep(0.05)
+        finally:
+            r.close()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -100,6 +123,16 @@ class OwnRedis:
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server = OwnRedis(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cluster_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(free_port(), tmp_path, cluster=True)
     server.start()
     try:
         yield server

@@ -350,6 +350,27 @@ def test_bad_input_gets_a_clear_status(stack) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             "feedback[0].label",
         ),
+        # proto3 enums are open: a label number outside the enum arrives as is.
+        (
+            s.SubmitFeedback,
+            ppb.SubmitFeedbackRequest(
+                session_id=ok.session_id,
+                feedback=[
+                    ppb.Feedback(id=ok.candidates[0].id, label=ppb.FEEDBACK_LABEL_SIMILAR),
+                    ppb.Feedback(id=ok.candidates[1].id, label=7),
+                ],
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "feedback[1].label",
+        ),
+        (
+            s.SubmitFeedback,
+            ppb.SubmitFeedbackRequest(
+                session_id=ok.session_id, feedback=[ppb.Feedback(id=ok.candidates[0].id, label=-1)]
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "feedback[0].label",
+        ),
         (s.EndSession, ppb.EndSessionRequest(session_id="gone"), grpc.StatusCode.NOT_FOUND, "gone"),
     ]
     for fn, req, want, needle in cases:
@@ -639,3 +660,181 @@ def test_text_and_image_seeds_use_the_embedder(stack) -> None:
         timeout=30,
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT, msg
+
+
+def _redis():
+    import redis
+
+    return redis.Redis.from_url(REDIS_URL)
+
+
+def test_one_session_round_trains_the_head_once(stack) -> None:
+    """SubmitFeedback trains the head before the session's compare-and-set: two calls on one
+    round at once, or a retry after a failure that came after the training, must not train it
+    again. In process (real Redis, the real retriever process over gRPC), so the test can hold
+    both calls between training and storing, and inject the failure; then the same through
+    the service process, with four calls at once."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from services.personalizer.candidate_source import GrpcCandidateSource
+    from services.personalizer.head_store import RedisHeadStore
+    from services.personalizer.session_store import SessionStore
+    from services.personalizer.sessions import Sessions
+    from services.runtime import auth
+    from services.runtime.config import load_config
+    from services.runtime.errors import Aborted, Unavailable
+
+    user = f"once-{uuid.uuid4().hex[:6]}"
+    s = _stub(stack["p1"])
+    st = s.StartSession(
+        ppb.StartSessionRequest(user_id=user, collection="faces"), metadata=ALPHA, timeout=30
+    ).state
+    target = _label(st.candidates[0].id)
+
+    class HeldSource(GrpcCandidateSource):
+        """The real retriever source; search() waits for both calls, or fails once."""
+
+        def __init__(self, cfg) -> None:
+            super().__init__(cfg)
+            self.waiting = 0
+            self.both = asyncio.Event()
+            self.fail_next = False
+
+        async def search(self, *a, **kw):
+            if self.fail_next:
+                self.fail_next = False
+                raise Unavailable("injected: the retriever went away after the training")
+            self.waiting += 1
+            if self.waiting >= 2:
+                self.both.set()
+            await asyncio.wait_for(self.both.wait(), 20)
+            return await super().search(*a, **kw)
+
+    async def run() -> None:
+        auth._CREDENTIAL.set(ALPHA)  # what the auth interceptor sets for an RPC of alpha
+        r = aioredis.Redis.from_url(REDIS_URL)
+        source = HeldSource(load_config("personalizer", env=stack["env"]))
+        await source.open()
+        sessions = Sessions(
+            RedisHeadStore(r, stack["prefix"]), SessionStore(r, stack["prefix"]), source
+        )
+        try:
+            req = ppb.SubmitFeedbackRequest(session_id=st.session_id, feedback=_answer(st, target))
+            out = await asyncio.gather(
+                sessions.feedback("alpha", req, None),
+                sessions.feedback("alpha", req, None),
+                return_exceptions=True,
+            )
+            assert sorted(type(x).__name__ for x in out) == ["Aborted", "SessionState"], out
+            done = next(x for x in out if not isinstance(x, Aborted))
+            head = await sessions.heads.get("alpha", user, MODEL, DIM)
+            assert (done.round, head.version, head.rounds_trained) == (1, 1, 1)
+            # Round 2 fails after the head was trained; its retry must not train again.
+            req2 = ppb.SubmitFeedbackRequest(
+                session_id=st.session_id, feedback=_answer(done, target)
+            )
+            source.fail_next = True
+            with pytest.raises(Unavailable, match="injected"):
+                await sessions.feedback("alpha", req2, None)
+            head = await sessions.heads.get("alpha", user, MODEL, DIM)
+            assert (head.version, head.rounds_trained) == (2, 2)
+            source.both.set()
+            retried = await sessions.feedback("alpha", req2, None)
+            head = await sessions.heads.get("alpha", user, MODEL, DIM)
+            assert (retried.round, retried.head_version) == (2, 2)
+            assert (head.version, head.rounds_trained) == (2, 2)
+        finally:
+            await source.close()
+            await r.aclose()
+
+    asyncio.run(run())
+
+    # The service process: four identical calls at once; whichever interleaving happens, the
+    # head is trained exactly once per round the session recorded (every answer has a positive).
+    from concurrent.futures import ThreadPoolExecutor
+
+    got = s.GetSession(ppb.GetSessionRequest(session_id=st.session_id), metadata=ALPHA, timeout=10)
+    req = ppb.SubmitFeedbackRequest(session_id=st.session_id, feedback=_answer(got.state, target))
+
+    def submit(_: int) -> grpc.StatusCode:
+        try:
+            s.SubmitFeedback(req, metadata=ALPHA, timeout=60)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as err:
+            return err.code()
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(submit, range(4)))
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.ABORTED}, codes
+    assert grpc.StatusCode.OK in codes
+    got = s.GetSession(ppb.GetSessionRequest(session_id=st.session_id), metadata=ALPHA, timeout=10)
+    desc = s.DescribeUser(ppb.DescribeUserRequest(user_id=user), metadata=ALPHA, timeout=10)
+    assert desc.heads[0].rounds_trained == got.state.round >= 3, codes
+    assert desc.heads[0].version == got.state.round
+
+
+def test_every_call_on_a_session_extends_its_ttl(stack) -> None:
+    """The TTL counts from the last call on the session, GetSession included."""
+    s = _stub(stack["p1"])
+    st = s.StartSession(
+        ppb.StartSessionRequest(user_id="tia", collection="faces"), metadata=ALPHA, timeout=30
+    ).state
+    r = _redis()
+    key = f"{stack['prefix']}sess:{st.session_id}"
+    first = r.pttl(key)
+    assert 1_795_000 < first <= 1_800_000  # the default 30 min, under the test's own prefix
+    time.sleep(1.5)
+    assert r.pttl(key) < first - 1000
+    got = s.GetSession(ppb.GetSessionRequest(session_id=st.session_id), metadata=ALPHA, timeout=10)
+    assert r.pttl(key) > first - 1000
+    assert got.state.expires.ToNanoseconds() > st.expires.ToNanoseconds() + 1e9
+    r.close()
+
+
+def test_a_session_that_reaches_the_exclude_limit_finishes(stack) -> None:
+    """Shown faces plus the point seed go to the retriever as exclude_ids (at most 10,000): a
+    session near the limit shows fewer faces, then finishes, and never sends 10,001."""
+    import base64
+    import json
+
+    s = _stub(stack["p1"])
+    st = s.StartSession(
+        ppb.StartSessionRequest(
+            user_id="max", collection="faces", seed=ppb.SessionSeed(point_id="p45")
+        ),
+        metadata=ALPHA,
+        timeout=30,
+    ).state
+    # Age the session: 9,987 earlier faces (ids the collection does not hold) before the 8
+    # of round 0, so 9,995 are shown and the seed makes 9,996 excluded.
+    r = _redis()
+    key = f"{stack['prefix']}sess:{st.session_id}"
+    d = json.loads(r.hget(key, "d"))
+    n_old = 9_987
+    rng = np.random.default_rng(3)
+    old = rng.standard_normal((n_old, DIM)).astype(np.float32)
+    old /= np.linalg.norm(old, axis=1, keepdims=True)
+    vecs = np.frombuffer(base64.b64decode(d["vectors_b64"]), "<f4").reshape(-1, DIM)
+    d["shown"] = [f"old{i}" for i in range(n_old)] + d["shown"]
+    d["exploratory"] = [True] * n_old + d["exploratory"]
+    d["scores"] = [0.0] * n_old + d["scores"]
+    d["vectors_b64"] = base64.b64encode(np.concatenate([old, vecs]).tobytes()).decode()
+    r.hset(key, "d", json.dumps(d))
+    r.close()
+    target = _label("p45")
+    st = s.SubmitFeedback(
+        ppb.SubmitFeedbackRequest(session_id=st.session_id, feedback=_answer(st, target)),
+        metadata=ALPHA,
+        timeout=30,
+    ).state
+    assert st.round == 1 and not st.finished and len(st.candidates) == 4  # 10,000 excluded now
+    st = s.SubmitFeedback(
+        ppb.SubmitFeedbackRequest(session_id=st.session_id, feedback=_answer(st, target)),
+        metadata=ALPHA,
+        timeout=30,
+    ).state
+    assert st.round == 2 and st.finished and not st.candidates and not st.found_id
+    got = s.GetSession(ppb.GetSessionRequest(session_id=st.session_id), metadata=ALPHA, timeout=10)
+    assert len(got.shown_ids) == 9_999 and got.state.finished

@@ -93,3 +93,31 @@ def test_embedded_redis_is_a_real_server(tmp_path, monkeypatch) -> None:
     t0 = time.monotonic()
     asyncio.run(run())
     assert time.monotonic() - t0 < 30
+
+
+def test_every_load_extends_the_ttl(redis_prefix: str) -> None:
+    """GetSession, SubmitFeedback and EndSession all load the session: each load restarts its
+    TTL (and its expiry in the user's live-session count)."""
+
+    async def run() -> None:
+        r = aioredis.Redis.from_url(REDIS_URL)
+        store = SessionStore(r, redis_prefix, ttl_s=3)
+        s = _session()
+        await store.save(s, create=True)
+        await asyncio.sleep(1.2)
+        assert await r.pttl(store._key(s.id)) < 2000
+        t0 = time.time()
+        got = await store.load("t", s.id)
+        assert await r.pttl(store._key(s.id)) > 2500
+        assert got.expires_unix == pytest.approx(t0 + 3, abs=0.5)
+        score = await r.zscore(store._user_key("t", "u"), s.id)
+        assert score == pytest.approx(t0 + 3, abs=0.5)
+        assert await r.pttl(store._user_key("t", "u")) > 2500
+        # Another tenant's load neither sees the session nor keeps it alive.
+        await asyncio.sleep(1.0)
+        with pytest.raises(NotFound):
+            await store.load("other-tenant", s.id)
+        assert await r.pttl(store._key(s.id)) < 2200
+        await r.aclose()
+
+    asyncio.run(run())

@@ -6,13 +6,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
+from facesearch.v1 import common_pb2 as cpb
 from facesearch.v1 import retriever_pb2 as pb
+from services.retriever.filters import compile_filter
+from services.retriever.records import BUILTIN_FIELDS
 from services.retriever.shard import LocalShard
 from tests.helpers.service_process import start_service
-from tests.retriever.conftest import MODEL, Client, point, retriever_env, unit
+from tests.retriever.conftest import MODEL, Client, eq, point, retriever_env, unit
 
 DIM = 16
 
@@ -162,3 +166,46 @@ def test_delete_after_snapshot_of_a_built_graph_survives_a_crash(tmp_path: Path)
     assert not after.get(["h7", "h8"], False)
     after.close()
     shard.close()
+
+
+@pytest.mark.parametrize("kind", [pb.INDEX_KIND_HNSW, pb.INDEX_KIND_IVF_PQ])
+def test_forgotten_person_leaves_no_vectors_in_snapshotted_indexes(
+    tmp_path: Path, kind: int
+) -> None:
+    """A delete by person is a request to forget: the built index (and its snapshot file) must
+    not keep the faces until churn happens to cause a rebuild."""
+    rng = np.random.default_rng(6)
+    requests: list[str] = []
+    spec = field(kind, train_threshold=200, nlist=4, pq_m=4, hnsw_m=16)
+    shard = LocalShard(tmp_path / "s", [spec], lambda s, name: requests.append(name))
+    x = unit(rng, 400)
+    shard.upsert([point(f"f{i}", x[i], person_id="ann" if i < 10 else "bob") for i in range(400)])
+    shard.build_now("face")
+    shard.snapshot()
+    requests.clear()
+
+    flt = cpb.Filter(must=[eq("person_id", string_value="ann")])
+    assert shard.delete_matching(compile_filter(flt, BUILTIN_FIELDS)) == 10
+    assert requests == ["face"]  # 10 of 400 is far below the churn rebuild threshold
+    forgotten = set(range(1, 11))  # labels of f0..f9
+
+    def ann_labels() -> set[int] | None:
+        snap = max(p for p in (tmp_path / "s").glob("snapshot-*") if p.suffix != ".tmp")
+        path = snap / "ann-face.faiss"
+        if not path.exists():
+            return None
+        index = faiss.read_index(str(path))
+        return set(faiss.vector_to_array(index.id_map).tolist())
+
+    shard.snapshot()  # before the rebuild ran: the stale index is left out, not written
+    assert ann_labels() is None
+    shard.build_now("face")
+    shard.upsert([point("late", x[0], person_id="cy")])
+    shard.snapshot()
+    held = ann_labels()
+    assert held is not None and len(held) == 390 and not held & forgotten
+    shard.close()
+    again = LocalShard(tmp_path / "s", [spec], lambda s, name: None)
+    assert again.field_stats()[0].build_state == pb.BUILD_STATE_READY
+    assert again.field_stats()[0].tombstones == 0
+    again.close()

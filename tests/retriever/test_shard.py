@@ -3,9 +3,12 @@ snapshots and log replay (a stale entry would make "forget this person" miss fac
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facesearch.v1 import common_pb2 as cpb
 from facesearch.v1 import retriever_pb2 as pb
@@ -56,3 +59,44 @@ def test_person_index_follows_replaces_deletes_and_restarts(tmp_path: Path) -> N
     pred = compile_filter(not_bob, BUILTIN_FIELDS)
     assert sorted(p.id for p in again.get_matching(pred, "", 100)) == ["a9"]
     again.close()
+
+
+def test_drop_during_a_background_snapshot_leaves_no_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot that was already writing when its collection is dropped must not recreate
+    the shard directory after the drop removed it."""
+    from services.retriever import snapshot as snapshot_module
+
+    shard = LocalShard(tmp_path / "s", [pb.VectorFieldSpec(name="face", dimension=DIM)])
+    shard.upsert([point("a", unit(np.random.default_rng(2), 1)[0])])
+    entered, release = threading.Event(), threading.Event()
+    real_write = snapshot_module.write
+
+    def slow_write(shard_dir: Path, state: snapshot_module.SnapshotState) -> Path:
+        entered.set()
+        release.wait(10)
+        return real_write(shard_dir, state)
+
+    monkeypatch.setattr(snapshot_module, "write", slow_write)
+    errors: list[BaseException] = []
+
+    def snap() -> None:
+        try:
+            shard.snapshot()
+        except BaseException as exc:  # a failed snapshot is fine here; a resurrected dir is not
+            errors.append(exc)
+
+    t_snap = threading.Thread(target=snap)
+    t_snap.start()
+    assert entered.wait(10)
+    t_drop = threading.Thread(target=shard.destroy)
+    t_drop.start()
+    time.sleep(0.2)
+    release.set()
+    t_snap.join(10)
+    t_drop.join(10)
+    assert not t_snap.is_alive() and not t_drop.is_alive()
+    assert not (tmp_path / "s").exists()
+    shard.snapshot()  # a late periodic snapshot of the closed shard is a no-op
+    assert not (tmp_path / "s").exists()
