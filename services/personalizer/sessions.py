@@ -257,7 +257,7 @@ class Sessions:
         _, pos, neg = self._clusters(s, Head.identity(s.model_id, s.dim))
         if len(pos):
             s.rounds_with_positive += 1
-        head = await self._train(s, pos, neg, token="")
+        head = await self._train(s, pos, neg, token=f"{s.id}:{s.round}")
         if found:
             s.finished, s.found_id, s.last_round = True, found, []
             await self.store.save(s)
