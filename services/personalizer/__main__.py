@@ -10,7 +10,6 @@ Settings (env FACESEARCH_PERSONALIZER_<KEY> or the config file's ``personalizer`
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 from facesearch.v1 import personalizer_service_pb2_grpc as pb_grpc
@@ -47,15 +46,10 @@ def sessions_config(cfg: ServerConfig) -> SessionsConfig:
 
 
 def _text_setting(cfg: ServerConfig, key: str, default: str) -> str:
-    """A setting that is text whatever it looks like: the config loader reads env values as
-    YAML, so ``fs:p:`` arrives as the mapping {'fs:p': None}; the raw variable is the text."""
     value = cfg.get(key, default)
-    if isinstance(value, str):
-        return value
-    raw = os.environ.get(f"FACESEARCH_PERSONALIZER_{key.upper()}")
-    if raw is not None:
-        return raw
-    raise ValueError(f"personalizer.{key} must be text, got {value!r}: quote it in the file")
+    if not isinstance(value, str):
+        raise ValueError(f"personalizer.{key} must be text, got {value!r}: quote it in the file")
+    return value
 
 
 def build(cfg: ServerConfig) -> ServiceDefinition:

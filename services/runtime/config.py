@@ -79,10 +79,16 @@ _StringKeyLoader.yaml_implicit_resolvers = {}
 
 
 def _parse_scalar(raw: str) -> Any:
+    """An env value as YAML, so true, 8 and 0.5 get their types; but text that only looks like
+    a mapping or list to YAML (a key prefix "fs:p:", a URL) stays text unless it is written
+    as one ({...} or [...])."""
     try:
-        return yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+    if isinstance(value, (dict, list)) and not raw.lstrip().startswith(("{", "[")):
+        return raw
+    return raw if value is None else value
 
 
 def _coerce(value: Any, like: Any) -> Any:

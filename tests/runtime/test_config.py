@@ -123,3 +123,17 @@ def test_api_keys_stay_strings(tmp_path: Path) -> None:
         "retriever", env={"FACESEARCH_AUTH_ENABLED": "true", "FACESEARCH_AUTH_KEYS": "{42: acme}"}
     )
     assert cfg.auth_keys == {"42": "acme"}
+
+
+def test_text_that_looks_like_yaml_stays_text() -> None:
+    env = {
+        "FACESEARCH_PERSONALIZER_REDIS_PREFIX": "fs:p:",
+        "FACESEARCH_PERSONALIZER_REDIS_URL": "redis://host:6379/0",
+        "FACESEARCH_PERSONALIZER_EMPTY": "",
+        "FACESEARCH_RETRIEVER_SHARD_SERVERS": "[a:1, b:2]",
+    }
+    cfg = load_config("personalizer", env=env)
+    assert cfg.get("redis_prefix") == "fs:p:"
+    assert cfg.get("redis_url") == "redis://host:6379/0"
+    assert cfg.get("empty") == ""
+    assert load_config("retriever", env=env).get("shard_servers") == ["a:1", "b:2"]
