@@ -133,7 +133,7 @@ class Catalog:
         try:
             await asyncio.to_thread(self._write, doc)
         except OSError as exc:
-            raise disk_error("the catalog update", exc) from exc
+            raise disk_error("the catalog update", exc, "nothing changed") from exc
 
     async def _save_schema(self, coll: Collection, new: dict[str, int]) -> None:
         """Persist metadata fields first seen in an upsert, then add them to the schema; the

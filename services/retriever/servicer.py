@@ -47,10 +47,13 @@ class RetrieverServicer(pb_grpc.RetrieverServicer):
 
     def _budget(self, context: grpc.aio.ServicerContext) -> CallBudget:
         opts = call_options(context, self.cfg.downstream_timeout_s)
-        if self.fixed_shards is None and context.time_remaining() is None:
-            # No client deadline and every shard in this process: a long snapshot or filter
-            # delete is our own work, not a stalled peer, so it is not cut at downstream_timeout_s.
-            return CallBudget(timeout=None, metadata=opts["metadata"])  # type: ignore[arg-type]
+        if self.fixed_shards is None:
+            # Every shard is in this process: their work is bounded by the caller's deadline
+            # only. downstream_timeout_s is for calls to other processes; applied here it would
+            # cut a long snapshot or filter delete of a caller who set no deadline.
+            remaining = context.time_remaining()
+            local = None if remaining is None else remaining * 0.9
+            return CallBudget(timeout=local, metadata=opts["metadata"])  # type: ignore[arg-type]
         # Shards get 90% of the time left, so when one stalls the merge of the others' answers
         # (allow_partial) still reaches the caller before its deadline.
         timeout = float(opts["timeout"]) * 0.9  # type: ignore[arg-type]

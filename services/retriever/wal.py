@@ -3,6 +3,8 @@
 Each entry is ``<length u32><crc32 u32><seq u64><op u8><payload>``; the CRC covers seq, op and
 payload, so a torn write at the tail (kill -9 mid-append) is recognised and cut off at replay:
 an entry that was cut was never acknowledged, because acknowledgement waits for the fsync.
+An append the disk refuses (short write, failed fsync) is cut back off before the error is
+returned, so no later entry ever sits behind a torn one where replay would not reach it.
 
 Segments (``wal-<first seq>.log``) make truncation after a snapshot a file deletion: a snapshot
 rotates to a new segment under the shard's write lock, and once the snapshot is on disk every
@@ -46,10 +48,10 @@ def make_dirs(path: Path) -> None:
         fsync_dir(d.parent)
 
 
-def disk_error(what: str, exc: OSError) -> ServiceError:
+def disk_error(what: str, exc: OSError, outcome: str = "nothing was stored") -> ServiceError:
     """The status a refused disk write maps to: full disk or quota -> RESOURCE_EXHAUSTED (free
     space), anything else -> UNAVAILABLE (retry, or move the shard)."""
-    why = f"the disk refused {what}: {exc.strerror or exc}; nothing was stored"
+    why = f"the disk refused {what}: {exc.strerror or exc}; {outcome}"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ResourceExhausted(f"{why}. Free disk space, then retry")
     return Unavailable(f"{why}. Retry")
@@ -172,7 +174,14 @@ class WriteAheadLog:
 
     def sync(self) -> None:
         if self._fd is not None:
-            os.fdatasync(self._fd)
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise disk_error(
+                    "syncing the write-ahead log",
+                    exc,
+                    "writes sent with durable=false since the last sync may be lost",
+                ) from exc
 
     def rotate(self) -> None:
         """Start a new segment; the next entry goes there. Caller holds the write lock."""

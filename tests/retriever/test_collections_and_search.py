@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -10,8 +11,19 @@ import pytest
 
 from facesearch.v1 import common_pb2 as cpb
 from facesearch.v1 import retriever_pb2 as pb
+from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc
 from services.runtime.errors import field_violations
-from tests.retriever.conftest import DIM, MODEL, Client, code_of, eq, point, unit
+from tests.helpers.service_process import start_service
+from tests.retriever.conftest import (
+    DIM,
+    MODEL,
+    Client,
+    code_of,
+    eq,
+    point,
+    retriever_env,
+    unit,
+)
 
 
 def brute_force(x: np.ndarray, ids: list[str], q: np.ndarray, k: int) -> list[list[str]]:
@@ -403,3 +415,24 @@ def test_deadline_is_honoured_and_server_survives(alpha: Client, rng: np.random.
         alpha.search("deadline", unit(rng, 256), k=100, flt=flt, timeout=0.001)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert len(alpha.ids("deadline", x[:2], k=1)) == 2
+
+
+def test_calls_without_a_deadline_are_not_cut_by_the_downstream_timeout(tmp_path: Path) -> None:
+    """``downstream_timeout_s`` bounds calls to other processes; shards in this process are
+    bounded by the caller's deadline only (none here: their work runs to the end)."""
+    env = retriever_env(tmp_path / "data", downstream_timeout_s="0.000001")
+    svc = start_service("retriever", env)
+    try:
+        stub = pb_grpc.RetrieverStub(svc.channel())
+        c = Client(svc.channel(), None)
+        c.create("nodeadline", shards=2)
+        x = unit(np.random.default_rng(13), 1000)
+        req = pb.UpsertRequest(
+            collection="nodeadline", points=[point(f"n{i}", x[i]) for i in range(1000)]
+        )
+        assert stub.Upsert(req).upserted == 1000  # no timeout= : the client set no deadline
+        search = pb.SearchRequest(collection="nodeadline")
+        search.queries.add(k=3).terms.add(model_id=MODEL).vector.values.extend(x[5].tolist())
+        assert stub.Search(search).results[0].hits[0].id == "n5"
+    finally:
+        svc.stop()
