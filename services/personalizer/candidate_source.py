@@ -194,19 +194,23 @@ class GrpcCandidateSource:
             if face.name in p.vectors
         ]
 
+    async def _search_one(self, collection, query, face, context):  # type: ignore[no-untyped-def]
+        """One query's hits, with the stored vectors the exact rescoring needs."""
+        reply = await self._call(
+            "retriever",
+            self._retriever.Search,
+            retriever_pb2.SearchRequest(collection=collection, queries=[query], with_vectors=True),
+            context,
+        )
+        return self._hits(reply.results[0], face)
+
     async def person_hits(self, collection, face, person_id, k, filter, context=None):
         q = retriever_pb2.Query(
             terms=[retriever_pb2.QueryTerm(field=face.name, person_id=person_id)],
             k=k,
             filter=filter,
         )
-        reply = await self._call(
-            "retriever",
-            self._retriever.Search,
-            retriever_pb2.SearchRequest(collection=collection, queries=[q], with_vectors=True),
-            context,
-        )
-        return self._hits(reply.results[0], face)
+        return await self._search_one(collection, q, face, context)
 
     async def embed_image(self, image: bytes, model_id: str, context=None) -> np.ndarray:
         reply = await self._call(
@@ -254,10 +258,4 @@ class GrpcCandidateSource:
             k=k,
             filter=filter,
         )
-        found = await self._call(
-            "retriever",
-            self._retriever.Search,
-            retriever_pb2.SearchRequest(collection=collection, queries=[q], with_vectors=True),
-            context,
-        )
-        return self._hits(found.results[0], face)
+        return await self._search_one(collection, q, face, context)
