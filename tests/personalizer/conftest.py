@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -130,9 +131,25 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
         server.stop()
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid, free port too: an
+    ephemeral port above 55535 has none, and redis-server then refuses to start."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port with a free cluster bus port")
+
+
 @pytest.fixture
 def cluster_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(free_port(), tmp_path, cluster=True)
+    server = OwnRedis(_cluster_port(), tmp_path, cluster=True)
     server.start()
     try:
         yield server
