@@ -471,6 +471,17 @@ def run_session(
     )
 
 
+def _feedback(point_id: str, *, found: bool, similar: bool) -> personalizer_pb2.Feedback:
+    """A simulated user's label: found wins over similar."""
+    if found:
+        label = personalizer_pb2.FEEDBACK_LABEL_FOUND
+    elif similar:
+        label = personalizer_pb2.FEEDBACK_LABEL_SIMILAR
+    else:
+        label = personalizer_pb2.FEEDBACK_LABEL_DISSIMILAR
+    return personalizer_pb2.Feedback(id=point_id, label=label)  # type: ignore[arg-type]
+
+
 def simulated_user(
     person_id: str,
     target_id: str | None = None,
@@ -489,13 +500,7 @@ def simulated_user(
         for c in state.candidates:
             is_person = messages.python_value(c.metadata["person_id"]) == person_id
             found = c.id == target_id if target_id else is_person
-            if found:
-                label = personalizer_pb2.FEEDBACK_LABEL_FOUND
-            elif is_person:
-                label = personalizer_pb2.FEEDBACK_LABEL_SIMILAR
-            else:
-                label = personalizer_pb2.FEEDBACK_LABEL_DISSIMILAR
-            labels.append(personalizer_pb2.Feedback(id=c.id, label=label))  # type: ignore[arg-type]
+            labels.append(_feedback(c.id, found=found, similar=is_person))
         return labels
 
     return on_round
@@ -535,13 +540,8 @@ def simulated_user_by_likeness(
         vectors = face_vectors([c.id for c in state.candidates])
         labels = []
         for c in state.candidates:
-            if c.id == target_id:
-                label = personalizer_pb2.FEEDBACK_LABEL_FOUND
-            elif c.id in vectors and float(vectors[c.id] @ target) >= threshold:
-                label = personalizer_pb2.FEEDBACK_LABEL_SIMILAR
-            else:
-                label = personalizer_pb2.FEEDBACK_LABEL_DISSIMILAR
-            labels.append(personalizer_pb2.Feedback(id=c.id, label=label))  # type: ignore[arg-type]
+            similar = c.id in vectors and float(vectors[c.id] @ target) >= threshold
+            labels.append(_feedback(c.id, found=c.id == target_id, similar=similar))
         return labels
 
     return on_round
