@@ -78,7 +78,7 @@ FUSION_WEIGHTED_SUM: Fusion
 FUSION_RRF: Fusion
 
 class IndexParams(_message.Message):
-    __slots__ = ("kind", "nlist", "pq_m", "nprobe", "hnsw_m", "ef_construction", "ef_search", "train_threshold")
+    __slots__ = ("kind", "nlist", "pq_m", "nprobe", "hnsw_m", "ef_construction", "ef_search", "train_threshold", "target_recall")
     KIND_FIELD_NUMBER: _ClassVar[int]
     NLIST_FIELD_NUMBER: _ClassVar[int]
     PQ_M_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class IndexParams(_message.Message):
     EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
     TRAIN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_RECALL_FIELD_NUMBER: _ClassVar[int]
     kind: IndexKind
     nlist: int
     pq_m: int
@@ -95,7 +96,8 @@ class IndexParams(_message.Message):
     ef_construction: int
     ef_search: int
     train_threshold: int
-    def __init__(self, kind: _Optional[_Union[IndexKind, str]] = ..., nlist: _Optional[int] = ..., pq_m: _Optional[int] = ..., nprobe: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., train_threshold: _Optional[int] = ...) -> None: ...
+    target_recall: float
+    def __init__(self, kind: _Optional[_Union[IndexKind, str]] = ..., nlist: _Optional[int] = ..., pq_m: _Optional[int] = ..., nprobe: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., train_threshold: _Optional[int] = ..., target_recall: _Optional[float] = ...) -> None: ...
 
 class VectorFieldSpec(_message.Message):
     __slots__ = ("name", "dimension", "metric", "model_id", "index")
@@ -134,20 +136,22 @@ class CreateCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class VectorFieldStats(_message.Message):
-    __slots__ = ("name", "build_state", "build_progress", "effective_index", "tombstones", "index_bytes")
+    __slots__ = ("name", "build_state", "build_progress", "effective_index", "tombstones", "index_bytes", "measured_recall")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUILD_STATE_FIELD_NUMBER: _ClassVar[int]
     BUILD_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_INDEX_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
     INDEX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_RECALL_FIELD_NUMBER: _ClassVar[int]
     name: str
     build_state: BuildState
     build_progress: float
     effective_index: IndexParams
     tombstones: int
     index_bytes: int
-    def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ...) -> None: ...
+    measured_recall: float
+    def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ..., measured_recall: _Optional[float] = ...) -> None: ...
 
 class ShardStats(_message.Message):
     __slots__ = ("shard", "points", "location", "available", "wal_entries", "last_snapshot")

@@ -136,6 +136,13 @@ class Collection:
             per = [f for r in reports for f in r.fields if f.name == spec.name]
             agg = out.field_stats.add(name=spec.name)
             agg.effective_index.CopyFrom(per[0].effective_index if per else spec.index)
+            # Each shard tunes its own index: show the widest width and the lowest recall.
+            agg.effective_index.nprobe = max((f.effective_index.nprobe for f in per), default=0)
+            agg.effective_index.ef_search = max(
+                (f.effective_index.ef_search for f in per), default=0
+            )
+            measured = [f.measured_recall for f in per if f.measured_recall > 0]
+            agg.measured_recall = min(measured) if len(measured) == len(per) and per else 0.0
             states = [f.build_state for f in per] or [pb.BUILD_STATE_EXACT]
             if pb.BUILD_STATE_BUILDING in states:
                 agg.build_state = pb.BUILD_STATE_BUILDING

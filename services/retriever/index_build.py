@@ -22,15 +22,16 @@ import faiss
 import numpy as np
 
 from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import gpu
+from services.retriever import gpu, index_tuning
 
 log = logging.getLogger("facesearch.retriever.build")
 
-DEFAULT_NPROBE = 16
 DEFAULT_HNSW_M = 32
 DEFAULT_EF_CONSTRUCTION = 200
-# 64 gave recall@10 0.89 on degraded real face queries at 100k; 256 gave 0.98 (bench).
-DEFAULT_EF_SEARCH = 256
+# Widths in force only when an index has no tuning (one loaded from an older snapshot); built
+# indexes get theirs from index_tuning.
+FALLBACK_NPROBE = 16
+FALLBACK_EF_SEARCH = 256
 DEFAULT_TRAIN_THRESHOLD = {pb.INDEX_KIND_IVF_PQ: 20_000, pb.INDEX_KIND_HNSW: 5_000}
 MAX_NLIST = 65_536
 # Rebuild when tombstones plus un-indexed additions pass this share of the built index.
@@ -56,15 +57,15 @@ def resolve_params(dim: int, p: pb.IndexParams) -> pb.IndexParams:
     out.CopyFrom(p)
     if out.kind == pb.INDEX_KIND_UNSPECIFIED:
         out.kind = pb.INDEX_KIND_FLAT
+    # nprobe / ef_search stay zero unless set: zero means "tuned after each build".
     if out.kind == pb.INDEX_KIND_IVF_PQ:
         out.pq_m = out.pq_m or default_pq_m(dim)
-        out.nprobe = out.nprobe or DEFAULT_NPROBE
     if out.kind == pb.INDEX_KIND_HNSW:
         out.hnsw_m = out.hnsw_m or DEFAULT_HNSW_M
         out.ef_construction = out.ef_construction or DEFAULT_EF_CONSTRUCTION
-        out.ef_search = out.ef_search or DEFAULT_EF_SEARCH
     if out.kind != pb.INDEX_KIND_FLAT:
         out.train_threshold = out.train_threshold or DEFAULT_TRAIN_THRESHOLD[out.kind]
+        out.target_recall = out.target_recall or index_tuning.DEFAULT_TARGET_RECALL
     return out
 
 
@@ -84,12 +85,23 @@ class AnnIndex:
     nlist: int
     nbytes: int
     build_seconds: float
+    # The width in force when neither the search nor the field spec names one (None: an index
+    # from a snapshot written before tuning existed).
+    tuning: index_tuning.Tuning | None = None
     # Where unfiltered searches run: a clone on every GPU when there are any, else ``index``.
     search_index: faiss.Index | None = None
 
     def __post_init__(self) -> None:
         if self.search_index is None:
             self.search_index = gpu.search_copy(self.index) if gpu.gpu_count() else self.index
+
+    def width(self, params: pb.IndexParams) -> int:
+        """nprobe / ef_search in force: the field's fixed value, else the tuned one."""
+        if self.kind == pb.INDEX_KIND_IVF_PQ:
+            fixed, fallback = params.nprobe, FALLBACK_NPROBE
+        else:
+            fixed, fallback = params.ef_search, FALLBACK_EF_SEARCH
+        return fixed or (self.tuning.width if self.tuning else fallback)
 
     def covers(self, label: int) -> bool:
         i = int(np.searchsorted(self.covered, label))
@@ -106,7 +118,8 @@ def build(
     progress: Callable[[float], None],
     cancelled: threading.Event,
 ) -> AnnIndex | None:
-    """Train and fill an approximate index; None when cancelled (collection dropped)."""
+    """Train and fill an approximate index, then tune its search width (or measure the recall
+    of the fixed one); None when cancelled (collection dropped)."""
     start = time.perf_counter()
     fm = faiss_metric(metric)
     n = len(labels)
@@ -115,7 +128,6 @@ def build(
         nlist = min(nlist_for(n, params.nlist), max(1, n // 39))
         quantizer = faiss.IndexFlat(dim, fm)
         inner: faiss.Index = faiss.IndexIVFPQ(quantizer, dim, nlist, params.pq_m, 8, fm)
-        inner.nprobe = params.nprobe
         # Training on a sample keeps the cost bounded; 256 points per list is plenty.
         sample = vectors
         if n > 256 * max(nlist, 256):
@@ -128,16 +140,39 @@ def build(
     else:
         inner = faiss.IndexHNSWFlat(dim, params.hnsw_m, fm)
         inner.hnsw.efConstruction = params.ef_construction
-        inner.hnsw.efSearch = params.ef_search
         index = faiss.IndexIDMap2(inner)
         lo = 0.0
+    # Tuning takes the last tenth of the progress bar (seconds, where adding takes minutes).
+    hi = 0.9
     progress(lo)
+    held = index_tuning.held_out_rows(n)
+    indexed = np.ones(n, bool)
+    indexed[held] = False
     for start_row in range(0, n, _ADD_CHUNK):
         if cancelled.is_set():
             return None
         end = min(n, start_row + _ADD_CHUNK)
-        index.add_with_ids(vectors[start_row:end], labels[start_row:end])
-        progress(lo + (1 - lo) * end / max(n, 1))
+        rows = slice(start_row, end)
+        index.add_with_ids(vectors[rows][indexed[rows]], labels[rows][indexed[rows]])
+        progress(lo + (hi - lo) * end / max(n, 1))
+    fixed = params.nprobe if kind == pb.INDEX_KIND_IVF_PQ else params.ef_search
+    tuning = index_tuning.tune(
+        kind,
+        index,
+        vectors,
+        labels,
+        held,
+        metric,
+        params.target_recall or index_tuning.DEFAULT_TARGET_RECALL,
+        nlist,
+        cancelled,
+        lambda p: progress(hi + (1 - hi) * p),
+        fixed=fixed,
+    )
+    if tuning is None:
+        return None
+    if len(held):
+        index.add_with_ids(vectors[held], labels[held])
     nbytes = int(faiss.serialize_index(index).nbytes) if n < 2_000_000 else 0
     order = np.argsort(labels)
     return AnnIndex(
@@ -147,6 +182,7 @@ def build(
         nlist=nlist,
         nbytes=nbytes,
         build_seconds=time.perf_counter() - start,
+        tuning=tuning,
     )
 
 
@@ -155,10 +191,10 @@ def search_parameters(
 ) -> faiss.SearchParameters:
     if ann.kind == pb.INDEX_KIND_IVF_PQ:
         sp = faiss.SearchParametersIVF()
-        sp.nprobe = req.nprobe or params.nprobe
+        sp.nprobe = req.nprobe or ann.width(params)
     else:
         sp = faiss.SearchParametersHNSW()
-        sp.efSearch = req.ef_search or params.ef_search
+        sp.efSearch = req.ef_search or ann.width(params)
     if sel is not None:
         sp.sel = sel
     return sp

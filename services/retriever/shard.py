@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import gpu, index_build, records, snapshot
+from services.retriever import gpu, index_build, index_tuning, records, snapshot
 from services.retriever.filters import Predicate
 from services.retriever.wal import OP_DELETE, OP_UPSERT, WriteAheadLog, make_dirs
 
@@ -172,11 +172,16 @@ class LocalShard:
                 self.records[label] = Record(p.id, meta, tuple(present.get(label, ())))
                 self.ids[p.id] = label
                 self._post(label, meta)
-            for name, (blob, covered, nlist, secs) in state.ann.items():
+            for name, saved in state.ann.items():
                 fi = self.fields[name]
-                index = snapshot.deserialize(blob)
                 fi.ann = index_build.AnnIndex(
-                    index, covered, fi.kind, nlist, int(blob.nbytes), secs
+                    snapshot.deserialize(saved.blob),
+                    saved.covered,
+                    fi.kind,
+                    saved.nlist,
+                    int(saved.blob.nbytes),
+                    saved.build_seconds,
+                    saved.tuning,
                 )
         replayed = 0
         for _seq, op, payload in self.wal.replay(seq):
@@ -451,7 +456,10 @@ class LocalShard:
             kk = min(k, fi.flat.ntotal)
             return self._run(fi, fi.flat, q, kk, faiss.SearchParameters(sel=sel) if sel else None)
         assert ann is not None
-        kk = max(k, min(params.rescore_top, 10_000))
+        rescore_top = min(params.rescore_top, 10_000)
+        if ann.kind == pb.INDEX_KIND_IVF_PQ:
+            rescore_top = max(rescore_top, index_tuning.PQ_RESCORE)
+        kk = max(k, rescore_top)
         if allowed is not None:
             ann_sel: faiss.IDSelector | None = _batch(allowed)
         elif excl or fi.tombstones:
@@ -468,7 +476,7 @@ class LocalShard:
                 dsp = faiss.SearchParameters(sel=_batch(delta))
                 extra = self._run(fi, fi.flat, q, min(kk, len(delta)), dsp)
                 merged = [sorted(a + b, reverse=True) for a, b in zip(merged, extra, strict=True)]
-        if params.rescore_top:
+        if rescore_top:
             merged = [self._rescore(fi, q[i], row) for i, row in enumerate(merged)]
         return [row[:k] for row in merged]
 
@@ -609,11 +617,12 @@ class LocalShard:
                 recs = list(self.records.values())
                 flat = {n: faiss.serialize_index(fi.flat) for n, fi in self.fields.items()}
                 ann = {
-                    n: (
+                    n: snapshot.SavedAnn(
                         faiss.serialize_index(fi.ann.index),
                         fi.ann.covered,
                         fi.ann.nlist,
                         fi.ann.build_seconds,
+                        fi.ann.tuning,
                     )
                     for n, fi in self.fields.items()
                     if fi.ann is not None and not fi.purge
@@ -642,6 +651,10 @@ class LocalShard:
                 state = pb.BUILD_STATE_READY
                 if fi.ann.nlist:
                     eff.nlist = fi.ann.nlist
+                if fi.kind == pb.INDEX_KIND_IVF_PQ:
+                    eff.nprobe = fi.ann.width(fi.spec.index)
+                else:
+                    eff.ef_search = fi.ann.width(fi.spec.index)
             elif fi.building:
                 state = pb.BUILD_STATE_BUILDING
             else:
@@ -655,6 +668,7 @@ class LocalShard:
                     effective_index=eff,
                     tombstones=len(fi.tombstones),
                     index_bytes=flat_bytes + (fi.ann.nbytes if fi.ann else 0),
+                    measured_recall=fi.ann.tuning.recall if fi.ann and fi.ann.tuning else 0.0,
                 )
             )
         return out

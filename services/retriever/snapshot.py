@@ -8,6 +8,7 @@ stray ``.tmp`` directories (a crash mid-write) are deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,7 +20,19 @@ import faiss
 import numpy as np
 
 from facesearch.v1 import retriever_pb2 as pb
+from services.retriever import index_tuning
 from services.retriever.wal import fsync_dir
+
+
+@dataclass
+class SavedAnn:
+    """A built approximate index as a snapshot holds it."""
+
+    blob: np.ndarray  # faiss.serialize_index
+    covered: np.ndarray  # int64 labels it holds
+    nlist: int
+    build_seconds: float
+    tuning: index_tuning.Tuning | None
 
 
 @dataclass
@@ -29,8 +42,7 @@ class SnapshotState:
     labels: np.ndarray  # int64, aligned with points
     points: pb.GetResponse  # id + metadata of every live record
     flat: dict[str, np.ndarray]  # field -> faiss.serialize_index of the exact index
-    ann: dict[str, tuple[np.ndarray, np.ndarray, int, float]] = field(default_factory=dict)
-    # field -> (serialized index, covered labels, nlist, build seconds)
+    ann: dict[str, SavedAnn] = field(default_factory=dict)
     created: float = 0.0
 
 
@@ -52,15 +64,22 @@ def write(shard_dir: Path, state: SnapshotState) -> Path:
     _write(tmp / "points.pb", state.points.SerializeToString())
     for name, blob in state.flat.items():
         _write(tmp / f"flat-{name}.faiss", blob)
-    for name, (blob, covered, _nlist, _secs) in state.ann.items():
-        _write(tmp / f"ann-{name}.faiss", blob)
-        _write(tmp / f"covered-{name}.i64", covered.astype(np.int64))
+    for name, saved in state.ann.items():
+        _write(tmp / f"ann-{name}.faiss", saved.blob)
+        _write(tmp / f"covered-{name}.i64", saved.covered.astype(np.int64))
     manifest = {
         "seq": state.seq,
         "next_label": state.next_label,
         "created": state.created or time.time(),
         "flat": sorted(state.flat),
-        "ann": {k: {"nlist": v[2], "build_seconds": v[3]} for k, v in state.ann.items()},
+        "ann": {
+            k: {
+                "nlist": v.nlist,
+                "build_seconds": v.build_seconds,
+                "tuning": dataclasses.asdict(v.tuning) if v.tuning else None,
+            }
+            for k, v in state.ann.items()
+        },
     }
     _write(tmp / "manifest.json", json.dumps(manifest).encode())
     fsync_dir(tmp)
@@ -86,11 +105,12 @@ def load(path: Path) -> SnapshotState:
     labels = np.fromfile(path / "labels.i64", dtype=np.int64)
     flat = {n: np.fromfile(path / f"flat-{n}.faiss", dtype=np.uint8) for n in manifest["flat"]}
     ann = {
-        n: (
+        n: SavedAnn(
             np.fromfile(path / f"ann-{n}.faiss", dtype=np.uint8),
             np.fromfile(path / f"covered-{n}.i64", dtype=np.int64),
             int(info["nlist"]),
             float(info["build_seconds"]),
+            index_tuning.Tuning(**info["tuning"]) if info.get("tuning") else None,
         )
         for n, info in manifest["ann"].items()
     }

@@ -58,6 +58,11 @@ def check_create(
             f.metric = pb.METRIC_INNER_PRODUCT
         if f.index.kind not in pb.IndexKind.values():
             raise InvalidArgument(f"{path}.index.kind", f"unknown index kind {f.index.kind}")
+        if not 0.0 <= f.index.target_recall <= 1.0:  # NaN fails this too
+            raise InvalidArgument(
+                f"{path}.index.target_recall",
+                f"is {f.index.target_recall}; it must be in (0, 1], or 0 for the default 0.95",
+            )
         f.index.CopyFrom(index_build.resolve_params(f.dimension, f.index))
         if f.index.kind == pb.INDEX_KIND_IVF_PQ:
             if f.dimension % f.index.pq_m:

@@ -74,6 +74,23 @@ def test_create_list_describe_drop(alpha: Client) -> None:
             ),
             "vector_fields[0].index.pq_m",
         ),
+        *(
+            (
+                pb.CreateCollectionRequest(
+                    name="badtarget",
+                    vector_fields=[
+                        pb.VectorFieldSpec(
+                            name="face",
+                            dimension=16,
+                            model_id=MODEL,
+                            index=pb.IndexParams(kind=pb.INDEX_KIND_HNSW, target_recall=t),
+                        )
+                    ],
+                ),
+                "vector_fields[0].index.target_recall",
+            )
+            for t in (1.5, -0.1, float("nan"))
+        ),
     ],
 )
 def test_create_refuses_bad_specs(
