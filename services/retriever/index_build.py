@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import gpu, index_tuning
+from services.retriever import gpu, index_tuning, similarity
 
 log = logging.getLogger("facesearch.retriever.build")
 
@@ -37,10 +37,6 @@ MAX_NLIST = 65_536
 # Rebuild when tombstones plus un-indexed additions pass this share of the built index.
 REBUILD_FRACTION = 0.2
 _ADD_CHUNK = 2_000
-
-
-def faiss_metric(metric: int) -> int:
-    return faiss.METRIC_L2 if metric == pb.METRIC_L2 else faiss.METRIC_INNER_PRODUCT
 
 
 def default_pq_m(dim: int) -> int:
@@ -121,7 +117,7 @@ def build(
     """Train and fill an approximate index, then tune its search width (or measure the recall
     of the fixed one); None when cancelled (collection dropped)."""
     start = time.perf_counter()
-    fm = faiss_metric(metric)
+    fm = similarity.faiss_metric(metric)
     n = len(labels)
     nlist = 0
     if kind == pb.INDEX_KIND_IVF_PQ:

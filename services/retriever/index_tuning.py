@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 
 from facesearch.v1 import retriever_pb2 as pb
+from services.retriever import similarity
 
 DEFAULT_TARGET_RECALL = 0.95
 K = 10
@@ -55,12 +56,6 @@ def held_out_rows(n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, size, replace=False))
 
 
-def _exact_scores(metric: int, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
-    if metric == pb.METRIC_L2:
-        return -((vecs - q) ** 2).sum(axis=1)
-    return vecs @ q
-
-
 class _Sample:
     """The held-out queries and their exact top-K among the indexed vectors."""
 
@@ -72,7 +67,7 @@ class _Sample:
         self.queries = np.ascontiguousarray(vectors[held])
         self.order = np.argsort(labels)
         self.sorted_labels = labels[self.order]
-        fm = faiss.METRIC_L2 if metric == pb.METRIC_L2 else faiss.METRIC_INNER_PRODUCT
+        fm = similarity.faiss_metric(metric)
         # Searching the whole set for K + |held| and dropping held rows is exact for the rest.
         kk = min(K + len(held), len(labels))
         _, rows = faiss.knn(self.queries, vectors, kk, metric=fm)
@@ -89,7 +84,7 @@ class _Sample:
         for q, row, truth in zip(self.queries, found, self.truth, strict=True):
             row = row[row >= 0]
             if rescore and len(row):
-                exact = _exact_scores(self.metric, q, self.vectors[self.rows_of(row)])
+                exact = similarity.exact_scores(self.metric, q, self.vectors[self.rows_of(row)])
                 row = row[np.argsort(-exact, kind="stable")]
             per_query.append(len(set(row[:K].tolist()) & truth) / max(len(truth), 1))
         r = np.asarray(per_query)

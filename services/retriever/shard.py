@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import gpu, index_build, index_tuning, records, snapshot
+from services.retriever import gpu, index_build, index_tuning, records, similarity, snapshot
 from services.retriever.filters import Predicate
 from services.retriever.wal import OP_DELETE, OP_UPSERT, WriteAheadLog, make_dirs
 
@@ -102,16 +102,14 @@ class FieldIndex:
 
     def new_flat(self) -> faiss.Index:
         return faiss.IndexIDMap2(
-            faiss.IndexFlat(self.spec.dimension, index_build.faiss_metric(self.spec.metric))
+            faiss.IndexFlat(self.spec.dimension, similarity.faiss_metric(self.spec.metric))
         )
 
     def to_score(self, dist: np.ndarray) -> np.ndarray:
         return -dist if self.spec.metric == pb.METRIC_L2 else dist
 
     def exact_scores(self, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
-        if self.spec.metric == pb.METRIC_L2:
-            return -(((vecs - q) ** 2).sum(axis=1))
-        return vecs @ q
+        return similarity.exact_scores(self.spec.metric, q, vecs)
 
 
 def _batch(labels: np.ndarray | list[int] | set[int]) -> faiss.IDSelector:

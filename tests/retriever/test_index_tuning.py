@@ -4,6 +4,7 @@ tuner never saw, grows with the target, and is the smallest that passes on its o
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -86,36 +87,58 @@ def test_tuned_hnsw_width_reaches_the_target_on_unseen_queries(data) -> None:  #
         )
 
 
+@dataclass
+class HeldOutGraph:
+    """An HNSW graph of every row of ``x`` but the tuner's held-out sample, as a build leaves it
+    when tuning starts."""
+
+    index: faiss.Index
+    x: np.ndarray
+    labels: np.ndarray
+    held: np.ndarray
+
+    def tune(
+        self,
+        target: float,
+        metric: int = pb.METRIC_INNER_PRODUCT,
+        kind: int = pb.INDEX_KIND_HNSW,
+        nlist: int = 0,
+        cancelled: threading.Event | None = None,
+        fixed: int = 0,
+    ) -> index_tuning.Tuning | None:
+        return index_tuning.tune(
+            kind,
+            self.index,
+            self.x,
+            self.labels,
+            self.held,
+            metric,
+            target,
+            nlist,
+            cancelled or threading.Event(),
+            fixed=fixed,
+        )
+
+
 def graph_without_held_out(
     x: np.ndarray, m: int, ef_construction: int, metric: int = faiss.METRIC_INNER_PRODUCT
-) -> tuple[faiss.Index, np.ndarray, np.ndarray]:
-    """An HNSW graph of every row but the tuner's held-out sample, as the build leaves it."""
+) -> HeldOutGraph:
     labels = np.arange(len(x), dtype=np.int64)
     held = index_tuning.held_out_rows(len(x))
     keep = np.setdiff1d(labels, held)
     index = faiss.IndexIDMap2(faiss.IndexHNSWFlat(x.shape[1], m, metric))
     faiss.downcast_index(index.index).hnsw.efConstruction = ef_construction
     index.add_with_ids(x[keep], labels[keep])
-    return index, labels, held
+    return HeldOutGraph(index, x, labels, held)
 
 
 @pytest.mark.slow
 def test_a_higher_target_buys_a_wider_search(data) -> None:  # type: ignore[no-untyped-def]
     x, _ = data
-    index, labels, held = graph_without_held_out(x, 8, 40)
+    graph = graph_without_held_out(x, 8, 40)
     widths = []
     for target in (0.8, 0.95, 0.995):
-        t = index_tuning.tune(
-            pb.INDEX_KIND_HNSW,
-            index,
-            x,
-            labels,
-            held,
-            pb.METRIC_INNER_PRODUCT,
-            target,
-            0,
-            threading.Event(),
-        )
+        t = graph.tune(target)
         assert t is not None
         widths.append(t.width)
         if t.width < index_tuning.MAX_EF_SEARCH:
@@ -143,18 +166,7 @@ def test_unreachable_target_gives_the_widest_width_and_says_what_it_got(
     x = rng.standard_normal((3_000, DIM)).astype(np.float32)  # no structure: hard for a graph
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     monkeypatch.setattr(index_tuning, "MAX_EF_SEARCH", 16)
-    index, labels, held = graph_without_held_out(x, 4, 16)
-    t = index_tuning.tune(
-        pb.INDEX_KIND_HNSW,
-        index,
-        x,
-        labels,
-        held,
-        pb.METRIC_INNER_PRODUCT,
-        1.0,
-        0,
-        threading.Event(),
-    )
+    t = graph_without_held_out(x, 4, 16).tune(1.0)
     assert t is not None and t.width == 16 and t.recall < 1.0 and t.target == 1.0
 
 
@@ -162,22 +174,19 @@ def test_fixed_width_is_kept_and_measured_and_cancel_stops() -> None:
     rng = np.random.default_rng(4)
     x = rng.standard_normal((1_000, DIM)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    index, labels, held = graph_without_held_out(x, 8, 40)
-    args = (pb.INDEX_KIND_HNSW, index, x, labels, held, pb.METRIC_INNER_PRODUCT, 0.95, 0)
-    t = index_tuning.tune(*args, threading.Event(), fixed=40)
+    graph = graph_without_held_out(x, 8, 40)
+    t = graph.tune(0.95, fixed=40)
     assert t is not None and t.width == 40 and 0 < t.recall <= 1
     cancelled = threading.Event()
     cancelled.set()
-    assert index_tuning.tune(*args, cancelled) is None
+    assert graph.tune(0.95, cancelled=cancelled) is None
 
 
 def test_too_few_vectors_to_sample_search_them_all() -> None:
-    x = np.eye(DIM, dtype=np.float32)[:7]
-    index, labels, held = graph_without_held_out(x, 4, 16)
-    assert len(held) == 0
-    args = (index, x, labels, held, pb.METRIC_INNER_PRODUCT, 0.95)
-    hnsw = index_tuning.tune(pb.INDEX_KIND_HNSW, *args, 0, threading.Event())
-    ivf = index_tuning.tune(pb.INDEX_KIND_IVF_PQ, *args, 3, threading.Event())
+    graph = graph_without_held_out(np.eye(DIM, dtype=np.float32)[:7], 4, 16)
+    assert len(graph.held) == 0
+    hnsw = graph.tune(0.95)
+    ivf = graph.tune(0.95, kind=pb.INDEX_KIND_IVF_PQ, nlist=3)
     assert hnsw is not None and hnsw.width == index_tuning.MIN_EF_SEARCH and hnsw.recall == 0
     assert ivf is not None and ivf.width == 3  # every list
 
@@ -186,22 +195,9 @@ def test_l2_collections_are_tuned_on_l2_neighbours() -> None:
     rng = np.random.default_rng(5)
     # Norms vary, so inner-product and L2 neighbours differ: the truth must use L2.
     x = (rng.standard_normal((2_000, DIM)) * rng.uniform(0.2, 3, (2_000, 1))).astype(np.float32)
-    index, labels, held = graph_without_held_out(x, 16, 40, faiss.METRIC_L2)
-    t = index_tuning.tune(
-        pb.INDEX_KIND_HNSW, index, x, labels, held, pb.METRIC_L2, 0.99, 0, threading.Event()
-    )
+    graph = graph_without_held_out(x, 16, 40, faiss.METRIC_L2)
+    t = graph.tune(0.99, metric=pb.METRIC_L2)
     assert t is not None and t.recall >= 0.99
     # Scored against inner-product neighbours the same answers would fall far short.
-    wrong = index_tuning.tune(
-        pb.INDEX_KIND_HNSW,
-        index,
-        x,
-        labels,
-        held,
-        pb.METRIC_INNER_PRODUCT,
-        0.99,
-        0,
-        threading.Event(),
-        fixed=t.width,
-    )
+    wrong = graph.tune(0.99, metric=pb.METRIC_INNER_PRODUCT, fixed=t.width)
     assert wrong is not None and wrong.recall < 0.5
