@@ -21,10 +21,10 @@ from facesearch.channels import open_aio_channel
 from facesearch.client import SERVICE_NAMES
 from facesearch.errors import FacesearchError, NoFaceFound
 from facesearch.settings import ClientSettings
-from facesearch.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
-from facesearch.v1.embedder_service_pb2_grpc import EmbedderStub
-from facesearch.v1.personalizer_service_pb2_grpc import PersonalizerStub
-from facesearch.v1.retriever_service_pb2_grpc import RetrieverStub
+from facesearch_contract.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
+from facesearch_contract.v1.embedder_service_pb2_grpc import EmbedderStub
+from facesearch_contract.v1.personalizer_service_pb2_grpc import PersonalizerStub
+from facesearch_contract.v1.retriever_service_pb2_grpc import RetrieverStub
 
 
 class AsyncFacesearchClient:

@@ -31,7 +31,7 @@ from facesearch.client import FacesearchClient
 from facesearch.errors import FacesearchError, explain
 from facesearch.local_stack import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, SERVICES, LocalStack
 from facesearch.settings import ClientSettings
-from facesearch.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
+from facesearch_contract.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
 
 DEFAULT_COLLECTION = "faces"
 

@@ -18,9 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from facesearch.channels import open_sync_channel
 from facesearch.settings import ClientSettings
-from facesearch.v1.embedder_service_pb2_grpc import EmbedderStub
-from facesearch.v1.personalizer_service_pb2_grpc import PersonalizerStub
-from facesearch.v1.retriever_service_pb2_grpc import RetrieverStub
+from facesearch_contract.v1.embedder_service_pb2_grpc import EmbedderStub
+from facesearch_contract.v1.personalizer_service_pb2_grpc import PersonalizerStub
+from facesearch_contract.v1.retriever_service_pb2_grpc import RetrieverStub
 
 SERVICE_NAMES = {
     "embedder": "facesearch.v1.Embedder",

@@ -4,6 +4,8 @@ explanation of any failure for people at a terminal."""
 from __future__ import annotations
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 
 class FacesearchError(Exception):
@@ -38,3 +40,21 @@ def explain(error: BaseException, service: str | None = None) -> str:
         hint = _HINTS.get(code)
         return f"{text} — {hint}" if hint else text
     return str(error) or type(error).__name__
+
+
+def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """The (field, description) pairs of an INVALID_ARGUMENT's ``google.rpc.BadRequest`` detail.
+
+    Every facesearch service attaches one, naming each bad field by its proto path
+    (``points[0].metadata``); empty for errors without the detail.
+    """
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None:
+        return []
+    out: list[tuple[str, str]] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out.extend((v.field, v.description) for v in bad.field_violations)
+    return out

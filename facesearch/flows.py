@@ -20,7 +20,7 @@ import numpy as np
 from facesearch import messages
 from facesearch.client import FacesearchClient
 from facesearch.errors import FacesearchError, NoFaceFound
-from facesearch.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
+from facesearch_contract.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
 
 log = logging.getLogger("facesearch.flows")
 

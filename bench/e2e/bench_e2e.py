@@ -2,7 +2,7 @@
 
 - Indexing throughput (images/s): ``facesearch`` index flow through the services
   (EmbedImagesStream -> UpsertStream, durable writes) vs in-process: the same detection,
-  alignment and SFace code (services.embedder.pipeline on onnxruntime) + a FAISS IndexIDMap2.
+  alignment and SFace code (the embedder's pipeline on onnxruntime) + a FAISS IndexIDMap2.
 - Search by image latency (p50/p99): embed the largest face + Search over gRPC vs the same
   in-process pipeline + FAISS search.
 
@@ -27,7 +27,7 @@ import numpy as np
 from facesearch import FacesearchClient, flows
 from facesearch.local_stack import SERVICES, LocalStack, free_port_base
 from facesearch.quickstart import sample_photos
-from services.embedder.pipeline import FacePipeline
+from facesearch_server.embedder.pipeline import FacePipeline
 
 REPO = Path(__file__).resolve().parents[2]
 

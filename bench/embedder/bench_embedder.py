@@ -30,11 +30,11 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from facesearch.v1 import embedder_pb2 as pb
-from facesearch.v1 import embedder_service_pb2_grpc as pb_grpc
-from services.embedder import model_files as mf
-from services.embedder.model_export import export_all
-from services.embedder.pipeline import DetectionSettings, FacePipeline, to_model_input
+from facesearch_contract.v1 import embedder_pb2 as pb
+from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
+from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.model_export import export_all
+from facesearch_server.embedder.pipeline import DetectionSettings, FacePipeline, to_model_input
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,7 +96,7 @@ def start_embedder(model_dir: Path, max_batch: int, **settings: str) -> tuple[Pr
         "FACESEARCH_EMBEDDER_MAX_BATCH": str(max_batch),
         **{f"FACESEARCH_EMBEDDER_{k.upper()}": v for k, v in settings.items()},
     }
-    proc = Process([sys.executable, "-m", "services.embedder"], env)
+    proc = Process([sys.executable, "-m", "facesearch_server.embedder"], env)
     address = f"127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -116,7 +116,7 @@ def start_triton(model_dir: Path) -> tuple[Process, str]:
         [
             sys.executable,
             "-m",
-            "tests.embedder.pytriton_server",
+            "harness.pytriton_server",
             f"--grpc-port={port}",
             f"--http-port={free_port()}",
             f"--metrics-port={free_port()}",

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from services.embedder import model_files as mf
-from services.embedder.model_export import export_all
-from services.embedder.pipeline import DetectionSettings, FacePipeline, to_model_input
+from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.model_export import export_all
+from facesearch_server.embedder.pipeline import DetectionSettings, FacePipeline, to_model_input
 
 
 def sample_crops(pipe: FacePipeline, n: int) -> np.ndarray:

@@ -18,8 +18,8 @@ from bench.common.gallery import data_available, load_real_gallery
 from bench.personalize.policies import FaircopPolicy, first_round
 from bench.personalize.simulator import GroundTruth, SimulatedUser
 from bench.personalize.target_testing import run_session
-from services.personalizer.head import Head
-from services.personalizer.round_planner import RoundParams
+from facesearch_server.personalizer.head import Head
+from facesearch_server.personalizer.round_planner import RoundParams
 
 
 def main() -> None:

@@ -26,11 +26,11 @@ import faiss
 import numpy as np
 
 from bench.common.gallery import data_available, load_real_gallery, pad_synthetic
-from services.personalizer.exploration import random_directions
-from services.personalizer.head import Head
-from services.personalizer.online_training import train_round
-from services.personalizer.round_planner import RoundParams, exploratory_count, select
-from services.personalizer.scoring import clusters, retriever_query
+from facesearch_server.personalizer.exploration import random_directions
+from facesearch_server.personalizer.head import Head
+from facesearch_server.personalizer.online_training import train_round
+from facesearch_server.personalizer.round_planner import RoundParams, exploratory_count, select
+from facesearch_server.personalizer.scoring import clusters, retriever_query
 
 
 def build_index(v: np.ndarray, flat_max: int, nprobe: int) -> faiss.Index:

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common.gallery import MODEL_ID, data_available, load_real_gallery, pad_synthetic
-from facesearch.v1 import personalizer_pb2 as ppb
-from facesearch.v1 import personalizer_service_pb2_grpc as ppb_grpc
-from facesearch.v1 import retriever_pb2 as rpb
-from facesearch.v1 import retriever_service_pb2_grpc as rpb_grpc
-from tests.helpers.service_process import start_service
+from facesearch_contract.v1 import personalizer_pb2 as ppb
+from facesearch_contract.v1 import personalizer_service_pb2_grpc as ppb_grpc
+from facesearch_contract.v1 import retriever_pb2 as rpb
+from facesearch_contract.v1 import retriever_service_pb2_grpc as rpb_grpc
+from harness.service_process import start_service
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from bench.common.gallery import data_available, load_real_gallery, pad_synthetic
 from bench.personalize.policies import POLICIES, first_round
 from bench.personalize.simulator import TRUTHS, GroundTruth, SimulatedUser
-from services.personalizer.round_planner import RoundParams
+from facesearch_server.personalizer.round_planner import RoundParams
 
 
 def run_session(policy, user: SimulatedUser, k: int, max_rounds: int) -> int:

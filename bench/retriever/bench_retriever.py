@@ -1,10 +1,10 @@
 """Retriever benchmark: every figure beside the bare library, in one run.
 
-(a) The service (``python -m services.retriever``, one flat shard, over gRPC) against
+(a) The service (``python -m facesearch_server.retriever``, one flat shard, over gRPC) against
     in-process FAISS on the same vectors and index: QPS and p50/p99 per call at batch 1 and 64,
     with 1 and 16 concurrent clients.
 (b) recall@10 against exact search for each index kind, with build time and bytes per vector,
-    built by the service's own index code (``services.retriever.index_build``) at its defaults
+    built by the service's own index code (``retriever.index_build``) at its defaults
     (search width tuned by the build to 0.95 on held-out stored vectors), then other widths.
 (c) The router over N shard server processes against one process, same data, same queries.
 
@@ -38,10 +38,10 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from facesearch.v1 import retriever_pb2 as pb  # noqa: E402
-from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc  # noqa: E402
-from services.retriever import gpu, index_build  # noqa: E402
-from tests.helpers.service_process import ServiceProcess, start_service  # noqa: E402
+from facesearch_contract.v1 import retriever_pb2 as pb  # noqa: E402
+from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc  # noqa: E402
+from facesearch_server.retriever import gpu, index_build  # noqa: E402
+from harness.service_process import ServiceProcess, start_service  # noqa: E402
 
 MODEL = "sface-2021dec"
 K = 10

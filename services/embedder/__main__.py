@@ -1,4 +1,4 @@
-"""``python -m services.embedder`` (or ``facesearch-embedder``).
+"""``python -m facesearch_server.embedder`` (or ``facesearch-embedder``).
 
 Service keys (env ``FACESEARCH_EMBEDDER_<KEY>`` or the ``embedder`` section of the YAML file):
 backend (local | triton), model_dir (./models; missing encoder files are exported there on
@@ -9,22 +9,22 @@ max_image_pixels, detect_max_side, max_faces, min_face_size, score_threshold.
 
 from __future__ import annotations
 
-from facesearch.v1 import embedder_service_pb2_grpc as pb_grpc
-from services.embedder.backends.base import EncoderRuntime
-from services.embedder.face_detection import FaceDetector
-from services.embedder.image_decode import ImageLimits
-from services.embedder.pipeline import DetectionSettings, FacePipeline
-from services.embedder.servicer import EmbedderServicer
-from services.embedder.text_encoding import TextEncoder
-from services.runtime.config import ServerConfig
-from services.runtime.server import ServiceDefinition, Servicer, run_service
+from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
+from facesearch_server.embedder.backends.base import EncoderRuntime
+from facesearch_server.embedder.face_detection import FaceDetector
+from facesearch_server.embedder.image_decode import ImageLimits
+from facesearch_server.embedder.pipeline import DetectionSettings, FacePipeline
+from facesearch_server.embedder.servicer import EmbedderServicer
+from facesearch_server.embedder.text_encoding import TextEncoder
+from facesearch_server.runtime.config import ServerConfig
+from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_service
 
 
 def build_runtime(cfg: ServerConfig) -> EncoderRuntime:
     backend = str(cfg.get("backend", "local")).lower()
     encoder_batch = int(cfg.get("encoder_max_batch", 64))
     if backend == "local":
-        from services.embedder.backends.local import LocalRuntime
+        from facesearch_server.embedder.backends.local import LocalRuntime
 
         return LocalRuntime(
             cfg.get("model_dir"),
@@ -33,7 +33,7 @@ def build_runtime(cfg: ServerConfig) -> EncoderRuntime:
             spinning=bool(cfg.get("ort_spinning", False)),
         )
     if backend == "triton":
-        from services.embedder.backends.triton import TritonRuntime
+        from facesearch_server.embedder.backends.triton import TritonRuntime
 
         return TritonRuntime(
             str(cfg.get("triton_url", "127.0.0.1:8001")),

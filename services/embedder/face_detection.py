@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from services.embedder import model_files as mf
+from facesearch_server.embedder import model_files as mf
 
 NMS_THRESHOLD = 0.3
 # Candidates kept before NMS; YuNet's own default.

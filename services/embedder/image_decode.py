@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from services.runtime.errors import InvalidArgument
+from facesearch_server.runtime.errors import InvalidArgument
 
 # Formats the contract promises; PPM is Pillow's plugin for PGM/PPM/PBM. Restricting the list
 # keeps exotic decoders (and their bugs) off the request path.

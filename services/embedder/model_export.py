@@ -8,8 +8,8 @@
   inside the graph, so a backend returns the final sentence vector; checked against the
   PyTorch model.
 
-``python -m services.embedder.model_export --out DIR``; the service runs the same code on its
-first start when files are missing.
+``python -m facesearch_server.embedder.model_export --out DIR``; the service runs the same
+code on its first start when files are missing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.embedder import model_files as mf
+from facesearch_server.embedder import model_files as mf
 
 log = logging.getLogger("facesearch.embedder.export")
 

@@ -4,7 +4,7 @@ Preparation (decode, detect, align, quality) is synchronous CPU work done per im
 gathers the crops of many images into batches for the encoder runtime. The servicer runs the
 two halves separately; scripts and other services' benchmarks can use the whole in-process:
 
-    from services.embedder.pipeline import FacePipeline
+    from facesearch_server.embedder.pipeline import FacePipeline
     pipe = FacePipeline.local()                    # onnxruntime on CPU, models in ./models
     results = pipe.embed_images_sync([jpeg_bytes]) # list of ImageEmbedding
     vec = results[0].faces[0].embedding            # 128 float32, unit length
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from services.embedder import model_files as mf
-from services.embedder.backends.base import EncoderRuntime
-from services.embedder.face_alignment import CROP_SIZE, align_face, resize_crop
-from services.embedder.face_detection import FaceDetector
-from services.embedder.face_quality import Quality, face_quality
-from services.embedder.image_decode import ImageLimits, decode_image
-from services.runtime.errors import InvalidArgument, ServiceError
+from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.backends.base import EncoderRuntime
+from facesearch_server.embedder.face_alignment import CROP_SIZE, align_face, resize_crop
+from facesearch_server.embedder.face_detection import FaceDetector
+from facesearch_server.embedder.face_quality import Quality, face_quality
+from facesearch_server.embedder.image_decode import ImageLimits, decode_image
+from facesearch_server.runtime.errors import InvalidArgument, ServiceError
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class FacePipeline:
     @classmethod
     def local(cls, model_dir: str | Path | None = None, threads: int = 0) -> FacePipeline:
         """In-process pipeline on onnxruntime; exports missing model files on first use."""
-        from services.embedder.backends.local import LocalRuntime
+        from facesearch_server.embedder.backends.local import LocalRuntime
 
         runtime = LocalRuntime(model_dir, intra_op_threads=threads)
         runtime.load()

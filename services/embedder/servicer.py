@@ -15,15 +15,20 @@ import cv2
 import grpc
 import numpy as np
 
-from facesearch.v1 import common_pb2 as common
-from facesearch.v1 import embedder_pb2 as pb
-from facesearch.v1 import embedder_service_pb2_grpc as pb_grpc
-from services.embedder import model_files as mf
-from services.embedder.backends.base import EncoderRuntime
-from services.embedder.pipeline import DetectionSettings, FacePipeline, FaceResult, ImageEmbedding
-from services.embedder.text_encoding import TextEncoder
-from services.runtime.errors import InvalidArgument, ServiceError
-from services.runtime.validation import batch_size
+from facesearch_contract.v1 import common_pb2 as common
+from facesearch_contract.v1 import embedder_pb2 as pb
+from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
+from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.backends.base import EncoderRuntime
+from facesearch_server.embedder.pipeline import (
+    DetectionSettings,
+    FacePipeline,
+    FaceResult,
+    ImageEmbedding,
+)
+from facesearch_server.embedder.text_encoding import TextEncoder
+from facesearch_server.runtime.errors import InvalidArgument, ServiceError
+from facesearch_server.runtime.validation import batch_size
 
 T = TypeVar("T")
 _END = object()

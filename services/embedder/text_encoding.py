@@ -14,9 +14,9 @@ import threading
 import numpy as np
 from tokenizers import Tokenizer
 
-from services.embedder import model_files as mf
-from services.embedder.backends.base import EncoderRuntime
-from services.runtime.errors import InvalidArgument
+from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.backends.base import EncoderRuntime
+from facesearch_server.runtime.errors import InvalidArgument
 
 MAX_TEXT_CHARS = 16_384
 

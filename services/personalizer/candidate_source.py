@@ -2,7 +2,7 @@
 (and, for photo seeds, the embedder) over their gRPC contracts.
 
 Calls carry the caller's credentials and the smaller of the caller's remaining deadline and
-the configured bound (services.runtime.downstream), so the tenant and the deadline hold across
+the configured bound (runtime.downstream), so the tenant and the deadline hold across
 the chain. A retriever or embedder that cannot be reached is UNAVAILABLE; their own refusals
 (NOT_FOUND for another tenant's collection, INVALID_ARGUMENT, ...) are passed on with their
 message.
@@ -16,12 +16,12 @@ from typing import Protocol
 import grpc
 import numpy as np
 
-from facesearch.v1 import common_pb2, embedder_pb2, retriever_pb2
-from facesearch.v1 import embedder_service_pb2_grpc as emb_grpc
-from facesearch.v1 import retriever_service_pb2_grpc as ret_grpc
-from services.runtime import errors
-from services.runtime.config import ServerConfig
-from services.runtime.downstream import call_options, open_channel
+from facesearch_contract.v1 import common_pb2, embedder_pb2, retriever_pb2
+from facesearch_contract.v1 import embedder_service_pb2_grpc as emb_grpc
+from facesearch_contract.v1 import retriever_service_pb2_grpc as ret_grpc
+from facesearch_server.runtime import errors
+from facesearch_server.runtime.config import ServerConfig
+from facesearch_server.runtime.downstream import call_options, open_channel
 
 Context = grpc.aio.ServicerContext | None
 

@@ -26,9 +26,9 @@ from urllib.parse import quote
 import numpy as np
 import redis.asyncio as aioredis
 
-from services.personalizer.head import Head
-from services.personalizer.redis_errors import redis_call
-from services.runtime.errors import Aborted
+from facesearch_server.personalizer.head import Head
+from facesearch_server.personalizer.redis_errors import redis_call
+from facesearch_server.runtime.errors import Aborted
 
 APPLIED_TOKENS = 128  # rounds remembered per head; ~4 KB beside a 64 KB head (d=128)
 

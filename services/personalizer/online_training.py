@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from services.personalizer.sc_loss import SCLossParams, sc_loss
+from facesearch_server.personalizer.sc_loss import SCLossParams, sc_loss
 
 # One intra-op thread: a round is tiny (d=128) and the service runs many rounds side by side.
 torch.set_num_threads(1)

@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.runtime.errors import ResourceExhausted, ServiceError, Unavailable
+from facesearch_server.runtime.errors import ResourceExhausted, ServiceError, Unavailable
 
 
 def redis_failure(exc: BaseException, what: str) -> ServiceError:

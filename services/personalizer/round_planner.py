@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.personalizer.exploration import farthest_points
-from services.personalizer.head import Head
-from services.personalizer.online_training import TrainingParams
-from services.personalizer.scoring import Clusters, ScoringParams, rescore
+from facesearch_server.personalizer.exploration import farthest_points
+from facesearch_server.personalizer.head import Head
+from facesearch_server.personalizer.online_training import TrainingParams
+from facesearch_server.personalizer.scoring import Clusters, ScoringParams, rescore
 
 
 @dataclass(frozen=True)

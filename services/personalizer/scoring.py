@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.personalizer.head import Head
+from facesearch_server.personalizer.head import Head
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

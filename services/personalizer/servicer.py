@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import grpc
 
-from facesearch.v1 import personalizer_pb2 as pb
-from facesearch.v1 import personalizer_service_pb2_grpc as pb_grpc
-from services.personalizer import metrics
-from services.personalizer.sessions import Sessions
-from services.runtime.auth import current_tenant
-from services.runtime.config import ServerConfig
-from services.runtime.errors import InvalidArgument
-from services.runtime.validation import batch_size, in_range, max_bytes, require
+from facesearch_contract.v1 import personalizer_pb2 as pb
+from facesearch_contract.v1 import personalizer_service_pb2_grpc as pb_grpc
+from facesearch_server.personalizer import metrics
+from facesearch_server.personalizer.sessions import Sessions
+from facesearch_server.runtime.auth import current_tenant
+from facesearch_server.runtime.config import ServerConfig
+from facesearch_server.runtime.errors import InvalidArgument
+from facesearch_server.runtime.validation import batch_size, in_range, max_bytes, require
 
 MAX_USER_ID_BYTES = 256
 MAX_K = 64

@@ -23,9 +23,9 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from services.personalizer.head_store import tag_free_prefix
-from services.personalizer.redis_errors import redis_call, redis_failure
-from services.runtime.errors import Aborted, NotFound
+from facesearch_server.personalizer.head_store import tag_free_prefix
+from facesearch_server.personalizer.redis_errors import redis_call, redis_failure
+from facesearch_server.runtime.errors import Aborted, NotFound
 
 # KEYS[1] the session hash. ARGV: expected version (-1 = the session must not exist yet), JSON,
 # ttl ms. Returns the new version, -1 on a conflict, -2 when the session is gone.

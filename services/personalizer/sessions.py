@@ -21,17 +21,22 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from facesearch.v1 import common_pb2
-from facesearch.v1 import personalizer_pb2 as pb
-from services.personalizer.candidate_source import CandidateSource, FaceField, Hit
-from services.personalizer.exploration import random_directions
-from services.personalizer.head import Head
-from services.personalizer.head_store import HeadStore
-from services.personalizer.online_training import train_round
-from services.personalizer.round_planner import Pick, RoundParams, exploratory_count, select
-from services.personalizer.scoring import Clusters, clusters, retriever_query
-from services.personalizer.session_store import Session, SessionStore
-from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from facesearch_contract.v1 import common_pb2
+from facesearch_contract.v1 import personalizer_pb2 as pb
+from facesearch_server.personalizer.candidate_source import CandidateSource, FaceField, Hit
+from facesearch_server.personalizer.exploration import random_directions
+from facesearch_server.personalizer.head import Head
+from facesearch_server.personalizer.head_store import HeadStore
+from facesearch_server.personalizer.online_training import train_round
+from facesearch_server.personalizer.round_planner import (
+    Pick,
+    RoundParams,
+    exploratory_count,
+    select,
+)
+from facesearch_server.personalizer.scoring import Clusters, clusters, retriever_query
+from facesearch_server.personalizer.session_store import Session, SessionStore
+from facesearch_server.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 # The retriever's exclude_ids limit: a session's shown faces plus its excluded ones (a point
 # seed) never pass it, so every round's Search stays valid; a session that reaches it finishes.

@@ -1,4 +1,4 @@
-"""``python -m services.retriever`` (or ``facesearch-retriever``).
+"""``python -m facesearch_server.retriever`` (or ``facesearch-retriever``).
 
 Two deployments from one build: with no ``shard_servers`` configured every shard lives in this
 process (the embedded default); with ``shard_servers`` (a list of host:port, env
@@ -17,15 +17,15 @@ from pathlib import Path
 
 import grpc
 
-from facesearch.v1 import retriever_pb2 as pb
-from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc
-from services.retriever import gpu, metrics
-from services.retriever.catalog import Catalog
-from services.retriever.collection import Limits
-from services.retriever.index_build import BuildQueue
-from services.retriever.servicer import RetrieverServicer
-from services.retriever.shard import LocalShard
-from services.retriever.shard_router import (
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc
+from facesearch_server.retriever import gpu, metrics
+from facesearch_server.retriever.catalog import Catalog
+from facesearch_server.retriever.collection import Limits
+from facesearch_server.retriever.index_build import BuildQueue
+from facesearch_server.retriever.servicer import RetrieverServicer
+from facesearch_server.retriever.shard import LocalShard
+from facesearch_server.retriever.shard_router import (
     CallBudget,
     LocalShardHandle,
     RemoteShardHandle,
@@ -33,10 +33,10 @@ from services.retriever.shard_router import (
     ShardSet,
     shard_collection_name,
 )
-from services.runtime.config import ServerConfig
-from services.runtime.downstream import open_channel
-from services.runtime.errors import Unavailable
-from services.runtime.server import ServiceDefinition, Servicer, run_service
+from facesearch_server.runtime.config import ServerConfig
+from facesearch_server.runtime.downstream import open_channel
+from facesearch_server.runtime.errors import Unavailable
+from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_service
 
 
 def _local_factory(root: Path):  # type: ignore[no-untyped-def]

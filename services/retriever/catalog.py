@@ -27,11 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever.collection import Collection
-from services.retriever.shard_router import CallBudget, ShardSet
-from services.retriever.wal import disk_error, fsync_dir, make_dirs
-from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever.collection import Collection
+from facesearch_server.retriever.shard_router import CallBudget, ShardSet
+from facesearch_server.retriever.wal import disk_error, fsync_dir, make_dirs
+from facesearch_server.runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 
 log = logging.getLogger("facesearch.retriever.catalog")
 

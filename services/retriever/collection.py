@@ -10,12 +10,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import filters
-from services.retriever import records as rec
-from services.retriever import validation as check
-from services.retriever.shard_router import CallBudget, ShardSet, timestamp
-from services.runtime.errors import InvalidArgument
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import filters
+from facesearch_server.retriever import records as rec
+from facesearch_server.retriever import validation as check
+from facesearch_server.retriever.shard_router import CallBudget, ShardSet, timestamp
+from facesearch_server.runtime.errors import InvalidArgument
 
 
 @dataclass
@@ -181,7 +181,7 @@ class Collection:
 
 
 def person_filter(person_id: str) -> pb.Filter:
-    from facesearch.v1 import common_pb2 as cpb
+    from facesearch_contract.v1 import common_pb2 as cpb
 
     check.require(person_id, "person_id")
     return cpb.Filter(

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from facesearch.v1 import common_pb2 as cpb
-from services.retriever import records as rec
-from services.runtime.errors import InvalidArgument
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_server.retriever import records as rec
+from facesearch_server.runtime.errors import InvalidArgument
 
 Predicate = Callable[[rec.Metadata], bool]
 MAX_IN_SET = 1024

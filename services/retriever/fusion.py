@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import filters
-from services.retriever import validation as check
-from services.retriever.collection import Collection, Limits, person_filter
-from services.retriever.shard_router import CallBudget, ShardSearch
-from services.runtime.errors import InvalidArgument, NotFound
-from services.runtime.validation import batch_size
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import filters
+from facesearch_server.retriever import validation as check
+from facesearch_server.retriever.collection import Collection, Limits, person_filter
+from facesearch_server.retriever.shard_router import CallBudget, ShardSearch
+from facesearch_server.runtime.errors import InvalidArgument, NotFound
+from facesearch_server.runtime.validation import batch_size
 
 RRF_K = 60
 MAX_PERSON_FACES = 1_000

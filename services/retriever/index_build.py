@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import gpu, index_tuning, similarity
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import gpu, index_tuning, similarity
 
 log = logging.getLogger("facesearch.retriever.build")
 

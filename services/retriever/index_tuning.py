@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import similarity
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import similarity
 
 DEFAULT_TARGET_RECALL = 0.95
 K = 10

@@ -13,8 +13,8 @@ import logging
 
 from prometheus_client import Gauge
 
-from services.retriever.catalog import Catalog
-from services.retriever.shard_router import CallBudget
+from facesearch_server.retriever.catalog import Catalog
+from facesearch_server.retriever.shard_router import CallBudget
 
 log = logging.getLogger("facesearch.retriever.metrics")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
 
 STRING = pb.FIELD_TYPE_STRING
 INT = pb.FIELD_TYPE_INT

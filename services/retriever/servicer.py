@@ -1,7 +1,7 @@
 """gRPC adapter of the retriever: requests in, catalog and collection calls, replies out.
 
 The tenant always comes from the caller's credentials (``current_tenant()``), never from the
-request. Errors are raised as ``services.runtime.errors`` and mapped by the call pipeline.
+request. Errors are raised as ``facesearch_server.runtime.errors`` and mapped by the call pipeline.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from facesearch.v1 import retriever_pb2 as pb
-from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc
-from services.retriever import fusion
-from services.retriever.catalog import Catalog
-from services.retriever.collection import Collection, Limits
-from services.retriever.shard_router import CallBudget, LocalShardHandle, timestamp
-from services.retriever.validation import check_create
-from services.runtime.auth import current_tenant
-from services.runtime.config import ServerConfig
-from services.runtime.downstream import call_options
-from services.runtime.errors import InvalidArgument, ServiceError
-from services.runtime.validation import require, require_name
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc
+from facesearch_server.retriever import fusion
+from facesearch_server.retriever.catalog import Catalog
+from facesearch_server.retriever.collection import Collection, Limits
+from facesearch_server.retriever.shard_router import CallBudget, LocalShardHandle, timestamp
+from facesearch_server.retriever.validation import check_create
+from facesearch_server.runtime.auth import current_tenant
+from facesearch_server.runtime.config import ServerConfig
+from facesearch_server.runtime.downstream import call_options
+from facesearch_server.runtime.errors import InvalidArgument, ServiceError
+from facesearch_server.runtime.validation import require, require_name
 
 log = logging.getLogger("facesearch.retriever")
 

@@ -21,10 +21,17 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import gpu, index_build, index_tuning, records, similarity, snapshot
-from services.retriever.filters import Predicate
-from services.retriever.wal import OP_DELETE, OP_UPSERT, WriteAheadLog, make_dirs
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import (
+    gpu,
+    index_build,
+    index_tuning,
+    records,
+    similarity,
+    snapshot,
+)
+from facesearch_server.retriever.filters import Predicate
+from facesearch_server.retriever.wal import OP_DELETE, OP_UPSERT, WriteAheadLog, make_dirs
 
 log = logging.getLogger("facesearch.retriever.shard")
 

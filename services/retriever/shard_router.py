@@ -18,12 +18,12 @@ import grpc
 import numpy as np
 from google.protobuf import timestamp_pb2
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
-from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc
-from services.retriever.filters import Predicate
-from services.retriever.shard import LocalShard
-from services.runtime import errors
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc
+from facesearch_server.retriever.filters import Predicate
+from facesearch_server.retriever.shard import LocalShard
+from facesearch_server.runtime import errors
 
 T = TypeVar("T")
 ScoredList = list[tuple[float, pb.Point]]

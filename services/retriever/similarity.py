@@ -9,7 +9,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from facesearch.v1 import retriever_pb2 as pb
+from facesearch_contract.v1 import retriever_pb2 as pb
 
 
 def faiss_metric(metric: int) -> int:

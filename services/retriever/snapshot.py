@@ -19,9 +19,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import index_tuning
-from services.retriever.wal import fsync_dir
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import index_tuning
+from facesearch_server.retriever.wal import fsync_dir
 
 
 @dataclass

@@ -10,12 +10,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import index_build
-from services.retriever import records as rec
-from services.runtime.errors import InvalidArgument
-from services.runtime.validation import batch_size, require, require_name
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import index_build
+from facesearch_server.retriever import records as rec
+from facesearch_server.runtime.errors import InvalidArgument
+from facesearch_server.runtime.validation import batch_size, require, require_name
 
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_DIM = 4096

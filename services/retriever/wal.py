@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.runtime.errors import ResourceExhausted, ServiceError, Unavailable
+from facesearch_server.runtime.errors import ResourceExhausted, ServiceError, Unavailable
 
 _HEADER = struct.Struct("<IIQB")
 OP_UPSERT = 1

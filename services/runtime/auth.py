@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 import grpc
 
-from services.runtime.errors import PermissionDenied, Unauthenticated
+from facesearch_server.runtime.errors import PermissionDenied, Unauthenticated
 
 _TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("facesearch_tenant")
 _CREDENTIAL: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(

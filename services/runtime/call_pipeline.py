@@ -13,8 +13,8 @@ from typing import Any
 
 import grpc
 
-from services.runtime import errors, metrics
-from services.runtime.auth import Authenticator
+from facesearch_server.runtime import errors, metrics
+from facesearch_server.runtime.auth import Authenticator
 
 log = logging.getLogger("facesearch.rpc")
 

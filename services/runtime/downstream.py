@@ -11,9 +11,9 @@ from pathlib import Path
 
 import grpc
 
-from services.runtime.auth import forwarded_credentials
-from services.runtime.config import ServerConfig
-from services.runtime.errors import DeadlineExceeded
+from facesearch_server.runtime.auth import forwarded_credentials
+from facesearch_server.runtime.config import ServerConfig
+from facesearch_server.runtime.errors import DeadlineExceeded
 
 # Keepalive keeps idle service-to-service channels alive through load balancers and lets a
 # dead peer be noticed without waiting for a call to time out.

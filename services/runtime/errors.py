@@ -98,15 +98,42 @@ def to_rpc_status(err: ServiceError) -> grpc.Status:
     return rpc_status.to_status(err.to_status())
 
 
-def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
-    """Client side: the (field, description) pairs of a BadRequest detail, if any."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is None:
-        return []
-    out: list[tuple[str, str]] = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out.extend((v.field, v.description) for v in bad.field_violations)
-    return out
+# The reverse map, for calls to other services: one status means one domain error everywhere,
+# so a router and the personalizer agree on what a peer's answer meant.
+_FROM_CODE: dict[grpc.StatusCode, type[ServiceError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.ABORTED: Aborted,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+def from_rpc_error(error: grpc.RpcError, peer: str) -> ServiceError:
+    """The domain error for a failed call to ``peer`` (another service or a shard server).
+
+    The peer's message is kept, prefixed with who said it. INVALID_ARGUMENT stays a caller
+    error (field = the peer); CANCELLED, UNAVAILABLE and anything unexpected (UNKNOWN, INTERNAL,
+    DATA_LOSS) become ``Unavailable``: the peer cannot serve this now, and the caller may retry
+    or, in a router, answer without that shard. DEADLINE_EXCEEDED stays a deadline: a router
+    that gives partial results treats it like ``Unavailable`` (see ``peer_down``).
+    """
+    code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
+    detail = (error.details() if callable(getattr(error, "details", None)) else "") or code.name
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(peer, detail)
+    cls = _FROM_CODE.get(code)
+    if cls is not None:
+        return cls(f"{peer}: {detail}")
+    if code == grpc.StatusCode.CANCELLED:
+        return Unavailable(f"the call to {peer} was cancelled: {detail}")
+    return Unavailable(f"{peer} cannot serve this now ({code.name}: {detail}); retry")
+
+
+def peer_down(error: ServiceError) -> bool:
+    """Whether a mapped peer error means the peer did not answer in time or at all."""
+    return isinstance(error, Unavailable | DeadlineExceeded)

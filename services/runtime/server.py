@@ -22,12 +22,12 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime.auth import Authenticator
-from services.runtime.call_pipeline import CallPipeline
-from services.runtime.config import ServerConfig, load_config
-from services.runtime.downstream import channel_options
-from services.runtime.logs import setup_logging
-from services.runtime.metrics import start_metrics_server
+from facesearch_server.runtime.auth import Authenticator
+from facesearch_server.runtime.call_pipeline import CallPipeline
+from facesearch_server.runtime.config import ServerConfig, load_config
+from facesearch_server.runtime.downstream import channel_options
+from facesearch_server.runtime.logs import setup_logging
+from facesearch_server.runtime.metrics import start_metrics_server
 
 log = logging.getLogger("facesearch.server")
 

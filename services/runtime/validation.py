@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sized
 
-from services.runtime.errors import InvalidArgument, ResourceExhausted
+from facesearch_server.runtime.errors import InvalidArgument, ResourceExhausted
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 

@@ -32,7 +32,7 @@ def test_compose_runs_every_service_with_auth_on() -> None:
     for name in ("embedder", "retriever", "personalizer"):
         env = services[name]["environment"]
         assert env["FACESEARCH_AUTH_ENABLED"] == "true", name
-        assert services[name]["command"] == [f"services.{name}"]
+        assert services[name]["command"] == [f"facesearch_server.{name}"]
     scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == ["embedder:9101", "retriever:9102", "personalizer:9103"]

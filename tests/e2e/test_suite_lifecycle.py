@@ -19,17 +19,17 @@ import grpc
 import pytest
 
 from facesearch import ClientSettings, FacesearchClient, flows, messages
-from facesearch.v1 import retriever_pb2
-from tests.helpers.service_process import (
+from facesearch_contract.v1 import retriever_pb2
+from harness.service_process import (
     ServiceProcess,
     free_port,
     metric_value,
     scrape_metrics,
-    shared_data_dir,
     start_service,
     start_suite,
     stop_suite,
 )
+from harness.shared_data import shared_data_dir
 
 PEOPLE = ["Colin_Powell", "Tony_Blair", "Serena_Williams", "Hugo_Chavez", "Laura_Bush"]
 PHOTOS_EACH = 5  # the first 4 are indexed, the 5th is the query

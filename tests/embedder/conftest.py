@@ -8,10 +8,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from facesearch.v1 import embedder_service_pb2_grpc as pb_grpc
-from services.embedder import model_files as mf
-from services.embedder.model_export import export_all
-from tests.helpers.service_process import ServiceProcess, shared_data_dir, start_service
+from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
+from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.model_export import export_all
+from harness.service_process import ServiceProcess, start_service
+from harness.shared_data import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models"

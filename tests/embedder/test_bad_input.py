@@ -11,8 +11,8 @@ import grpc
 import numpy as np
 import pytest
 
-from facesearch.v1 import embedder_pb2 as pb
-from services.runtime.errors import field_violations
+from facesearch.errors import field_violations
+from facesearch_contract.v1 import embedder_pb2 as pb
 from tests.embedder.conftest import MAX_BATCH, MAX_TEXT_BATCH, package_photos
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from services.embedder.backends.batching import DynamicBatcher
+from facesearch_server.embedder.backends.batching import DynamicBatcher
 
 
 class SlowDouble:

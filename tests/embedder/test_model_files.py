@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from services.embedder import model_files as mf
-from services.embedder.pipeline import DetectionSettings, FacePipeline, to_model_input
-from services.embedder.triton_repository import write_repository
+from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.pipeline import DetectionSettings, FacePipeline, to_model_input
+from facesearch_server.embedder.triton_repository import write_repository
 from tests.embedder.conftest import package_photos
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}
@@ -79,17 +79,17 @@ def test_checked_in_configs_are_what_the_generator_writes(tmp_path: Path) -> Non
     for spec in mf.ENCODERS.values():
         name = f"{spec.model_id}/config.pbtxt"
         assert (repo / name).read_text() == (tmp_path / name).read_text(), (
-            f"{name} is stale: run python -m services.embedder.triton_repository"
+            f"{name} is stale: run python -m facesearch_server.embedder.triton_repository"
         )
 
 
 def test_service_exports_missing_model_files_on_first_start(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    from facesearch.v1 import embedder_pb2 as pb
-    from facesearch.v1 import embedder_service_pb2_grpc as pb_grpc
+    from facesearch_contract.v1 import embedder_pb2 as pb
+    from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
+    from harness.service_process import running_service
     from tests.embedder.conftest import embedder_env
-    from tests.helpers.service_process import running_service
 
     fresh = tmp_path / "models"
     fresh.mkdir()

@@ -1,7 +1,7 @@
 """Quality on real faces: the same person scores above different people, clean and degraded.
 
 Accuracy is measured at OpenCV's published SFace threshold (0.363), not tuned here. The full
-table over every usable LFW pair: ``python -m tests.embedder.verification --pairs 300``.
+table over every usable LFW pair: ``python -m bench.embedder.verification --pairs 300``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facesearch.v1 import embedder_pb2 as pb
-from services.embedder.pipeline import FacePipeline
+from facesearch_contract.v1 import embedder_pb2 as pb
+from facesearch_server.embedder.pipeline import FacePipeline
+from harness.face_verification import format_table, lfw_pairs, verify_all
 from tests.embedder.conftest import MODEL_DIR, package_photos, shared_data
-from tests.embedder.verification import format_table, lfw_pairs, verify_all
 
 
 def service_vectors(stub, images: list[bytes]) -> np.ndarray:  # type: ignore[no-untyped-def]

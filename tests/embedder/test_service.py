@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesearch.v1 import embedder_pb2 as pb
-from services.embedder import model_files as mf
-from services.embedder.backends.local import LocalRuntime
-from services.embedder.text_encoding import TextEncoder
+from facesearch_contract.v1 import embedder_pb2 as pb
+from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.backends.local import LocalRuntime
+from facesearch_server.embedder.text_encoding import TextEncoder
 from tests.embedder.conftest import package_photos, shared_data
 
 

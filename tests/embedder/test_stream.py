@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 
-from facesearch.v1 import embedder_pb2 as pb
-from services.embedder.backends.local import LocalRuntime
-from services.embedder.pipeline import FacePipeline
-from services.embedder.servicer import EmbedderServicer
-from services.embedder.text_encoding import TextEncoder
+from facesearch_contract.v1 import embedder_pb2 as pb
+from facesearch_server.embedder.backends.local import LocalRuntime
+from facesearch_server.embedder.pipeline import FacePipeline
+from facesearch_server.embedder.servicer import EmbedderServicer
+from facesearch_server.embedder.text_encoding import TextEncoder
 from tests.embedder.conftest import MODEL_DIR, package_photos
 
 

@@ -20,17 +20,17 @@ import grpc
 import numpy as np
 import pytest
 
-from facesearch.v1 import embedder_pb2 as pb
-from facesearch.v1 import embedder_service_pb2_grpc as pb_grpc
+from facesearch_contract.v1 import embedder_pb2 as pb
+from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
+from harness.service_process import ServiceProcess, free_port, start_service
 from tests.embedder.conftest import MODEL_DIR, REPO, embedder_env, package_photos
-from tests.helpers.service_process import ServiceProcess, free_port, start_service
 
 pytestmark = pytest.mark.slow
 TRITON_TIMEOUT_S = 3.0
 
 
 class PyTritonServer:
-    """tests/embedder/pytriton_server.py as a subprocess (its own process group: PyTriton
+    """harness/pytriton_server.py as a subprocess (its own process group: PyTriton
     starts tritonserver as a child, and both must go when we stop it)."""
 
     def __init__(self, grpc_port: int) -> None:
@@ -47,7 +47,7 @@ class PyTritonServer:
                 [
                     sys.executable,
                     "-m",
-                    "tests.embedder.pytriton_server",
+                    "harness.pytriton_server",
                     f"--grpc-port={self.grpc_port}",
                     f"--http-port={free_port()}",
                     f"--metrics-port={free_port()}",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.helpers.service_process import free_port
+from harness.service_process import free_port
 
 REDIS_URL = os.environ.get("FACESEARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

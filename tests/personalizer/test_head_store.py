@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from services.personalizer import head_store
-from services.personalizer.head import Head
-from services.personalizer.head_store import RedisHeadStore
-from services.personalizer.session_store import Session, SessionStore
-from services.runtime.errors import ResourceExhausted, Unavailable
+from facesearch_server.personalizer import head_store
+from facesearch_server.personalizer.head import Head
+from facesearch_server.personalizer.head_store import RedisHeadStore
+from facesearch_server.personalizer.session_store import Session, SessionStore
+from facesearch_server.runtime.errors import ResourceExhausted, Unavailable
 from tests.personalizer.conftest import REDIS_URL
 
 D = 8

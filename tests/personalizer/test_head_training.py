@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from services.personalizer.head import Head
-from services.personalizer.online_training import TrainingParams, train_round
-from services.personalizer.sc_loss import SCLossParams, sc_loss
+from facesearch_server.personalizer.head import Head
+from facesearch_server.personalizer.online_training import TrainingParams, train_round
+from facesearch_server.personalizer.sc_loss import SCLossParams, sc_loss
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

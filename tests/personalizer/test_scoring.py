@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.personalizer.exploration import farthest_points, random_directions
-from services.personalizer.head import Head
-from services.personalizer.online_training import TrainingParams, train_round
-from services.personalizer.round_planner import RoundParams, exploratory_count, select
-from services.personalizer.scoring import ScoringParams, clusters, rescore, retriever_query
+from facesearch_server.personalizer.exploration import farthest_points, random_directions
+from facesearch_server.personalizer.head import Head
+from facesearch_server.personalizer.online_training import TrainingParams, train_round
+from facesearch_server.personalizer.round_planner import RoundParams, exploratory_count, select
+from facesearch_server.personalizer.scoring import ScoringParams, clusters, rescore, retriever_query
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

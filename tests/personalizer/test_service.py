@@ -13,12 +13,12 @@ import grpc
 import numpy as np
 import pytest
 
-from facesearch.v1 import personalizer_pb2 as ppb
-from facesearch.v1 import personalizer_service_pb2_grpc as ppb_grpc
-from facesearch.v1 import retriever_pb2 as rpb
-from facesearch.v1 import retriever_service_pb2_grpc as rpb_grpc
-from services.runtime.errors import field_violations
-from tests.helpers.service_process import ServiceProcess, start_service
+from facesearch.errors import field_violations
+from facesearch_contract.v1 import personalizer_pb2 as ppb
+from facesearch_contract.v1 import personalizer_service_pb2_grpc as ppb_grpc
+from facesearch_contract.v1 import retriever_pb2 as rpb
+from facesearch_contract.v1 import retriever_service_pb2_grpc as rpb_grpc
+from harness.service_process import ServiceProcess, start_service
 from tests.personalizer.conftest import REDIS_URL
 
 pytestmark = pytest.mark.slow
@@ -549,8 +549,8 @@ WEAR = [
 def test_text_and_image_seeds_use_the_embedder(stack) -> None:
     from importlib import resources
 
-    from facesearch.v1 import embedder_pb2 as epb
-    from facesearch.v1 import embedder_service_pb2_grpc as epb_grpc
+    from facesearch_contract.v1 import embedder_pb2 as epb
+    from facesearch_contract.v1 import embedder_service_pb2_grpc as epb_grpc
 
     emb = epb_grpc.EmbedderStub(stack["embedder"].channel())
     rstub = rpb_grpc.RetrieverStub(stack["retriever"].channel())
@@ -678,13 +678,13 @@ def test_one_session_round_trains_the_head_once(stack) -> None:
 
     import redis.asyncio as aioredis
 
-    from services.personalizer.candidate_source import GrpcCandidateSource
-    from services.personalizer.head_store import RedisHeadStore
-    from services.personalizer.session_store import SessionStore
-    from services.personalizer.sessions import Sessions
-    from services.runtime import auth
-    from services.runtime.config import load_config
-    from services.runtime.errors import Aborted, Unavailable
+    from facesearch_server.personalizer.candidate_source import GrpcCandidateSource
+    from facesearch_server.personalizer.head_store import RedisHeadStore
+    from facesearch_server.personalizer.session_store import SessionStore
+    from facesearch_server.personalizer.sessions import Sessions
+    from facesearch_server.runtime import auth
+    from facesearch_server.runtime.config import load_config
+    from facesearch_server.runtime.errors import Aborted, Unavailable
 
     user = f"once-{uuid.uuid4().hex[:6]}"
     s = _stub(stack["p1"])

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from services.personalizer.embedded_redis import open_redis
-from services.personalizer.head_store import Aborted, RedisHeadStore
-from services.personalizer.session_store import Session, SessionStore
-from services.runtime.errors import NotFound
+from facesearch_server.personalizer.embedded_redis import open_redis
+from facesearch_server.personalizer.head_store import Aborted, RedisHeadStore
+from facesearch_server.personalizer.session_store import Session, SessionStore
+from facesearch_server.runtime.errors import NotFound
 from tests.personalizer.conftest import REDIS_URL
 
 

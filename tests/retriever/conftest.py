@@ -1,5 +1,5 @@
-"""Retriever test set-up: a real ``python -m services.retriever`` process with auth on and two
-tenants' API keys, and a small client that talks to it over gRPC like any caller."""
+"""Retriever test set-up: a real ``python -m facesearch_server.retriever`` process with auth on
+and two tenants' API keys, and a small client that talks to it over gRPC like any caller."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import grpc
 import numpy as np
 import pytest
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
-from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc
-from tests.helpers.service_process import ServiceProcess, start_service
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc
+from harness.service_process import ServiceProcess, start_service
 
 KEYS = {"key-alpha": "alpha", "key-beta": "beta"}
 MODEL = "sface-2021dec"

@@ -9,11 +9,11 @@ import grpc
 import numpy as np
 import pytest
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
-from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc
-from services.runtime.errors import field_violations
-from tests.helpers.service_process import start_service
+from facesearch.errors import field_violations
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc
+from harness.service_process import start_service
 from tests.retriever.conftest import (
     DIM,
     MODEL,

@@ -19,16 +19,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import wal as wal_module
-from services.retriever.__main__ import _local_factory
-from services.retriever.catalog import Catalog
-from services.retriever.collection import Limits
-from services.retriever.shard import LocalShard
-from services.retriever.shard_router import CallBudget
-from services.retriever.validation import check_create
-from services.retriever.wal import OP_UPSERT, WriteAheadLog
-from services.runtime.errors import ResourceExhausted, Unavailable
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import wal as wal_module
+from facesearch_server.retriever.__main__ import _local_factory
+from facesearch_server.retriever.catalog import Catalog
+from facesearch_server.retriever.collection import Limits
+from facesearch_server.retriever.shard import LocalShard
+from facesearch_server.retriever.shard_router import CallBudget
+from facesearch_server.retriever.validation import check_create
+from facesearch_server.retriever.wal import OP_UPSERT, WriteAheadLog
+from facesearch_server.runtime.errors import ResourceExhausted, Unavailable
 from tests.retriever.conftest import DIM, MODEL, point, unit
 
 SPEC = pb.VectorFieldSpec(name="face", dimension=DIM, model_id=MODEL)

@@ -10,10 +10,10 @@ import grpc
 import numpy as np
 import pytest
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever.wal import OP_UPSERT, WriteAheadLog
-from tests.helpers.service_process import start_service
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever.wal import OP_UPSERT, WriteAheadLog
+from harness.service_process import start_service
 from tests.retriever.conftest import Client, point, retriever_env, unit
 
 

@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 import pytest
 
-from facesearch.v1 import retriever_pb2 as pb
+from facesearch_contract.v1 import retriever_pb2 as pb
 from tests.retriever.conftest import DIM, MODEL, Client, code_of, point, unit
 
 TEXT = "minilm-l6-v2"

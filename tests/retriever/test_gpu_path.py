@@ -16,12 +16,12 @@ import faiss
 import numpy as np
 import pytest
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import gpu
-from services.retriever.filters import compile_filter
-from services.retriever.records import BUILTIN_FIELDS
-from services.retriever.shard import LocalShard
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import gpu
+from facesearch_server.retriever.filters import compile_filter
+from facesearch_server.retriever.records import BUILTIN_FIELDS
+from facesearch_server.retriever.shard import LocalShard
 from tests.retriever.conftest import eq, point, unit
 from tests.retriever.test_index_builds import exact_top, field, shard_ids
 

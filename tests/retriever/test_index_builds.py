@@ -10,19 +10,19 @@ import faiss
 import numpy as np
 import pytest
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever.filters import compile_filter
-from services.retriever.records import BUILTIN_FIELDS
-from services.retriever.shard import LocalShard
-from tests.helpers.service_process import start_service
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever.filters import compile_filter
+from facesearch_server.retriever.records import BUILTIN_FIELDS
+from facesearch_server.retriever.shard import LocalShard
+from harness.service_process import start_service
 from tests.retriever.conftest import MODEL, Client, eq, point, retriever_env, unit
 
 DIM = 16
 
 
 def field(kind: int, **params: int) -> pb.VectorFieldSpec:
-    from services.retriever.index_build import resolve_params
+    from facesearch_server.retriever.index_build import resolve_params
 
     return pb.VectorFieldSpec(
         name="face",

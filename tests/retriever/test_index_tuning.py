@@ -10,8 +10,8 @@ import faiss
 import numpy as np
 import pytest
 
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever import index_build, index_tuning
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import index_build, index_tuning
 
 DIM = 32
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
-from facesearch.v1 import retriever_service_pb2_grpc as pb_grpc
-from tests.helpers.service_process import metric_value, running_service, scrape_metrics
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc
+from harness.service_process import metric_value, running_service, scrape_metrics
 
 
 def test_points_per_collection_are_exported(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -9,9 +9,9 @@ import asyncio
 import grpc
 import numpy as np
 
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever.shard_router import CallBudget, RemoteShardHandle, ShardSearch
-from tests.helpers.service_process import ServiceProcess
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever.shard_router import CallBudget, RemoteShardHandle, ShardSearch
+from harness.service_process import ServiceProcess
 from tests.retriever.conftest import MODEL, Client, point, unit
 
 

@@ -13,9 +13,9 @@ import grpc
 import numpy as np
 import pytest
 
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever.shard_router import shard_of
-from tests.helpers.service_process import ServiceProcess, start_service
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever.shard_router import shard_of
+from harness.service_process import ServiceProcess, start_service
 from tests.retriever.conftest import Client, code_of, point, retriever_env, unit
 
 pytestmark = pytest.mark.slow

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facesearch.v1 import common_pb2 as cpb
-from facesearch.v1 import retriever_pb2 as pb
-from services.retriever.filters import compile_filter
-from services.retriever.records import BUILTIN_FIELDS
-from services.retriever.shard import LocalShard
+from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever.filters import compile_filter
+from facesearch_server.retriever.records import BUILTIN_FIELDS
+from facesearch_server.retriever.shard import LocalShard
 from tests.retriever.conftest import DIM, MODEL, point, unit
 
 
@@ -66,7 +66,7 @@ def test_drop_during_a_background_snapshot_leaves_no_directory(
 ) -> None:
     """A snapshot that was already writing when its collection is dropped must not recreate
     the shard directory after the drop removed it."""
-    from services.retriever import snapshot as snapshot_module
+    from facesearch_server.retriever import snapshot as snapshot_module
 
     shard = LocalShard(tmp_path / "s", [pb.VectorFieldSpec(name="face", dimension=DIM)])
     shard.upsert([point("a", unit(np.random.default_rng(2), 1)[0])])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import numpy as np
 
-from facesearch.v1 import retriever_pb2 as pb
-from tests.helpers.service_process import ServiceProcess
+from facesearch_contract.v1 import retriever_pb2 as pb
+from harness.service_process import ServiceProcess
 from tests.retriever.conftest import Client, code_of, point, unit
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers.service_process import ServiceProcess, start_suite, stop_suite
+from harness.service_process import ServiceProcess, start_suite, stop_suite
 
 
 @pytest.fixture(scope="package")

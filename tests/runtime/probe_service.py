@@ -1,6 +1,6 @@
 """A TEST-ONLY service, for testing the shared runtime (services/runtime), not a product service.
 
-It runs on ``services.runtime.server.run_service`` exactly as the real services do (same call
+It runs on ``runtime.server.run_service`` exactly as the real services do (same call
 pipeline, auth, metrics, health, SIGTERM drain) but with handlers whose behaviour a test can
 steer, which the product services do not have:
 
@@ -25,13 +25,13 @@ from collections import Counter
 
 import grpc
 
-from facesearch.v1 import embedder_pb2, personalizer_pb2
-from facesearch.v1 import embedder_service_pb2_grpc as embedder_grpc
-from facesearch.v1 import personalizer_service_pb2_grpc as personalizer_grpc
-from services.runtime.auth import current_tenant
-from services.runtime.config import ServerConfig
-from services.runtime.errors import Unavailable
-from services.runtime.server import ServiceDefinition, Servicer, run_service
+from facesearch_contract.v1 import embedder_pb2, personalizer_pb2
+from facesearch_contract.v1 import embedder_service_pb2_grpc as embedder_grpc
+from facesearch_contract.v1 import personalizer_service_pb2_grpc as personalizer_grpc
+from facesearch_server.runtime.auth import current_tenant
+from facesearch_server.runtime.config import ServerConfig
+from facesearch_server.runtime.errors import Unavailable
+from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_service
 
 PROBE_SERVICE = "facesearch.test.Probe"
 ATTEMPTS: Counter[str] = Counter()

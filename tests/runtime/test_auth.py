@@ -15,9 +15,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from facesearch.v1 import retriever_pb2
-from facesearch.v1.retriever_service_pb2_grpc import RetrieverStub
-from tests.helpers.service_process import ServiceProcess, running_service
+from facesearch_contract.v1 import retriever_pb2
+from facesearch_contract.v1.retriever_service_pb2_grpc import RetrieverStub
+from harness.service_process import ServiceProcess, running_service
 
 KEY_A = "key-for-tenant-a-0123456789"
 KEY_B = "key-for-tenant-b-9876543210"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, load_config
+from facesearch_server.runtime.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, load_config
 
 
 def write(tmp: Path, text: str) -> str:

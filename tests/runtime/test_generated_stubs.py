@@ -1,4 +1,5 @@
-"""The stale-stubs check: facesearch/v1/ must equal what protos/generate.py makes now."""
+"""The stale-stubs check: protos/facesearch_contract/v1/ must equal what protos/generate.py makes
+now."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers.service_process import REPO_ROOT
+from harness.service_process import REPO_ROOT
 
 
 def test_generated_stubs_match_the_protos(tmp_path: Path) -> None:
@@ -16,12 +17,13 @@ def test_generated_stubs_match_the_protos(tmp_path: Path) -> None:
         capture_output=True,
         timeout=120,
     )
-    fresh = tmp_path / "facesearch" / "v1"
-    committed = REPO_ROOT / "facesearch" / "v1"
+    fresh = tmp_path / "facesearch_contract" / "v1"
+    committed = REPO_ROOT / "protos" / "facesearch_contract" / "v1"
     names = lambda d: {p.name for p in d.iterdir() if p.is_file()}  # noqa: E731
     assert names(fresh), "generate.py wrote nothing"
     assert names(committed) - {"__pycache__"} == names(fresh), (
-        "facesearch/v1 has other files than generate.py makes: run python protos/generate.py"
+        "protos/facesearch_contract/v1 has other files than generate.py makes: "
+        "run python protos/generate.py"
     )
     stale = [
         n for n in sorted(names(fresh)) if (fresh / n).read_bytes() != (committed / n).read_bytes()

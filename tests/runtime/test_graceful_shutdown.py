@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.helpers.service_process import SERVICES, running_service
+from harness.service_process import SERVICES, running_service
 
 PROBE = {"module": "tests.runtime.probe_service"}
 

@@ -1,5 +1,5 @@
 """A missing or malformed field gets INVALID_ARGUMENT naming the field, in the message and in a
-google.rpc.BadRequest detail (read with services.runtime.errors.field_violations)."""
+google.rpc.BadRequest detail (read with facesearch.errors.field_violations)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from facesearch.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
-from facesearch.v1.embedder_service_pb2_grpc import EmbedderStub
-from facesearch.v1.personalizer_service_pb2_grpc import PersonalizerStub
-from facesearch.v1.retriever_service_pb2_grpc import RetrieverStub
-from services.runtime.errors import field_violations
-from tests.helpers.service_process import ServiceProcess
+from facesearch.errors import field_violations
+from facesearch_contract.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
+from facesearch_contract.v1.embedder_service_pb2_grpc import EmbedderStub
+from facesearch_contract.v1.personalizer_service_pb2_grpc import PersonalizerStub
+from facesearch_contract.v1.retriever_service_pb2_grpc import RetrieverStub
+from harness.service_process import ServiceProcess
 
 Call = Callable[[grpc.Channel], object]
 

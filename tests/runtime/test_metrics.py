@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from facesearch.v1 import embedder_pb2, retriever_pb2
-from facesearch.v1.embedder_service_pb2_grpc import EmbedderStub
-from facesearch.v1.retriever_service_pb2_grpc import RetrieverStub
-from tests.helpers.service_process import ServiceProcess, metric_value, scrape_metrics
+from facesearch_contract.v1 import embedder_pb2, retriever_pb2
+from facesearch_contract.v1.embedder_service_pb2_grpc import EmbedderStub
+from facesearch_contract.v1.retriever_service_pb2_grpc import RetrieverStub
+from harness.service_process import ServiceProcess, metric_value, scrape_metrics
 
 
 def test_rpc_counter_and_histogram_move_after_calls(services: dict[str, ServiceProcess]) -> None:
@@ -48,8 +48,8 @@ def test_every_service_exposes_rpc_and_process_metrics(
     if name == "retriever":
         RetrieverStub(svc.channel()).Stats(retriever_pb2.StatsRequest(), timeout=10)
     else:
-        from facesearch.v1 import personalizer_pb2
-        from facesearch.v1.personalizer_service_pb2_grpc import PersonalizerStub
+        from facesearch_contract.v1 import personalizer_pb2
+        from facesearch_contract.v1.personalizer_service_pb2_grpc import PersonalizerStub
 
         with pytest.raises(grpc.RpcError):
             PersonalizerStub(svc.channel()).StartSession(

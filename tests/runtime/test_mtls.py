@@ -13,11 +13,11 @@ import pytest
 
 from facesearch.channels import channel_credentials
 from facesearch.settings import ClientSettings
-from services.runtime.auth import ON_BEHALF_HEADER
-from services.runtime.config import load_config
-from services.runtime.downstream import open_channel
-from tests.helpers.service_process import running_service
-from tests.helpers.tls import certificate_authority
+from facesearch_server.runtime.auth import ON_BEHALF_HEADER
+from facesearch_server.runtime.config import load_config
+from facesearch_server.runtime.downstream import open_channel
+from harness.service_process import running_service
+from harness.tls import certificate_authority
 
 WHO = "/facesearch.test.Probe/WhoAmI"
 

@@ -8,7 +8,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from tests.helpers.service_process import SERVICES, ServiceProcess
+from harness.service_process import SERVICES, ServiceProcess
 
 FULL_NAMES = {
     "embedder": "facesearch.v1.Embedder",

@@ -10,14 +10,14 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.helpers.service_process import REPO_ROOT, running_service
+from harness.service_process import REPO_ROOT, running_service
 
 
 def _run(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     child = {k: v for k, v in os.environ.items() if not k.startswith("FACESEARCH_")}
     child.update(env)
     return subprocess.run(
-        [sys.executable, "-m", f"services.{name}"],
+        [sys.executable, "-m", f"facesearch_server.{name}"],
         cwd=REPO_ROOT,
         env=child,
         capture_output=True,

@@ -8,10 +8,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from facesearch.v1 import retriever_pb2
-from facesearch.v1.retriever_service_pb2_grpc import RetrieverStub
-from tests.helpers.service_process import running_service
-from tests.helpers.tls import self_signed
+from facesearch_contract.v1 import retriever_pb2
+from facesearch_contract.v1.retriever_service_pb2_grpc import RetrieverStub
+from harness.service_process import running_service
+from harness.tls import self_signed
 
 
 def test_tls_client_works_and_plaintext_client_fails(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from facesearch.v1 import embedder_pb2
-from facesearch.v1 import embedder_service_pb2_grpc as embedder_grpc
-from tests.helpers.service_process import running_service
+from facesearch_contract.v1 import embedder_pb2
+from facesearch_contract.v1 import embedder_service_pb2_grpc as embedder_grpc
+from harness.service_process import running_service
 
 
 def test_unoverridden_method_is_unimplemented() -> None:

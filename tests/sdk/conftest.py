@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from facesearch import ClientSettings, FacesearchClient
-from tests.helpers.service_process import ServiceProcess, shared_data_dir, start_suite, stop_suite
+from harness.service_process import ServiceProcess, start_suite, stop_suite
+from harness.shared_data import shared_data_dir
 
 GALLERY = {
     "Aaron_Peirsol": (4, "a swimmer in goggles at the pool after a race"),

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from facesearch import cli, messages
-from facesearch.v1 import common_pb2, personalizer_pb2
-from tests.helpers.service_process import REPO_ROOT, ServiceProcess, free_port
+from facesearch_contract.v1 import common_pb2, personalizer_pb2
+from harness.service_process import REPO_ROOT, ServiceProcess, free_port
 
 from .conftest import GALLERY
 

@@ -13,9 +13,9 @@ import pytest
 
 from facesearch import ClientSettings, FacesearchClient
 from facesearch.aio import AsyncFacesearchClient
-from facesearch.v1 import embedder_pb2, personalizer_pb2
-from tests.helpers.service_process import ServiceProcess, running_service
-from tests.helpers.tls import self_signed
+from facesearch_contract.v1 import embedder_pb2, personalizer_pb2
+from harness.service_process import ServiceProcess, running_service
+from harness.tls import self_signed
 
 PROBE = "tests.runtime.probe_service"
 KEY = "sdk-test-key-0123456789"

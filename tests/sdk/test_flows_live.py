@@ -13,8 +13,8 @@ from facesearch.aio import AsyncFacesearchClient
 from facesearch.aio import run_session as run_session_async
 from facesearch.aio import search_by_image as search_by_image_async
 from facesearch.aio import search_by_text as search_by_text_async
-from facesearch.v1 import personalizer_pb2, retriever_pb2
-from tests.helpers.service_process import ServiceProcess
+from facesearch_contract.v1 import personalizer_pb2, retriever_pb2
+from harness.service_process import ServiceProcess
 
 from .conftest import GALLERY, settings_of
 

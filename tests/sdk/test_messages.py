@@ -8,7 +8,7 @@ import pytest
 
 from facesearch import messages
 from facesearch.errors import CollectionMismatch
-from facesearch.v1 import common_pb2, embedder_pb2, personalizer_pb2, retriever_pb2
+from facesearch_contract.v1 import common_pb2, embedder_pb2, personalizer_pb2, retriever_pb2
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ class EncoderRuntime(Protocol):
     async def infer(self, model_id: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """The model's output for a batch (first dimension = batch size).
 
-        Raises services.runtime.errors.Unavailable when the runtime cannot be reached in time.
+        Raises runtime.errors.Unavailable when the runtime cannot be reached in time.
         """
         ...
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from services.embedder import model_files as mf
-from services.embedder.backends.batching import DynamicBatcher
-from services.embedder.model_export import export_all
-from services.runtime.errors import InvalidArgument
+from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.backends.batching import DynamicBatcher
+from facesearch_server.embedder.model_export import export_all
+from facesearch_server.runtime.errors import InvalidArgument
 
 log = logging.getLogger("facesearch.embedder.local")
 
@@ -50,7 +50,7 @@ class LocalRuntime:
             if not self.export_missing:
                 names = ", ".join(str(mf.encoder_path(s, self.model_dir)) for s in missing)
                 raise FileNotFoundError(
-                    f"missing {names}: run python -m services.embedder.model_export "
+                    f"missing {names}: run python -m facesearch_server.embedder.model_export "
                     f"--out {self.model_dir}"
                 )
             log.info("exporting missing models", extra={"model_dir": str(self.model_dir)})

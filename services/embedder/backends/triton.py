@@ -16,8 +16,8 @@ import numpy as np
 import tritonclient.grpc.aio as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from services.embedder import model_files as mf
-from services.runtime.errors import InvalidArgument, Unavailable
+from facesearch_server.embedder import model_files as mf
+from facesearch_server.runtime.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger("facesearch.embedder.triton")
 

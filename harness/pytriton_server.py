@@ -7,7 +7,7 @@ services/embedder/triton_repository.py) cannot run here. Names, tensor names, dt
 and the batching limit are taken from the same table (model_files), so the embedder's Triton
 client sees what it would see in production.
 
-``python -m tests.embedder.pytriton_server --grpc-port 8001 --http-port 8000 --metrics-port 8002``
+``python -m harness.pytriton_server --grpc-port 8001 --http-port 8000 --metrics-port 8002``
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def serve(
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    from services.embedder import model_files as mf
-    from services.embedder.model_export import export_all
+    from facesearch_server.embedder import model_files as mf
+    from facesearch_server.embedder.model_export import export_all
 
     export_all(model_dir, only_missing=True)
     config = TritonConfig(

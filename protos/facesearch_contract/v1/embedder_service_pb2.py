@@ -22,7 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from facesearch.v1 import embedder_pb2 as facesearch_dot_v1_dot_embedder__pb2
+from facesearch_contract.v1 import embedder_pb2 as facesearch_dot_v1_dot_embedder__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$facesearch/v1/embedder_service.proto\x12\rfacesearch.v1\x1a\x1c\x66\x61\x63\x65search/v1/embedder.proto2\xae\x03\n\x08\x45mbedder\x12T\n\x0b\x45mbedImages\x12!.facesearch.v1.EmbedImagesRequest\x1a\".facesearch.v1.EmbedImagesResponse\x12Q\n\nEmbedFaces\x12 .facesearch.v1.EmbedFacesRequest\x1a!.facesearch.v1.EmbedFacesResponse\x12N\n\tEmbedText\x12\x1f.facesearch.v1.EmbedTextRequest\x1a .facesearch.v1.EmbedTextResponse\x12V\n\x11\x45mbedImagesStream\x12!.facesearch.v1.EmbedStreamRequest\x1a\x1a.facesearch.v1.ImageResult(\x01\x30\x01\x12Q\n\nListModels\x12 .facesearch.v1.ListModelsRequest\x1a!.facesearch.v1.ListModelsResponseb\x06proto3')

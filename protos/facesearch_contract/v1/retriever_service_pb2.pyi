@@ -1,4 +1,4 @@
-from facesearch.v1 import retriever_pb2 as _retriever_pb2
+from facesearch_contract.v1 import retriever_pb2 as _retriever_pb2
 from google.protobuf import descriptor as _descriptor
 from typing import ClassVar as _ClassVar
 

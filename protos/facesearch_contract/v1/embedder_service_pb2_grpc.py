@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from facesearch.v1 import embedder_pb2 as facesearch_dot_v1_dot_embedder__pb2
+from facesearch_contract.v1 import embedder_pb2 as facesearch_dot_v1_dot_embedder__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__

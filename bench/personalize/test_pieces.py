@@ -9,7 +9,7 @@ from bench.common.gallery import Gallery, embedding_statistics, pad_synthetic
 from bench.personalize.policies import POLICIES, first_round
 from bench.personalize.simulator import GroundTruth, SimulatedUser
 from bench.personalize.target_testing import run_session
-from services.personalizer.round_planner import RoundParams
+from facesearch_server.personalizer.round_planner import RoundParams
 
 
 def _gallery(n_id: int = 120, per: int = 5, d: int = 32, seed: int = 0) -> Gallery:

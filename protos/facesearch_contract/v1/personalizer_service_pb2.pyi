@@ -1,4 +1,4 @@
-from facesearch.v1 import embedder_pb2 as _embedder_pb2
+from facesearch_contract.v1 import personalizer_pb2 as _personalizer_pb2
 from google.protobuf import descriptor as _descriptor
 from typing import ClassVar as _ClassVar
 

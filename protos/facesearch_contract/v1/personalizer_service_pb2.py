@@ -22,7 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from facesearch.v1 import personalizer_pb2 as facesearch_dot_v1_dot_personalizer__pb2
+from facesearch_contract.v1 import personalizer_pb2 as facesearch_dot_v1_dot_personalizer__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(facesearch/v1/personalizer_service.proto\x12\rfacesearch.v1\x1a facesearch/v1/personalizer.proto2\x95\x04\n\x0cPersonalizer\x12W\n\x0cStartSession\x12\".facesearch.v1.StartSessionRequest\x1a#.facesearch.v1.StartSessionResponse\x12]\n\x0eSubmitFeedback\x12$.facesearch.v1.SubmitFeedbackRequest\x1a%.facesearch.v1.SubmitFeedbackResponse\x12Q\n\nGetSession\x12 .facesearch.v1.GetSessionRequest\x1a!.facesearch.v1.GetSessionResponse\x12Q\n\nEndSession\x12 .facesearch.v1.EndSessionRequest\x1a!.facesearch.v1.EndSessionResponse\x12N\n\tResetUser\x12\x1f.facesearch.v1.ResetUserRequest\x1a .facesearch.v1.ResetUserResponse\x12W\n\x0c\x44\x65scribeUser\x12\".facesearch.v1.DescribeUserRequest\x1a#.facesearch.v1.DescribeUserResponseb\x06proto3')

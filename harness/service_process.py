@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("embedder", "retriever", "personalizer")
 
 
@@ -156,7 +156,7 @@ def start_service(
     log_path = log_dir / f"{name}.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", module or f"services.{name}"],
+        [sys.executable, "-m", module or f"facesearch_server.{name}"],
         cwd=REPO_ROOT,
         env=child_env,
         stdout=log_file,
@@ -224,12 +224,6 @@ def metric_value(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
-
-
-def shared_data_dir() -> Path | None:
-    """/work/shared/data as seen from the repo (../shared/data), or None in a user's clone."""
-    path = REPO_ROOT.parent / "shared" / "data"
-    return path if path.is_dir() else None
 
 
 def start_suite(

@@ -1,12 +1,11 @@
 """Face verification on identity-labelled pairs (LFW pairs.txt), clean and degraded.
 
-Shared by the quality test and usable from a shell to print the full table:
-``python -m tests.embedder.verification --pairs 300``.
+The quality test asserts on it; ``python -m bench.embedder.verification --pairs 300`` prints the
+full table.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from services.embedder.pipeline import DetectionSettings, FacePipeline
+from facesearch_server.embedder.pipeline import DetectionSettings, FacePipeline
 
 # OpenCV's published cosine threshold for SFace; fixed, not tuned on the pairs measured.
 SFACE_THRESHOLD = 0.363
@@ -185,28 +184,3 @@ def manifest_pairs(folder: Path, per_kind: int, seed: int = 0) -> list[Pair]:
         x, y = rng.sample(ids, 2)
         different.append(Pair(rng.choice(by_identity[x]), rng.choice(by_identity[y]), False))
     return same[:per_kind] + different
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--lfw", default=str(Path(__file__).resolve().parents[3] / "shared/data/lfw")
-    )
-    parser.add_argument("--pairs", type=int, default=150, help="matched and mismatched pairs each")
-    parser.add_argument(
-        "--manifest-folder",
-        help="instead of LFW pairs.txt: random pairs from this folder's manifest.csv identities",
-    )
-    args = parser.parse_args()
-    pipe = FacePipeline.local()
-    if args.manifest_folder:
-        pairs = manifest_pairs(Path(args.manifest_folder), args.pairs)
-        print(f"{len(pairs)} pairs from {args.manifest_folder}, threshold {SFACE_THRESHOLD}")
-    else:
-        pairs = lfw_pairs(Path(args.lfw), args.pairs)
-        print(f"{len(pairs)} LFW pairs, threshold {SFACE_THRESHOLD}")
-    print(format_table(verify_all(pipe, pairs)))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,1 +1,0 @@
-"""Test helpers shared by every area: service processes, free ports, metrics scrapes."""
