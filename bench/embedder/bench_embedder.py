@@ -6,8 +6,12 @@ EmbedFaces (112x112 JPEG crops -> 128-d vectors: decode + encode + gRPC), beside
 onnxruntime running the same SFace file on the same faces with the same batch and threads.
 
     python -m bench.embedder.bench_embedder --backends local,triton --batches 1,32 \
-        --clients 1,8 --requests 40                              # full (several minutes)
-    python -m bench.embedder.bench_embedder --batches 1,4 --clients 1,2 --requests 3   # smoke
+        --clients 1,8 --rounds 1                                 # full (several minutes)
+    python -m bench.embedder.bench_embedder --batches 1,4 --clients 1,2 --samples 20  # smoke
+
+Each row times ``--samples`` requests (default 100, split over the clients) after untimed
+warm-up calls, so the p99 it prints comes from >= 100 samples; with fewer, the p99 column
+shows the max and n instead (``bench/common/timing.py``).
 
 ``--rpc images`` measures EmbedImages on whole photos (decode + detect + align + encode)
 against the in-process pipeline instead.
@@ -30,6 +34,7 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
+from bench.common.timing import LatencySummary, summarize, warm_up
 from facesearch_contract.v1 import embedder_pb2 as pb
 from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
 from facesearch_server.embedder import model_files as mf
@@ -130,12 +135,13 @@ def start_triton(model_dir: Path) -> tuple[Process, str]:
     return proc, url
 
 
-def percentile_ms(latencies: list[float], q: float) -> float:
-    return 1000 * float(np.percentile(latencies, q)) if latencies else float("nan")
-
-
 async def drive_service(
-    address: str, requests: list[object], method: str, clients: int, per_client: int
+    address: str,
+    requests: list[object],
+    method: str,
+    clients: int,
+    per_client: int,
+    warmup: int,
 ) -> tuple[float, list[float]]:
     """Each client sends ``per_client`` requests back to back; returns wall time, latencies."""
     latencies: list[float] = []
@@ -143,7 +149,12 @@ async def drive_service(
         address, options=[("grpc.max_send_message_length", 64 << 20)]
     ) as channel:
         call = getattr(pb_grpc.EmbedderStub(channel), method)
-        await call(requests[0], timeout=120)  # warm-up
+        # Warm-up, from every client at once: the channel, the server's thread pools and the
+        # encoder's first runs at this batch and concurrency are not part of the figure.
+        for _ in range(warmup):
+            await asyncio.gather(
+                *(call(requests[k % len(requests)], timeout=300) for k in range(clients))
+            )
 
         async def client(k: int) -> None:
             for i in range(per_client):
@@ -157,11 +168,11 @@ async def drive_service(
 
 
 def drive_bare(
-    fn, inputs: list[object], clients: int, per_client: int
+    fn, inputs: list[object], clients: int, per_client: int, warmup: int
 ) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
     latencies: list[float] = []
     lock = threading.Lock()
-    fn(inputs[0])  # warm-up
+    warm_up(lambda: fn(inputs[0]), warmup)
 
     def client(k: int) -> None:
         for i in range(per_client):
@@ -196,7 +207,16 @@ def main() -> None:
     parser.add_argument("--backends", default="local", help="comma list of local,triton")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--clients", default="1,8")
-    parser.add_argument("--requests", type=int, default=20, help="requests per client")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=100,
+        help="timed requests per row and runtime, split over the clients (p99 needs >= 100)",
+    )
+    parser.add_argument(
+        "--requests", type=int, default=0, help="requests per client (overrides --samples)"
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls (per client) first")
     parser.add_argument("--rpc", choices=["faces", "images"], default="faces")
     parser.add_argument(
         "--rounds",
@@ -255,15 +275,18 @@ def main() -> None:
                     model_dir, max_batch, backend="triton", triton_url=url, triton_timeout_s="120"
                 )
         print(
-            f"rpc={args.rpc} requests/client={args.requests} ort_threads={args.threads or 'all'} "
-            f"spinning={args.spinning} cores={os.cpu_count()}"
+            f"rpc={args.rpc} timed requests/row="
+            f"{f'{args.requests} x clients' if args.requests else f'>= {args.samples}'} warm-up "
+            f"{args.warmup} ort_threads={args.threads or 'all'} spinning={args.spinning} "
+            f"cores={os.cpu_count()} rounds={args.rounds}"
         )
         print(
-            f"{'runtime':16s} {'batch':>5s} {'clients':>7s} {'faces/s':>9s} "
-            f"{'p50 ms':>8s} {'p99 ms':>8s} {'vs bare':>8s}"
+            f"{'runtime':16s} {'batch':>5s} {'clients':>7s} {'faces/s':>9s} {'n':>5s} "
+            f"{'p50 ms':>8s} {'p99 ms':>16s} {'vs bare':>8s}"
         )
         for b in batches:
             for c in client_counts:
+                per_client = args.requests or -(-args.samples // c)
                 n_inputs = max(4, c)
                 if args.rpc == "faces":
                     bare_inputs = [to_model_input(pick(crops, b, k)) for k in range(n_inputs)]
@@ -287,11 +310,11 @@ def main() -> None:
                     method = "EmbedImages"
                 best: dict[str, tuple[float, list[float]]] = {}
                 for _ in range(args.rounds):
-                    wall, lat = drive_bare(bare_fn, bare_inputs, c, args.requests)
+                    wall, lat = drive_bare(bare_fn, bare_inputs, c, per_client, args.warmup)
                     runs = {"bare": (b * len(lat) / wall, lat)}
                     for name, (_, address) in servers.items():
                         wall, lat = asyncio.run(
-                            drive_service(address, reqs, method, c, args.requests)
+                            drive_service(address, reqs, method, c, per_client, args.warmup)
                         )
                         runs[name] = (b * len(lat) / wall, lat)
                     for key, run in runs.items():
@@ -303,9 +326,11 @@ def main() -> None:
                         label = "bare onnxruntime" if args.rpc == "faces" else "bare pipeline"
                     else:
                         label = f"service/{key}"
+                    st: LatencySummary = summarize(lat)
                     print(
-                        f"{label:16s} {b:5d} {c:7d} {rate:9.1f} {percentile_ms(lat, 50):8.1f} "
-                        f"{percentile_ms(lat, 99):8.1f} {rate / bare_rate:8.2f}"
+                        f"{label:16s} {b:5d} {c:7d} {rate:9.1f} {st.n:5d} {st.p50_ms:8.1f} "
+                        f"{st.tail_cell():>16s} {rate / bare_rate:8.2f}",
+                        flush=True,
                     )
     finally:
         for proc, _ in servers.values():

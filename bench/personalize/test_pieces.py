@@ -81,3 +81,17 @@ def test_simulated_user_and_a_small_target_test() -> None:
             user = SimulatedUser(target, similar, 0.0, np.random.default_rng((t, 2)))
             rounds[name].append(run_session(pol, user, 6, 40))
     assert np.mean(rounds["faircop"]) < 0.6 * np.mean(rounds["random"]), rounds
+
+
+def test_in_process_rounds_are_timed_per_round() -> None:
+    import faiss
+
+    from bench.personalize.round_latency import time_rounds, warm_up_round
+
+    v = _gallery(n_id=60, per=5).vectors
+    index = faiss.IndexFlatIP(v.shape[1])
+    index.add(v)
+    warm_up_round(v, index)
+    t = time_rounds(v, index, rounds=6, session_rounds=3, k=4)
+    assert len(t.round) == len(t.train) == len(t.faiss) == 6
+    assert all(r >= f for r, f in zip(t.round, t.faiss, strict=True))

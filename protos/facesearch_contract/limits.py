@@ -1,8 +1,8 @@
 """Read the limits the contract declares on its fields (``protos/facesearch/v1/limits.proto``).
 
-    from facesearch_contract.limits import field_limits
-    from facesearch_contract.v1 import personalizer_pb2
-    field_limits(personalizer_pb2.StartSessionRequest, "exclude_ids").max_items  # 10000
+    from facesearch_contract.limits import max_items
+    from facesearch_contract.v1 import retriever_pb2
+    max_items(retriever_pb2.Query, "exclude_ids")  # 10000
 
 Services and the SDK both call this, so a limit is written once, in the .proto, and documented
 there beside the field.
@@ -42,6 +42,14 @@ def max_bytes(message: type[Message], field: str) -> int:
     value = field_limits(message, field).max_bytes
     if not value:
         raise KeyError(f"{message.DESCRIPTOR.full_name}.{field} declares no max_bytes")
+    return int(value)
+
+
+def max_total_bytes(message: type[Message], field: str) -> int:
+    """The declared ``max_total_bytes`` of a repeated or map field; KeyError when none."""
+    value = field_limits(message, field).max_total_bytes
+    if not value:
+        raise KeyError(f"{message.DESCRIPTOR.full_name}.{field} declares no max_total_bytes")
     return int(value)
 
 

@@ -1,10 +1,6 @@
 """``python -m facesearch_server.embedder`` (or ``facesearch-embedder``).
 
-Service keys (env ``FACESEARCH_EMBEDDER_<KEY>`` or the ``embedder`` section of the YAML file):
-backend (local | triton), model_dir (./models; missing encoder files are exported there on
-first start), triton_url, triton_timeout_s, triton_retries, max_batch, max_text_batch,
-encoder_max_batch, ort_threads, prepare_workers, stream_window, max_image_bytes,
-max_image_pixels, detect_max_side, max_faces, min_face_size, score_threshold.
+Settings: EmbedderSettings (services/embedder/settings.py), tabled in services/embedder/README.md.
 """
 
 from __future__ import annotations
@@ -15,61 +11,51 @@ from facesearch_server.embedder.face_detection import FaceDetector
 from facesearch_server.embedder.image_decode import ImageLimits
 from facesearch_server.embedder.pipeline import DetectionSettings, FacePipeline
 from facesearch_server.embedder.servicer import EmbedderServicer
+from facesearch_server.embedder.settings import EmbedderSettings
 from facesearch_server.embedder.text_encoding import TextEncoder
-from facesearch_server.runtime.config import ServerConfig
 from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_service
 
 
-def build_runtime(cfg: ServerConfig) -> EncoderRuntime:
-    backend = str(cfg.get("backend", "local")).lower()
-    encoder_batch = int(cfg.get("encoder_max_batch", 64))
-    if backend == "local":
-        from facesearch_server.embedder.backends.local import LocalRuntime
-
-        return LocalRuntime(
-            cfg.get("model_dir"),
-            intra_op_threads=int(cfg.get("ort_threads", 0)),
-            max_batch=encoder_batch,
-            spinning=bool(cfg.get("ort_spinning", False)),
-        )
-    if backend == "triton":
+def build_runtime(cfg: EmbedderSettings) -> EncoderRuntime:
+    if cfg.backend == "triton":
         from facesearch_server.embedder.backends.triton import TritonRuntime
 
         return TritonRuntime(
-            str(cfg.get("triton_url", "127.0.0.1:8001")),
-            timeout_s=float(cfg.get("triton_timeout_s", 5.0)),
-            retries=int(cfg.get("triton_retries", 3)),
-            max_batch=encoder_batch,
+            cfg.triton_url,
+            timeout_s=cfg.triton_timeout_s,
+            retries=cfg.triton_retries,
+            max_batch=cfg.encoder_max_batch,
         )
-    raise SystemExit(
-        f"facesearch-embedder: configuration error: backend {backend!r} is unknown; "
-        "use 'local' or 'triton'"
+    from facesearch_server.embedder.backends.local import LocalRuntime
+
+    return LocalRuntime(
+        cfg.model_dir,
+        intra_op_threads=cfg.ort_threads,
+        max_batch=cfg.encoder_max_batch,
+        spinning=cfg.ort_spinning,
     )
 
 
-def build(cfg: ServerConfig) -> ServiceDefinition:
+def build(cfg: EmbedderSettings) -> ServiceDefinition:
     runtime = build_runtime(cfg)
-    limits = ImageLimits(
-        max_bytes=int(cfg.get("max_image_bytes", 20 * 1024 * 1024)),
-        max_pixels=int(cfg.get("max_image_pixels", 40_000_000)),
-    )
+    limits = ImageLimits(max_bytes=cfg.max_image_bytes, max_pixels=cfg.max_image_pixels)
     faces = FacePipeline(
-        runtime, limits=limits, detector=FaceDetector(max_side=int(cfg.get("detect_max_side", 640)))
+        runtime, limits=limits, detector=FaceDetector(max_side=cfg.detect_max_side)
     )
     defaults = DetectionSettings(
-        max_faces=int(cfg.get("max_faces", 64)),
-        min_face_size=float(cfg.get("min_face_size", 16)),
-        score_threshold=float(cfg.get("score_threshold", 0.6)),
+        max_faces=cfg.max_faces,
+        min_face_size=cfg.min_face_size,
+        score_threshold=cfg.score_threshold,
     )
     servicer = EmbedderServicer(
         runtime,
         faces,
         TextEncoder(runtime),
         defaults,
-        max_batch=int(cfg.get("max_batch", 64)),
-        max_text_batch=int(cfg.get("max_text_batch", 256)),
-        prepare_workers=int(cfg.get("prepare_workers", 2)),
-        stream_window=int(cfg.get("stream_window", 16)),
+        max_batch=cfg.max_batch,
+        max_text_batch=cfg.max_text_batch,
+        prepare_workers=cfg.prepare_workers,
+        stream_window=cfg.stream_window,
     )
 
     async def stop() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facesearch_server.embedder import model_cards
 from facesearch_server.embedder import model_files as mf
 
 log = logging.getLogger("facesearch.embedder.export")
@@ -170,6 +171,13 @@ def export_all(out: Path, only_missing: bool = False) -> list[Path]:
         log.info("exporting model", extra={"model_id": spec.model_id, "path": str(path)})
         _atomic_write(makers[spec.model_id](), path)
         written.append(path)
+    # The model card travels with the file: a model dir copied elsewhere keeps its thresholds.
+    for spec in mf.ENCODERS.values():
+        card = model_cards.card_path(spec.model_id)
+        beside = model_cards.card_beside(mf.encoder_path(spec, out))
+        if card.exists() and (not beside.exists() or beside.read_bytes() != card.read_bytes()):
+            _atomic_write(card.read_bytes(), beside)
+            written.append(beside)
     return written
 
 

@@ -95,7 +95,8 @@ def tokenizer_file() -> Path:
 
 
 def model_dir(configured: str | os.PathLike[str] | None = None) -> Path:
-    return Path(configured or os.environ.get("FACESEARCH_EMBEDDER_MODEL_DIR") or DEFAULT_MODEL_DIR)
+    # The service passes its model_dir setting (EmbedderSettings); tools pass a flag or nothing.
+    return Path(configured or DEFAULT_MODEL_DIR)
 
 
 def encoder_path(spec: EncoderSpec, directory: Path) -> Path:

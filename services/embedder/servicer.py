@@ -7,6 +7,7 @@ serving health checks and other calls; encoding goes through the configured runt
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -15,9 +16,11 @@ import cv2
 import grpc
 import numpy as np
 
+from facesearch_contract.limits import max_items, value_range
 from facesearch_contract.v1 import common_pb2 as common
 from facesearch_contract.v1 import embedder_pb2 as pb
 from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
+from facesearch_server.embedder import model_cards
 from facesearch_server.embedder import model_files as mf
 from facesearch_server.embedder.backends.base import EncoderRuntime
 from facesearch_server.embedder.pipeline import (
@@ -27,11 +30,18 @@ from facesearch_server.embedder.pipeline import (
     ImageEmbedding,
 )
 from facesearch_server.embedder.text_encoding import TextEncoder
+from facesearch_server.runtime.calibration_proto import calibration_to_proto
 from facesearch_server.runtime.errors import InvalidArgument, ServiceError
 from facesearch_server.runtime.validation import batch_size
 
 T = TypeVar("T")
 _END = object()
+
+# Ceilings the contract declares (embedder.proto) on what an operator may configure.
+CEILING_BATCH = max_items(pb.EmbedImagesRequest, "images")
+CEILING_CROPS = max_items(pb.EmbedFacesRequest, "crops")
+CEILING_TEXT_BATCH = max_items(pb.EmbedTextRequest, "texts")
+_, CEILING_FACES = value_range(pb.DetectionOptions, "max_faces")
 
 
 class EmbedderServicer(pb_grpc.EmbedderServicer):
@@ -50,11 +60,30 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         self.faces = faces
         self.text = text
         self.defaults = defaults or DetectionSettings()
+        for name, value, ceiling in (
+            ("max_batch", max_batch, min(CEILING_BATCH, CEILING_CROPS)),
+            ("max_text_batch", max_text_batch, CEILING_TEXT_BATCH),
+            ("max_faces", self.defaults.max_faces, CEILING_FACES),
+        ):
+            if not 1 <= value <= ceiling:
+                raise ValueError(
+                    f"{name} is {value}; it must be 1..{ceiling:,} (the contract's ceiling, "
+                    "embedder.proto)"
+                )
         self.max_batch = max_batch
         self.max_text_batch = max_text_batch
         # Images read ahead of the oldest unanswered one in a stream; bounds server memory.
         self.stream_window = stream_window
         self._pool = ThreadPoolExecutor(max_workers=prepare_workers, thread_name_prefix="prepare")
+        # Model cards, read once: beside the model files the runtime loads (a model dir brings
+        # its own thresholds), else the ones this package ships (Triton serves the same files).
+        model_dir = getattr(runtime, "model_dir", None)
+        self._cards = {
+            spec.model_id: model_cards.card_for(
+                spec.model_id, mf.encoder_path(spec, model_dir) if model_dir else None
+            )
+            for spec in mf.ENCODERS.values()
+        }
 
     async def _cpu(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -235,6 +264,8 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
             (mf.ENCODERS[self.faces.model_id], self.max_batch),
             (mf.ENCODERS[self.text.model_id], self.max_text_batch),
         ):
+            card = self._cards.get(spec.model_id)
+            calibration = model_cards.calibration_of(card)
             models.append(
                 pb.ModelInfo(
                     model_id=spec.model_id,
@@ -246,6 +277,8 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                     ready=await self.runtime.ready(spec.model_id),
                     is_default=True,
                     max_batch=limit,
+                    calibration=calibration_to_proto(calibration) if calibration else None,
+                    card_json=json.dumps(card) if card else "",
                 )
             )
         return pb.ListModelsResponse(models=models)

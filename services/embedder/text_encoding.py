@@ -14,11 +14,13 @@ import threading
 import numpy as np
 from tokenizers import Tokenizer
 
+from facesearch_contract.limits import max_bytes
+from facesearch_contract.v1 import embedder_pb2
 from facesearch_server.embedder import model_files as mf
 from facesearch_server.embedder.backends.base import EncoderRuntime
 from facesearch_server.runtime.errors import InvalidArgument
 
-MAX_TEXT_CHARS = 16_384
+MAX_TEXT_BYTES = max_bytes(embedder_pb2.EmbedTextRequest, "texts")
 
 
 class TextTokenizer:
@@ -35,10 +37,11 @@ class TextTokenizer:
                 raise InvalidArgument(f"{field}[{i}]", "is empty: send some words")
             # Refused before tokenizing, whose cost grows with the text: no text this long fits
             # the token limit in practice, and tokenizing megabytes would stall the service.
-            if len(text) > MAX_TEXT_CHARS:
+            size = len(text.encode())
+            if size > MAX_TEXT_BYTES:
                 raise InvalidArgument(
                     f"{field}[{i}]",
-                    f"is {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,} (and "
+                    f"is {size:,} bytes of UTF-8; the limit is {MAX_TEXT_BYTES:,} bytes (and "
                     f"{self.max_tokens} word pieces): shorten or split the text",
                 )
         with self._lock:

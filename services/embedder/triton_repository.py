@@ -14,6 +14,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from facesearch_server.embedder import model_cards
 from facesearch_server.embedder import model_files as mf
 from facesearch_server.embedder.model_export import export_all
 
@@ -74,6 +75,11 @@ def write_repository(
         config = folder / "config.pbtxt"
         config.write_text(config_pbtxt(spec, max_batch=max_batch, kind=kind))
         written.append(config)
+        # Triton ignores extra files in a model's folder; the card ships with the model there.
+        card = model_cards.card_path(spec.model_id)
+        if card.exists():
+            shutil.copyfile(card, folder / "card.json")
+            written.append(folder / "card.json")
         if copy_weights:
             target = folder / "1" / "model.onnx"
             shutil.copyfile(mf.encoder_path(spec, source), target)

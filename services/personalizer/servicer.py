@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import grpc
 
+from facesearch_contract.limits import max_bytes as declared_max_bytes
+from facesearch_contract.limits import max_items, value_range
 from facesearch_contract.v1 import personalizer_pb2 as pb
 from facesearch_contract.v1 import personalizer_service_pb2_grpc as pb_grpc
 from facesearch_server.personalizer import metrics
@@ -13,17 +15,22 @@ from facesearch_server.runtime.config import ServerConfig
 from facesearch_server.runtime.errors import InvalidArgument
 from facesearch_server.runtime.validation import batch_size, in_range, max_bytes, require
 
-MAX_USER_ID_BYTES = 256
-MAX_K = 64
-MAX_FEEDBACK = 256
+# As the contract declares them (personalizer.proto).
+K_RANGE = value_range(pb.StartSessionRequest, "k")
+FEEDBACK_K_RANGE = value_range(pb.SubmitFeedbackRequest, "k")
+MAX_FEEDBACK = max_items(pb.SubmitFeedbackRequest, "feedback")
 _LABELS = frozenset(
     (pb.FEEDBACK_LABEL_SIMILAR, pb.FEEDBACK_LABEL_DISSIMILAR, pb.FEEDBACK_LABEL_FOUND)
 )
 
 
-def _check_user(user_id: str) -> None:
-    require(user_id, "user_id")
-    max_bytes(user_id, "user_id", MAX_USER_ID_BYTES)
+UserRequest = pb.StartSessionRequest | pb.ResetUserRequest | pb.DescribeUserRequest
+
+
+def _check_user(request: UserRequest) -> None:
+    # Each request's own user_id declaration: they agree today, and may not always.
+    require(request.user_id, "user_id")
+    max_bytes(request.user_id, "user_id", declared_max_bytes(type(request), "user_id"))
 
 
 class PersonalizerServicer(pb_grpc.PersonalizerServicer):
@@ -34,10 +41,10 @@ class PersonalizerServicer(pb_grpc.PersonalizerServicer):
     async def StartSession(
         self, request: pb.StartSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartSessionResponse:
-        _check_user(request.user_id)
+        _check_user(request)
         require(request.collection, "collection")
         if request.k:
-            in_range(request.k, "k", 1, MAX_K)
+            in_range(request.k, "k", *K_RANGE)
         state = await self.sessions.start(current_tenant(), request, context)
         metrics.SESSIONS_STARTED.inc()
         return pb.StartSessionResponse(state=state)
@@ -49,7 +56,7 @@ class PersonalizerServicer(pb_grpc.PersonalizerServicer):
         require(request.feedback, "feedback")
         batch_size(request.feedback, "feedback", MAX_FEEDBACK)
         if request.k:
-            in_range(request.k, "k", 1, MAX_K)
+            in_range(request.k, "k", *FEEDBACK_K_RANGE)
         for i, item in enumerate(request.feedback):
             require(item.id, f"feedback[{i}].id")
             if item.label not in _LABELS:
@@ -78,12 +85,12 @@ class PersonalizerServicer(pb_grpc.PersonalizerServicer):
     async def ResetUser(
         self, request: pb.ResetUserRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResetUserResponse:
-        _check_user(request.user_id)
+        _check_user(request)
         n = await self.sessions.reset_user(current_tenant(), request.user_id, request.model_id)
         return pb.ResetUserResponse(heads_deleted=n)
 
     async def DescribeUser(
         self, request: pb.DescribeUserRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeUserResponse:
-        _check_user(request.user_id)
+        _check_user(request)
         return await self.sessions.describe_user(current_tenant(), request.user_id)

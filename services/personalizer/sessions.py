@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from facesearch_contract.v1 import common_pb2
+from facesearch_contract.limits import max_items, value_range
+from facesearch_contract.v1 import common_pb2, retriever_pb2
 from facesearch_contract.v1 import personalizer_pb2 as pb
 from facesearch_server.personalizer.candidate_source import CandidateSource, FaceField, Hit
 from facesearch_server.personalizer.exploration import random_directions
@@ -40,7 +41,7 @@ from facesearch_server.runtime.errors import FailedPrecondition, InvalidArgument
 
 # The retriever's exclude_ids limit: a session's shown faces plus its excluded ones (a point
 # seed) never pass it, so every round's Search stays valid; a session that reaches it finishes.
-MAX_EXCLUDED = 10_000
+MAX_EXCLUDED = max_items(retriever_pb2.Query, "exclude_ids")
 TEXT_SEED_FACES = 5  # faces of the best text matches averaged into a text seed
 
 
@@ -48,6 +49,18 @@ TEXT_SEED_FACES = 5  # faces of the best text matches averaged into a text seed
 class SessionsConfig:
     default_k: int = 8
     round: RoundParams = field(default_factory=RoundParams)
+
+    def __post_init__(self) -> None:
+        # Settings within what the contract allows: k as a caller could ask for it, and
+        # rescore_top as the k of a retriever Query (the retriever's max_k may be lower still).
+        _, max_k = value_range(pb.StartSessionRequest, "k")
+        _, max_query_k = value_range(retriever_pb2.Query, "k")
+        if not 1 <= self.default_k <= max_k:
+            raise ValueError(f"k is {self.default_k}; it must be 1..{max_k}")
+        if not 1 <= self.round.rescore_top <= max_query_k:
+            raise ValueError(
+                f"rescore_top is {self.round.rescore_top}; it must be 1..{max_query_k:,}"
+            )
 
 
 class Sessions:

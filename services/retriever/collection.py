@@ -20,9 +20,23 @@ from facesearch_server.runtime.errors import InvalidArgument
 
 @dataclass
 class Limits:
+    """The operator's settings; each may lower the contract's ceiling, never raise it."""
+
     max_k: int = 1000
     max_upsert_batch: int = 1024
     max_search_batch: int = 256
+
+    def __post_init__(self) -> None:
+        for name, value, ceiling in (
+            ("max_k", self.max_k, check.CEILING_K),
+            ("max_upsert_batch", self.max_upsert_batch, check.CEILING_UPSERT_BATCH),
+            ("max_search_batch", self.max_search_batch, check.CEILING_SEARCH_BATCH),
+        ):
+            if not 1 <= value <= ceiling:
+                raise ValueError(
+                    f"{name} is {value}; it must be 1..{ceiling:,} (the contract's ceiling, "
+                    "retriever.proto)"
+                )
 
 
 @dataclass
@@ -74,26 +88,10 @@ class Collection:
         return pb.UpsertResponse(upserted=upserted, replaced=replaced)
 
     async def get(self, req: pb.GetRequest, b: CallBudget) -> pb.GetResponse:
-        if req.HasField("filter"):
-            if req.ids:
-                raise InvalidArgument("ids", "give ids or a filter, not both")
-            pred = self.compile(req.filter, "filter") or (lambda m: True)
-            limit = req.limit or check.MAX_GET_IDS
-            if limit > check.MAX_DELETE_IDS:
-                raise InvalidArgument("limit", f"is {limit}; at most {check.MAX_DELETE_IDS}")
-            name = req.vector_field
-            if name:
-                self.field(name, "vector_field")
-            pts, _ = await self.shards.get_matching(req.filter, pred, name, limit, b)
-            if not req.with_vectors:
-                for p in pts:
-                    p.ClearField("vectors")
-                    p.ClearField("model_ids")
-            return pb.GetResponse(points=pts)
         ids = list(req.ids)
         check.batch_size(ids, "ids", check.MAX_GET_IDS)
         for i, pid in enumerate(ids):
-            check.check_id(pid, f"ids[{i}]")
+            check.check_id(pid, f"ids[{i}]", check.MAX_GET_ID_BYTES)
         return pb.GetResponse(points=await self.shards.get(ids, req.with_vectors, b))
 
     async def delete(self, req: pb.DeleteRequest, b: CallBudget) -> pb.DeleteResponse:
@@ -102,7 +100,7 @@ class Collection:
             ids = list(req.ids.ids)
             check.batch_size(ids, "ids.ids", check.MAX_DELETE_IDS)
             for i, pid in enumerate(ids):
-                check.check_id(pid, f"ids.ids[{i}]")
+                check.check_id(pid, f"ids.ids[{i}]", check.MAX_DELETE_ID_BYTES)
             return pb.DeleteResponse(deleted=await self.shards.delete_ids(ids, b))
         if which == "filter":
             if filters.is_empty(req.filter):

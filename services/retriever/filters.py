@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from facesearch_contract.limits import max_items
 from facesearch_contract.v1 import common_pb2 as cpb
 from facesearch_server.retriever import records as rec
 from facesearch_server.runtime.errors import InvalidArgument
 
 Predicate = Callable[[rec.Metadata], bool]
-MAX_IN_SET = 1024
+MAX_IN_SET = max_items(cpb.MetadataValueList, "values")
 _ORDERED = (rec.INT, rec.DOUBLE, rec.TIME)
 
 
@@ -41,15 +42,23 @@ def compile_filter(
             return False
         return not groups or any(g(meta) for g in groups)
 
-    return CompiledFilter(match, equality_hints(flt))
+    types = {name: schema[name] for name in named_fields(flt)}
+    return CompiledFilter(match, equality_hints(flt), types)
 
 
 class CompiledFilter:
-    """A predicate plus the equality hints an index can use to skip most records."""
+    """A predicate plus the equality hints an index can use to skip most records, and the
+    types it was compiled against (so a shard server can compile the same filter again)."""
 
-    def __init__(self, fn: Predicate, hints: list[tuple[str, frozenset[str]]]) -> None:
+    def __init__(
+        self,
+        fn: Predicate,
+        hints: list[tuple[str, frozenset[str]]],
+        types: Mapping[str, int] | None = None,
+    ) -> None:
         self.fn = fn
         self.hints = hints
+        self.types = dict(types or {})
 
     def __call__(self, meta: rec.Metadata) -> bool:
         return self.fn(meta)
@@ -96,7 +105,9 @@ def _condition(c: cpb.FieldCondition, schema: Mapping[str, int], path: str) -> P
         if not values:
             raise InvalidArgument(f"{path}.in_set", "is empty: give at least one value")
         if len(values) > MAX_IN_SET:
-            raise InvalidArgument(f"{path}.in_set", f"has {len(values)} values; at most 1,024")
+            raise InvalidArgument(
+                f"{path}.in_set", f"has {len(values):,} values; at most {MAX_IN_SET:,}"
+            )
         wanted = frozenset(
             _value(v, ftype, name, f"{path}.in_set.values[{i}]") for i, v in enumerate(values)
         )
@@ -146,6 +157,19 @@ def _range(r: cpb.Range, ftype: int, name: str, path: str) -> Predicate:
         return True
 
     return test
+
+
+def named_fields(flt: cpb.Filter) -> set[str]:
+    """Every metadata field a filter names, nested groups included."""
+    out = {c.field for c in flt.must}
+    for g in flt.any_of:
+        out |= named_fields(g)
+    return out
+
+
+def field_types(pred: Predicate | None) -> dict[str, int]:
+    """The schema types a compiled filter was compiled against (empty for a bare callable)."""
+    return dict(pred.types) if isinstance(pred, CompiledFilter) else {}
 
 
 def equality_hints(flt: cpb.Filter | None) -> list[tuple[str, frozenset[str]]]:

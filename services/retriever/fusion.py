@@ -65,8 +65,15 @@ def plan(coll: Collection, q: pb.Query, i: int, limits: Limits) -> Plan:
         raise InvalidArgument(f"{path}.k", f"is {q.k}; it must be between 1 and {limits.max_k}")
     if len(q.exclude_ids) > check.MAX_EXCLUDE:
         raise InvalidArgument(
-            f"{path}.exclude_ids", f"has {len(q.exclude_ids)} ids; at most 10,000"
+            f"{path}.exclude_ids",
+            f"has {len(q.exclude_ids):,} ids; at most {check.MAX_EXCLUDE:,}",
         )
+    for j, xid in enumerate(q.exclude_ids):
+        if len(xid.encode()) > check.MAX_EXCLUDE_ID_BYTES:
+            raise InvalidArgument(
+                f"{path}.exclude_ids[{j}]",
+                f"is {len(xid.encode())} bytes; ids are at most {check.MAX_EXCLUDE_ID_BYTES} bytes",
+            )
     terms = []
     for j, t in enumerate(q.terms):
         tpath = f"{path}.terms[{j}]"
@@ -79,7 +86,7 @@ def plan(coll: Collection, q: pb.Query, i: int, limits: Limits) -> Plan:
                 None, :
             ]
         elif source == "point_id":
-            check.check_id(t.point_id, f"{tpath}.point_id")
+            check.check_id(t.point_id, f"{tpath}.point_id", check.MAX_POINT_ID_BYTES)
         elif source == "person_id":
             check.require(t.person_id, f"{tpath}.person_id")
         else:
@@ -114,7 +121,9 @@ async def search(
 ) -> pb.SearchResponse:
     batch_size(req.queries, "queries", limits.max_search_batch)
     if req.params.rescore_top > check.MAX_RESCORE:
-        raise InvalidArgument("params.rescore_top", f"is {req.params.rescore_top}; at most 10,000")
+        raise InvalidArgument(
+            "params.rescore_top", f"is {req.params.rescore_top}; at most {check.MAX_RESCORE:,}"
+        )
     plans = [plan(coll, q, i, limits) for i, q in enumerate(req.queries)]
     with_meta = req.with_metadata if req.HasField("with_metadata") else True
     results: list[pb.QueryResult | None] = [None] * len(plans)

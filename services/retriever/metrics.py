@@ -2,8 +2,8 @@
 
 Refreshed by a background task rather than at scrape time, because a collection's usage is
 an async call over its shards and the scrape runs on prometheus-client's own thread. In router
-mode the shard servers export these for the shards they hold, so the router exports none
-(Prometheus sums over the shard servers).
+mode the router exports them, from its shard servers' DescribeShard answers: the shard servers
+hold routed shards by collection uid and know neither tenant nor name.
 """
 
 from __future__ import annotations

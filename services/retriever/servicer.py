@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from facesearch_contract.limits import value_range
+from facesearch_contract.v1 import common_pb2 as cpb
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc
 from facesearch_server.retriever import fusion
@@ -28,7 +30,7 @@ from facesearch_server.runtime.validation import require, require_name
 
 log = logging.getLogger("facesearch.retriever")
 
-MAX_PAGE = 1000
+_, MAX_PAGE = value_range(cpb.PageRequest, "page_size")
 
 
 class RetrieverServicer(pb_grpc.RetrieverServicer):
@@ -53,11 +55,11 @@ class RetrieverServicer(pb_grpc.RetrieverServicer):
             # cut a long snapshot or filter delete of a caller who set no deadline.
             remaining = context.time_remaining()
             local = None if remaining is None else remaining * 0.9
-            return CallBudget(timeout=local, metadata=opts["metadata"])  # type: ignore[arg-type]
+            return CallBudget(timeout=local)
         # Shards get 90% of the time left, so when one stalls the merge of the others' answers
         # (allow_partial) still reaches the caller before its deadline.
         timeout = float(opts["timeout"]) * 0.9  # type: ignore[arg-type]
-        return CallBudget(timeout=timeout, metadata=opts["metadata"])  # type: ignore[arg-type]
+        return CallBudget(timeout=timeout)
 
     def _resolve(self, name: str, path: str = "collection") -> Collection:
         return self.catalog.resolve(current_tenant(), name, path)
@@ -80,7 +82,7 @@ class RetrieverServicer(pb_grpc.RetrieverServicer):
     ) -> pb.ListCollectionsResponse:
         size = request.page.page_size or 100
         if size > MAX_PAGE:
-            raise InvalidArgument("page.page_size", f"is {size}; at most {MAX_PAGE}")
+            raise InvalidArgument("page.page_size", f"is {size}; at most {MAX_PAGE:,}")
         space = self.catalog.space(current_tenant())
         names = sorted(n for n in space.collections if n > request.page.page_token)
         page, rest = names[:size], names[size:]
@@ -210,7 +212,7 @@ class RetrieverServicer(pb_grpc.RetrieverServicer):
             out.sequence = await coll.shards.snapshot(b)
             out.finished.CopyFrom(timestamp(time.time()))
         else:
-            task = asyncio.create_task(coll.shards.snapshot(CallBudget(metadata=b.metadata)))
+            task = asyncio.create_task(coll.shards.snapshot(CallBudget()))
             _BACKGROUND.add(task)
             task.add_done_callback(_BACKGROUND.discard)
         return out

@@ -1,8 +1,8 @@
 """The shards of one collection behind one interface, ``ShardSet``, with two kinds of shard:
-``LocalShardHandle`` (a shard in this process) and ``RemoteShardHandle`` (a shard server
-reached over gRPC with the same Retriever contract). Fan-out is parallel, bounded by the
-caller's deadline; top-k lists are merged; a shard that does not answer fails the call with
-UNAVAILABLE unless the caller allowed partial results.
+``LocalShardHandle`` (a shard in this process) and ``RemoteShardHandle`` (a shard held by a
+shard server, reached through the internal RetrieverShard service). Fan-out is parallel,
+bounded by the caller's deadline; top-k lists are merged; a shard that does not answer fails
+the call with UNAVAILABLE unless the caller allowed partial results.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import grpc
 import numpy as np
 from google.protobuf import timestamp_pb2
 
+from facesearch_contract.limits import max_items, value_range
 from facesearch_contract.v1 import common_pb2 as cpb
+from facesearch_contract.v1 import retriever_internal_pb2 as ipb
+from facesearch_contract.v1 import retriever_internal_service_pb2_grpc as ipb_grpc
 from facesearch_contract.v1 import retriever_pb2 as pb
-from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc
+from facesearch_server.retriever import filters
 from facesearch_server.retriever.filters import Predicate
 from facesearch_server.retriever.shard import LocalShard
 from facesearch_server.runtime import errors
@@ -31,10 +34,10 @@ ScoredList = list[tuple[float, pb.Point]]
 
 @dataclass
 class CallBudget:
-    """How long a fan-out may take and the credentials to forward (distributed mode)."""
+    """How long a fan-out may take. No credentials: a router calls its shard servers as itself
+    (a trusted peer), never with the tenant's."""
 
     timeout: float | None = None
-    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -154,105 +157,79 @@ class LocalShardHandle:
         await asyncio.to_thread(self.shard.close)
 
 
-_CODE_ERRORS: dict[grpc.StatusCode, type[errors.ServiceError]] = {
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-}
-_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
-
-
-# What one request to a shard server may carry: its own limits (the validation defaults).
-MAX_REMOTE_QUERIES = 256
-MAX_REMOTE_GET_IDS = 1_024
-MAX_REMOTE_K = 1_000
-
-
-def shard_collection_name(name: str, uid: str) -> str:
-    """The name a shard server holds a routed collection under: the router's uid in it means a
-    collection re-created after a drop that missed a downed shard never adopts the old data."""
-    return f"{name[:30]}-{uid}"
+# What one request to a shard server may carry, as the internal contract declares it
+# (retriever_internal.proto).
+MAX_REMOTE_QUERIES = max_items(ipb.ShardSearchRequest, "queries")
+MAX_REMOTE_GET_IDS = max_items(ipb.ShardGetRequest, "ids")
+_, MAX_REMOTE_K = value_range(ipb.ShardSearchRequest, "k")
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(n, i + size)) for i in range(0, n, size)]
 
 
+def _shard_filter(flt: cpb.Filter, pred: Predicate | None) -> ipb.ShardFilter:
+    """The filter plus the types the router compiled it against: the shard server has no
+    schema of its own."""
+    return ipb.ShardFilter(filter=flt, field_types=filters.field_types(pred))
+
+
 class RemoteShardHandle:
-    """A shard served by another retriever process, which holds it as a 1-shard collection
-    (named by ``shard_collection_name``) under the same tenant (the caller's credentials are
-    forwarded). Requests are cut to the shard server's limits: the router's own searches (fused
-    candidates, person terms) can ask for more than one client request may."""
+    """Shard ``number`` of the router's collection ``uid``, held by a shard server and reached
+    through the internal RetrieverShard service. The router calls as itself (its mTLS
+    certificate, a trusted peer of the shard server), never with the tenant's credentials.
+    Requests are cut to the internal contract's limits: the router's own searches (fused
+    candidates, person terms) can ask for more than one request may carry."""
 
     def __init__(
         self,
         number: int,
         address: str,
         channel: grpc.aio.Channel,
-        collection: str,
+        uid: str,
         max_k: int = MAX_REMOTE_K,
         max_queries: int = MAX_REMOTE_QUERIES,
         max_get_ids: int = MAX_REMOTE_GET_IDS,
     ):
         self.number = number
         self.location = address
-        self.stub = pb_grpc.RetrieverStub(channel)
-        self.collection = collection
+        self.stub = ipb_grpc.RetrieverShardStub(channel)
+        self.ref = ipb.ShardRef(collection_uid=uid, shard=number)
         self.max_k = max_k
         self.max_queries = max_queries
         self.max_get_ids = max_get_ids
 
     async def _call(self, method: str, request: Any, b: CallBudget) -> Any:
         try:
-            return await getattr(self.stub, method)(
-                request, timeout=b.timeout, metadata=b.metadata or None
-            )
+            return await getattr(self.stub, method)(request, timeout=b.timeout)
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code in _DOWN:
-                raise ShardDown(self.number, self.location, exc.details() or code.name) from exc
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise errors.InvalidArgument(
-                    f"shard {self.number}", exc.details() or "refused"
-                ) from exc
-            cls = _CODE_ERRORS.get(code, errors.ServiceError)
-            raise cls(f"shard {self.number} ({self.location}): {exc.details()}") from exc
+            err = errors.from_rpc_error(exc, f"shard {self.number} ({self.location})")
+            if errors.peer_down(err):
+                raise ShardDown(self.number, self.location, err.message) from exc
+            raise err from exc
 
-    async def create(self, req: pb.CreateCollectionRequest, b: CallBudget) -> None:
-        one = pb.CreateCollectionRequest()
-        one.CopyFrom(req)
-        one.name = self.collection
-        one.shard_count = 1
-        try:
-            await self._call("CreateCollection", one, b)
-        except errors.AlreadyExists:
-            pass  # a router that crashed mid-create and retries finds its own collection
+    async def create(self, spec: pb.CreateCollectionRequest, b: CallBudget) -> None:
+        """Create the shard (a router that crashed mid-create and retries finds it)."""
+        req = ipb.OpenShardRequest(ref=self.ref, vector_fields=spec.vector_fields, create=True)
+        await self._call("OpenShard", req, b)
 
     async def upsert(self, points: list[pb.Point], durable: bool, b: CallBudget) -> tuple[int, int]:
-        r = await self._call(
-            "Upsert",
-            pb.UpsertRequest(collection=self.collection, points=points, durable=durable),
-            b,
-        )
+        req = ipb.ShardUpsertRequest(ref=self.ref, points=points, durable=durable)
+        r = await self._call("UpsertShard", req, b)
         return r.upserted, r.replaced
 
     async def delete_ids(self, ids: list[str], b: CallBudget) -> int:
-        req = pb.DeleteRequest(collection=self.collection, ids=pb.IdList(ids=ids))
-        return int((await self._call("Delete", req, b)).deleted)
+        req = ipb.ShardDeleteRequest(ref=self.ref, ids=pb.IdList(ids=ids))
+        return int((await self._call("DeleteShard", req, b)).deleted)
 
     async def delete_filter(self, flt: cpb.Filter, pred: Predicate, b: CallBudget) -> int:
-        req = pb.DeleteRequest(collection=self.collection, filter=flt)
-        return int((await self._call("Delete", req, b)).deleted)
+        req = ipb.ShardDeleteRequest(ref=self.ref, filter=_shard_filter(flt, pred))
+        return int((await self._call("DeleteShard", req, b)).deleted)
 
     async def get(self, ids: list[str], with_vectors: bool, b: CallBudget) -> list[pb.Point]:
         async def part(lo: int, hi: int) -> list[pb.Point]:
-            req = pb.GetRequest(
-                collection=self.collection, ids=ids[lo:hi], with_vectors=with_vectors
-            )
-            return list((await self._call("Get", req, b)).points)
+            req = ipb.ShardGetRequest(ref=self.ref, ids=ids[lo:hi], with_vectors=with_vectors)
+            return list((await self._call("GetShard", req, b)).points)
 
         parts = await asyncio.gather(
             *(part(lo, hi) for lo, hi in _chunks(len(ids), self.max_get_ids))
@@ -262,14 +239,14 @@ class RemoteShardHandle:
     async def get_matching(
         self, flt: cpb.Filter, pred: Predicate, field: str, limit: int, b: CallBudget
     ) -> list[pb.Point]:
-        req = pb.GetRequest(
-            collection=self.collection,
-            filter=flt,
+        req = ipb.ShardGetRequest(
+            ref=self.ref,
+            filter=_shard_filter(flt, pred),
             limit=limit,
             vector_field=field,
             with_vectors=True,
         )
-        return list((await self._call("Get", req, b)).points)
+        return list((await self._call("GetShard", req, b)).points)
 
     async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]:
         parts = await asyncio.gather(
@@ -283,72 +260,51 @@ class RemoteShardHandle:
     async def _search_part(
         self, req: ShardSearch, lo: int, hi: int, b: CallBudget
     ) -> list[ScoredList]:
-        sreq = pb.SearchRequest(
-            collection=self.collection,
+        sreq = ipb.ShardSearchRequest(
+            ref=self.ref,
+            field=req.field,
+            # A fused search never asks for more than the contract's k; min() keeps a handle
+            # given a smaller max_k (tests) within it.
+            k=min(req.k, self.max_k),
+            exclude_ids=req.exclude,
             params=req.params,
             with_metadata=req.with_meta,
             with_vectors=req.with_vectors,
         )
-        # Fused searches gather more candidates than a client may ask for; the shard server
-        # answers at most its max_k, which still holds the best of them.
-        k = min(req.k, self.max_k)
+        if req.flt is not None:
+            sreq.filter.CopyFrom(_shard_filter(req.flt, req.pred))
         for q in req.queries[lo:hi]:
-            query = sreq.queries.add(k=k, exclude_ids=req.exclude)
-            if req.flt is not None:
-                query.filter.CopyFrom(req.flt)
-            term = query.terms.add(field=req.field, model_id=req.model_id)
-            term.vector.values.extend(q.tolist())
-        resp = await self._call("Search", sreq, b)
-        out = []
-        for result in resp.results:
-            row = []
-            for h in result.hits:
-                p = pb.Point(id=h.id)
-                p.metadata.MergeFrom(h.metadata)
-                for name, v in h.vectors.items():
-                    p.vectors[name].CopyFrom(v)
-                row.append((h.term_scores[0] if h.term_scores else h.score, p))
-            out.append(row)
-        return out
+            sreq.queries.add().values.extend(q.tolist())
+        resp = await self._call("SearchShard", sreq, b)
+        return [[(h.score, h.point) for h in result.hits] for result in resp.results]
 
     async def report(self, b: CallBudget) -> ShardReport:
         try:
-            info = (
-                await self._call(
-                    "DescribeCollection",
-                    pb.DescribeCollectionRequest(collection=self.collection),
-                    b,
-                )
-            ).collection
-            stats = await self._call("Stats", pb.StatsRequest(collection=self.collection), b)
+            req = ipb.DescribeShardRequest(ref=self.ref)
+            d = (await self._call("DescribeShard", req, b)).shard
         except ShardDown:
             return ShardReport(self.number, self.location, available=False)
-        shard = info.shards[0] if info.shards else pb.ShardStats()
         return ShardReport(
             number=self.number,
             location=self.location,
             available=True,
-            points=info.points,
-            wal_entries=shard.wal_entries,
-            last_snapshot=shard.last_snapshot.ToSeconds() if shard.HasField("last_snapshot") else 0,
-            fields=list(info.field_stats),
-            memory_bytes=stats.memory_bytes,
-            disk_bytes=stats.disk_bytes,
+            points=d.points,
+            wal_entries=d.wal_entries,
+            last_snapshot=d.last_snapshot.ToSeconds() if d.HasField("last_snapshot") else 0,
+            fields=list(d.field_stats),
+            memory_bytes=d.memory_bytes,
+            disk_bytes=d.disk_bytes,
         )
 
     async def snapshot(self, b: CallBudget) -> int:
-        req = pb.SnapshotRequest(collection=self.collection, wait=True)
-        return int((await self._call("Snapshot", req, b)).sequence)
+        req = ipb.SnapshotShardRequest(ref=self.ref)
+        return int((await self._call("SnapshotShard", req, b)).sequence)
 
     async def drop(self, b: CallBudget) -> None:
         try:
-            await self._call(
-                "DropCollection",
-                pb.DropCollectionRequest(collection=self.collection, force=True),
-                b,
-            )
+            await self._call("DropShard", ipb.DropShardRequest(ref=self.ref), b)
         except errors.NotFound:
-            pass
+            pass  # never created there, or an earlier drop got that far
 
     async def close(self) -> None:
         return None

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from facesearch_contract.limits import max_bytes, max_items, max_total_bytes, value_range
 from facesearch_contract.v1 import common_pb2 as cpb
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import index_build
@@ -18,17 +19,29 @@ from facesearch_server.runtime.errors import InvalidArgument
 from facesearch_server.runtime.validation import batch_size, require, require_name
 
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-MAX_DIM = 4096
-MAX_SHARDS = 256
-MAX_ID_BYTES = 128
-MAX_META_KEYS = 64
-MAX_META_BYTES = 16 * 1024
-MAX_STRING_BYTES = 4 * 1024
-MAX_TERMS = 8
-MAX_EXCLUDE = 10_000
-MAX_RESCORE = 10_000
-MAX_DELETE_IDS = 10_000
-MAX_GET_IDS = 1_024
+# The caller-facing limits, as the contract declares them on their fields (retriever.proto).
+_, MAX_DIM = value_range(pb.VectorFieldSpec, "dimension")
+_, MAX_NLIST = value_range(pb.IndexParams, "nlist")
+_, MAX_SHARDS = value_range(pb.CreateCollectionRequest, "shard_count")
+MAX_ID_BYTES = max_bytes(pb.Point, "id")
+MAX_KEY_BYTES = max_bytes(pb.MetadataFieldSpec, "name")
+MAX_META_KEYS = max_items(pb.Point, "metadata")
+MAX_META_BYTES = max_total_bytes(pb.Point, "metadata")
+MAX_STRING_BYTES = max_bytes(cpb.MetadataValue, "string_value")
+MAX_LIST_STRING_BYTES = max_bytes(cpb.StringList, "values")
+MAX_TERMS = max_items(pb.Query, "terms")
+MAX_EXCLUDE = max_items(pb.Query, "exclude_ids")
+MAX_EXCLUDE_ID_BYTES = max_bytes(pb.Query, "exclude_ids")
+MAX_POINT_ID_BYTES = max_bytes(pb.QueryTerm, "point_id")
+_, MAX_RESCORE = value_range(pb.SearchParams, "rescore_top")
+MAX_DELETE_IDS = max_items(pb.IdList, "ids")
+MAX_DELETE_ID_BYTES = max_bytes(pb.IdList, "ids")
+MAX_GET_IDS = max_items(pb.GetRequest, "ids")
+MAX_GET_ID_BYTES = max_bytes(pb.GetRequest, "ids")
+# Ceilings of the operator's settings (collection.Limits): a server may allow less, never more.
+_, CEILING_K = value_range(pb.Query, "k")
+CEILING_UPSERT_BATCH = max_items(pb.UpsertRequest, "points")
+CEILING_SEARCH_BATCH = max_items(pb.SearchRequest, "queries")
 
 
 def check_create(
@@ -50,7 +63,9 @@ def check_create(
             raise InvalidArgument(f"{path}.name", f"field {f.name!r} is declared twice")
         seen.add(f.name)
         if not 1 <= f.dimension <= MAX_DIM:
-            raise InvalidArgument(f"{path}.dimension", f"is {f.dimension}; it must be 1..{MAX_DIM}")
+            raise InvalidArgument(
+                f"{path}.dimension", f"is {f.dimension}; it must be 1..{MAX_DIM:,}"
+            )
         require(f.model_id, f"{path}.model_id")
         if f.metric not in pb.Metric.values():
             raise InvalidArgument(f"{path}.metric", f"unknown metric {f.metric}")
@@ -70,8 +85,10 @@ def check_create(
                     f"{path}.index.pq_m",
                     f"{f.index.pq_m} does not divide the dimension {f.dimension}",
                 )
-            if f.index.nlist > index_build.MAX_NLIST:
-                raise InvalidArgument(f"{path}.index.nlist", f"is over {index_build.MAX_NLIST}")
+            if f.index.nlist > MAX_NLIST:
+                raise InvalidArgument(
+                    f"{path}.index.nlist", f"is {f.index.nlist}; at most {MAX_NLIST:,}"
+                )
     if fixed_shards is not None:
         if out.shard_count not in (0, fixed_shards):
             raise InvalidArgument(
@@ -89,8 +106,8 @@ def check_create(
     declared: dict[str, int] = {}
     for i, m in enumerate(out.metadata_fields):
         path = f"metadata_fields[{i}]"
-        if not m.name or len(m.name) > 64:
-            raise InvalidArgument(f"{path}.name", "must be 1..64 characters")
+        if not m.name or len(m.name.encode()) > MAX_KEY_BYTES:
+            raise InvalidArgument(f"{path}.name", f"must be 1..{MAX_KEY_BYTES} bytes")
         if m.type not in rec.TYPE_NAMES:
             raise InvalidArgument(f"{path}.type", "set a field type (string, int, double, ...)")
         builtin = rec.BUILTIN_FIELDS.get(m.name)
@@ -104,10 +121,13 @@ def check_create(
     return out
 
 
-def check_id(value: str, path: str) -> None:
+def check_id(value: str, path: str, limit: int = MAX_ID_BYTES) -> None:
+    """A record id: set, and at most ``limit`` bytes (the id field's declared max_bytes)."""
     require(value, path)
-    if len(value.encode()) > MAX_ID_BYTES:
-        raise InvalidArgument(path, f"is {len(value.encode())} bytes; ids are at most 128 bytes")
+    if len(value.encode()) > limit:
+        raise InvalidArgument(
+            path, f"is {len(value.encode())} bytes; ids are at most {limit} bytes"
+        )
 
 
 def check_vector(values: Sequence[float], dim: int, path: str) -> np.ndarray:
@@ -178,8 +198,8 @@ def check_metadata(
     total = 0
     for key, value in meta.items():
         fpath = f"{path}[{key}]"
-        if not key or len(key) > 64:
-            raise InvalidArgument(fpath, "keys are 1..64 characters")
+        if not key or len(key.encode()) > MAX_KEY_BYTES:
+            raise InvalidArgument(fpath, f"keys are 1..{MAX_KEY_BYTES} bytes")
         kind = rec.kind_type(value)
         if kind is None:
             raise InvalidArgument(fpath, "has no value: set one kind")
@@ -193,18 +213,18 @@ def check_metadata(
                 "values in this collection",
             )
         size = value.ByteSize() + len(key)
-        strings = (
-            [value.string_value]
+        strings, limit = (
+            ([value.string_value], MAX_STRING_BYTES)
             if kind == rec.STRING
-            else list(value.string_list_value.values)
+            else (list(value.string_list_value.values), MAX_LIST_STRING_BYTES)
             if kind == rec.STRING_LIST
-            else []
+            else ([], 0)
         )
         for s in strings:
-            if len(s.encode()) > MAX_STRING_BYTES:
-                raise InvalidArgument(fpath, "strings are at most 4 KiB")
+            if len(s.encode()) > limit:
+                raise InvalidArgument(fpath, f"strings are at most {limit:,} bytes")
         if kind == rec.DOUBLE and not math.isfinite(value.double_value):
             raise InvalidArgument(fpath, "NaN and Inf are refused")
         total += size
     if total > MAX_META_BYTES:
-        raise InvalidArgument(path, f"is {total} bytes; at most 16 KiB per point")
+        raise InvalidArgument(path, f"is {total:,} bytes; at most {MAX_META_BYTES:,} per point")

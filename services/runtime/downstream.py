@@ -1,16 +1,29 @@
-"""Calls one service makes to another: channels, deadline propagation, forwarded credentials.
+"""Calls one service makes to another: channels, deadline propagation, forwarded credentials,
+retries.
 
 A call made while handling an RPC gets the smaller of the incoming call's remaining time and
 the configured bound, so a caller's deadline holds across the whole chain, and it carries the
 caller's credentials, so the next service sees the same tenant.
+
+Retries are gRPC's own (a retry policy in the channel's service config), for the reads the
+contract marks ``idempotency_level = NO_SIDE_EFFECTS`` and on UNAVAILABLE only: the peer is
+restarting or a connection broke before it answered, and sending a read again changes nothing.
+Every attempt counts against the call's one deadline, so a retry never makes a caller wait
+longer than it allowed; writes are never retried here (the caller decides whether to repeat one).
 """
 
 from __future__ import annotations
 
+import importlib
+import json
+import pkgutil
+from functools import cache
 from pathlib import Path
 
 import grpc
+from google.protobuf import descriptor_pb2
 
+import facesearch_contract.v1
 from facesearch_server.runtime.auth import forwarded_credentials
 from facesearch_server.runtime.config import ServerConfig
 from facesearch_server.runtime.errors import DeadlineExceeded
@@ -24,6 +37,66 @@ _KEEPALIVE = [
 ]
 
 
+# A few quick attempts: a restarting peer is back within a second or it is down, and then the
+# caller's own retry (or a router's partial answer) is the better answer than waiting longer.
+RETRY_POLICY = {
+    "maxAttempts": 3,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+# Per peer: once about half of recent calls failed, stop retrying (each failure costs a token,
+# each success gives back a tenth), so an outage is not multiplied by the attempts.
+RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.1}
+# Health checks are reads too, though not in the contract.
+_EXTRA_READS = (("grpc.health.v1.Health", "Check"),)
+
+
+@cache
+def read_methods() -> tuple[tuple[str, str], ...]:
+    """(service, method) of every contract method marked NO_SIDE_EFFECTS, the health check too.
+
+    Read from the generated descriptors of every ``*_service_pb2`` module of the contract, so a
+    service added to the contract (the retriever's internal one included) is covered by marking
+    its reads in the .proto, not by a list here.
+    """
+    reads = list(_EXTRA_READS)
+    package = facesearch_contract.v1
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.endswith("_service_pb2"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                level = method.GetOptions().idempotency_level
+                if level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS:
+                    reads.append((service.full_name, method.name))
+    return tuple(sorted(reads))
+
+
+def service_config() -> str:
+    """The channel's service config: the retry policy on every read, throttled per peer."""
+    names = [{"service": service, "method": method} for service, method in read_methods()]
+    return json.dumps(
+        {
+            "methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}],
+            "retryThrottling": RETRY_THROTTLING,
+        }
+    )
+
+
+def retry_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
+    """Channel arguments that turn the retry policy on for a channel to another service."""
+    return [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", service_config()),
+        # A call is retried only while its request is still buffered (default 256 KiB): a
+        # Search with thousands of excluded ids, or a seed photo, is larger.
+        ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
+    ]
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -33,8 +106,9 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 def open_channel(address: str, cfg: ServerConfig) -> grpc.aio.Channel:
-    """An asyncio channel to another service, TLS when this deployment uses TLS."""
-    options = channel_options(cfg.max_message_bytes)
+    """An asyncio channel to another service, TLS when this deployment uses TLS; reads are
+    retried on UNAVAILABLE (see the module's docstring)."""
+    options = [*channel_options(cfg.max_message_bytes), *retry_options(cfg.max_message_bytes)]
     if cfg.tls_cert_file:
         ca = Path(cfg.tls_client_ca_file or cfg.tls_cert_file).read_bytes()
         if cfg.tls_client_ca_file:

@@ -12,6 +12,16 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+# gRPC carries the status message in a trailer that proxies and clients cap (8-16 KiB); a
+# message built from a caller's oversized input must never turn into a transport error.
+MAX_MESSAGE_CHARS = 1024
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[: MAX_MESSAGE_CHARS - 20] + f"... ({len(text):,} chars)"
+
 
 class ServiceError(Exception):
     """Base of the errors a service reports to its caller."""
@@ -19,6 +29,7 @@ class ServiceError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
 
@@ -32,6 +43,7 @@ class InvalidArgument(ServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, field: str, problem: str) -> None:
+        field, problem = _bounded(field)[:256], _bounded(problem)
         super().__init__(f"{field}: {problem}")
         self.violations = [(field, problem)]
 

@@ -144,10 +144,13 @@ async def _run_until_signalled(
     await server.stop(cfg.shutdown_grace_s)
 
 
-def run_service(name: str, build: Callable[[ServerConfig], ServiceDefinition]) -> None:
-    """Entry point of a service process: ``python -m services.<name>``."""
+def run_service(name: str, build: Callable[[Any], ServiceDefinition]) -> None:
+    """Entry point of a service process: ``python -m services.<name>``. ``build`` gets the
+    service's own settings class (config.load_config)."""
     try:
         cfg = load_config(name)
+    # SettingsError (a ValueError) names the key and where it came from: the file section or
+    # the env variable.
     except (ValueError, OSError, yaml.YAMLError) as exc:
         print(f"facesearch-{name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

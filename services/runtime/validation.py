@@ -16,12 +16,20 @@ def require(value: object, field: str) -> None:
         raise InvalidArgument(field, "is required")
 
 
+def quote(value: str, limit: int = 40) -> str:
+    """A caller's value quoted in an error message: a short prefix, never unbounded input
+    (a 10,000-character name echoed whole would not fit gRPC's trailer)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value):,} characters)"
+
+
 def require_name(value: str, field: str) -> None:
     require(value, field)
     if not NAME_RE.match(value):
         raise InvalidArgument(
             field,
-            f"{value!r} is not a valid name: use 1-63 of a-z, 0-9, '_' and '-', "
+            f"{quote(value)} is not a valid name: use 1-63 of a-z, 0-9, '_' and '-', "
             "starting with a letter or digit",
         )
 

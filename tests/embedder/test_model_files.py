@@ -77,10 +77,11 @@ def test_checked_in_configs_are_what_the_generator_writes(tmp_path: Path) -> Non
     repo = Path(__file__).resolve().parents[2] / "deploy" / "triton" / "model_repository"
     write_repository(tmp_path, copy_weights=False)
     for spec in mf.ENCODERS.values():
-        name = f"{spec.model_id}/config.pbtxt"
-        assert (repo / name).read_text() == (tmp_path / name).read_text(), (
-            f"{name} is stale: run python -m facesearch_server.embedder.triton_repository"
-        )
+        for name in (f"{spec.model_id}/config.pbtxt", f"{spec.model_id}/card.json"):
+            assert (repo / name).read_text() == (tmp_path / name).read_text(), (
+                f"{name} is stale: run python -m facesearch_server.embedder.triton_repository "
+                "--out deploy/triton/model_repository --configs-only"
+            )
 
 
 def test_service_exports_missing_model_files_on_first_start(

@@ -21,10 +21,10 @@ import pytest
 
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import wal as wal_module
-from facesearch_server.retriever.__main__ import _local_factory
 from facesearch_server.retriever.catalog import Catalog
 from facesearch_server.retriever.collection import Limits
 from facesearch_server.retriever.shard import LocalShard
+from facesearch_server.retriever.shard_factories import local_factory
 from facesearch_server.retriever.shard_router import CallBudget
 from facesearch_server.retriever.validation import check_create
 from facesearch_server.retriever.wal import OP_UPSERT, WriteAheadLog
@@ -144,7 +144,7 @@ def _upsert_req(name: str, pid: str, vec: np.ndarray, **meta: Any) -> pb.UpsertR
 
 def test_catalog_changes_nothing_in_memory_when_its_file_write_fails(tmp_path: Path) -> None:
     async def scenario() -> None:
-        cat = Catalog(tmp_path, _local_factory(tmp_path))
+        cat = Catalog(tmp_path, local_factory(tmp_path))
         await cat.load()
         b = CallBudget()
         real_write = cat._write
@@ -183,7 +183,7 @@ def test_catalog_changes_nothing_in_memory_when_its_file_write_fails(tmp_path: P
         await coll.upsert(_upsert_req("faces", "b", x[1], team="red"), Limits(), b)
         await cat.close()
 
-        again = Catalog(tmp_path, _local_factory(tmp_path))
+        again = Catalog(tmp_path, local_factory(tmp_path))
         await again.load()  # the collection survived (no orphan clean-up of its data)
         kept = again.resolve("t", "faces")
         assert kept.schema["team"] == coll.schema["team"]

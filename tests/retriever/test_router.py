@@ -1,6 +1,7 @@
 """The distributed deployment: a router process in front of three shard server processes,
-all real retrievers over gRPC. One shard killed -> UNAVAILABLE, or partial results that say
-which shard is missing."""
+all real retrievers over gRPC; the router reaches them through the internal RetrieverShard
+service. One shard killed -> UNAVAILABLE, or partial results that say which shard is
+missing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import grpc
 import numpy as np
 import pytest
 
+from facesearch_contract.v1 import retriever_internal_pb2 as ipb
+from facesearch_contract.v1 import retriever_internal_service_pb2_grpc as ipb_grpc
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever.shard_router import shard_of
 from harness.service_process import ServiceProcess, start_service
@@ -44,15 +47,16 @@ def cluster(
             s.stop()
 
 
-def held_as(direct: Client, name: str) -> str:
-    """The name a shard server holds a routed collection under (``<name>-<router uid>``)."""
-    names = [
-        c.name
-        for c in direct.ListCollections(pb.ListCollectionsRequest()).collections
-        if c.name.startswith(f"{name}-")
-    ]
-    assert len(names) == 1, names
-    return names[0]
+def held(server: ServiceProcess) -> dict[tuple[str, int], int]:
+    """(collection uid, shard number) -> points, of every shard a shard server holds."""
+    stub = ipb_grpc.RetrieverShardStub(server.channel())
+    refs = stub.ListShards(ipb.ListShardsRequest(), timeout=10).shards
+    return {
+        (r.collection_uid, r.shard): stub.DescribeShard(
+            ipb.DescribeShardRequest(ref=r), timeout=10
+        ).shard.points
+        for r in refs
+    }
 
 
 def test_recreate_after_a_drop_that_missed_a_shard_starts_empty(
@@ -62,9 +66,12 @@ def test_recreate_after_a_drop_that_missed_a_shard_starts_empty(
     the same name must not adopt it (it gets the router's new uid in its shard-side name)."""
     router, shards = cluster
     c = Client(router.channel(), None)
+    before = held(shards[2])
     c.create("phoenix", shards=0)
     x = unit(np.random.default_rng(12), 30)
     c.upsert("phoenix", [point(f"old{i}", x[i]) for i in range(30)])
+    (old_shard,) = set(held(shards[2])) - set(before)
+    assert old_shard[1] == 2  # shard 2 of the collection, by the router's uid
     shards[2].proc.send_signal(signal.SIGSTOP)
     try:
         code = code_of(
@@ -76,7 +83,15 @@ def test_recreate_after_a_drop_that_missed_a_shard_starts_empty(
     c.create("phoenix", shards=0)
     assert c.Stats(pb.StatsRequest(collection="phoenix")).points == 0
     assert not c.Get(pb.GetRequest(collection="phoenix", ids=[f"old{i}" for i in range(30)])).points
+    # The new collection got a new uid on the stalled server, so it could not adopt the old
+    # copy, which stays there under the old uid (unless the late drop reached it after all).
+    now = held(shards[2])
+    if old_shard in now:
+        assert now[old_shard] == sum(1 for i in range(30) if shard_of(f"old{i}", 3) == 2)
+    (new_shard,) = set(now) - set(before) - {old_shard}
+    assert new_shard[0] != old_shard[0] and now[new_shard] == 0
     c.DropCollection(pb.DropCollectionRequest(collection="phoenix"))
+    assert new_shard not in held(shards[2])
 
 
 def test_router_fans_out_merges_and_reports_missing_shards(
@@ -84,6 +99,7 @@ def test_router_fans_out_merges_and_reports_missing_shards(
 ) -> None:
     router, shards = cluster
     c = Client(router.channel(), None)
+    before = [held(s) for s in shards]
     info = c.create("routed", shards=0)
     assert info.shard_count == 3
     assert [s.location for s in info.shards] == [s.address for s in shards]
@@ -93,11 +109,22 @@ def test_router_fans_out_merges_and_reports_missing_shards(
     x = unit(rng, 300)
     ids = [f"r{i}" for i in range(300)]
     c.upsert("routed", [point(ids[i], x[i], person_id=f"p{i % 10}") for i in range(300)])
-    # Each shard server holds exactly the ids hashed to it, as its own 1-shard collection.
+    # Each shard server holds exactly the ids hashed to it, as shard n of the router's uid; the
+    # shard servers' own catalogs (the public API) know nothing of it.
+    uids = set()
     for n, s in enumerate(shards):
-        direct = Client(s.channel(), None)
-        held = direct.Stats(pb.StatsRequest(collection=held_as(direct, "routed"))).points
-        assert held == sum(1 for i in ids if shard_of(i, 3) == n)
+        now = held(s)
+        ((uid, number),) = set(now) - set(before[n])
+        uids.add(uid)
+        assert number == n and now[(uid, n)] == sum(1 for i in ids if shard_of(i, 3) == n)
+        public = Client(s.channel(), None).ListCollections(pb.ListCollectionsRequest())
+        assert not public.collections
+    assert len(uids) == 1
+    # The router serves only the public API.
+    on_router = ipb_grpc.RetrieverShardStub(router.channel())
+    assert code_of(lambda: on_router.ListShards(ipb.ListShardsRequest(), timeout=10)) == (
+        grpc.StatusCode.UNIMPLEMENTED
+    )
 
     q = unit(rng, 5)
     truth = [[ids[j] for j in np.argsort(-row)[:10]] for row in q @ x.T]

@@ -1,5 +1,6 @@
 """Configuration precedence: defaults < YAML file (common < service section) < env
-(FACESEARCH_<KEY> < FACESEARCH_<SERVICE>_<KEY>). Pure unit tests of load_config."""
+(FACESEARCH_<KEY> < FACESEARCH_<SERVICE>_<KEY>). Pure unit tests of load_config; unknown keys,
+bad values and the generated docs: test_settings.py."""
 
 from __future__ import annotations
 
@@ -23,38 +24,38 @@ def test_laptop_defaults_without_file_or_env() -> None:
     assert cfg.metrics_port == DEFAULT_METRICS_PORTS["retriever"]
     assert cfg.auth_enabled is False
     assert cfg.tls_cert_file == ""
-    assert cfg.get("shards", 1) == 1
+    assert cfg.max_k == 1000
 
 
 def test_file_overrides_defaults_and_service_section_overrides_common(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "common:\n  log_level: DEBUG\n  shutdown_grace_s: 3\n  port: 6000\n"
-        "retriever:\n  port: 6100\n  shards: 4\n"
+        "retriever:\n  port: 6100\n  max_k: 4\n"
         "embedder:\n  port: 6200\n",
     )
     cfg = load_config("retriever", env={"FACESEARCH_CONFIG": path})
     assert cfg.log_level == "DEBUG"
     assert cfg.shutdown_grace_s == 3.0
     assert cfg.port == 6100  # section beats common
-    assert cfg.get("shards") == 4  # a service's own key lands in extra
+    assert cfg.max_k == 4  # a service's own key
     assert load_config("embedder", env={"FACESEARCH_CONFIG": path}).port == 6200
     assert load_config("personalizer", env={"FACESEARCH_CONFIG": path}).port == 6000
 
 
 def test_env_overrides_file_and_service_env_overrides_generic_env(tmp_path: Path) -> None:
-    path = write(tmp_path, "retriever:\n  port: 6100\n  shards: 4\n  shutdown_grace_s: 3\n")
+    path = write(tmp_path, "retriever:\n  port: 6100\n  max_k: 4\n  shutdown_grace_s: 3\n")
     env = {
         "FACESEARCH_CONFIG": path,
         "FACESEARCH_SHUTDOWN_GRACE_S": "7.5",
         "FACESEARCH_RETRIEVER_SHUTDOWN_GRACE_S": "9",
         "FACESEARCH_RETRIEVER_PORT": "6111",
-        "FACESEARCH_RETRIEVER_SHARDS": "8",
+        "FACESEARCH_RETRIEVER_MAX_K": "8",
     }
     cfg = load_config("retriever", env=env)
     assert cfg.port == 6111
     assert cfg.shutdown_grace_s == 9.0
-    assert cfg.get("shards") == 8  # parsed as a YAML scalar: an int, not "8"
+    assert cfg.max_k == 8
     env.pop("FACESEARCH_RETRIEVER_SHUTDOWN_GRACE_S")
     assert load_config("retriever", env=env).shutdown_grace_s == 7.5
 
@@ -63,7 +64,7 @@ def test_another_services_variables_do_not_leak(tmp_path: Path) -> None:
     env = {"FACESEARCH_EMBEDDER_PORT": "7000", "FACESEARCH_EMBEDDER_ADDRESS": "x:1"}
     cfg = load_config("retriever", env=env)
     assert cfg.port == DEFAULT_PORTS["retriever"]
-    assert "port" not in cfg.extra and "address" not in cfg.extra
+    assert cfg.embedder_address == "x:1"  # the generic key, not the embedder's own
 
 
 def test_env_types_are_coerced_to_the_field_type() -> None:
@@ -102,7 +103,6 @@ def test_peer_addresses_set_for_every_service_reach_every_service() -> None:
         cfg = load_config(service, env=env)
         assert cfg.retriever_address == "retriever:50052", service
         assert cfg.embedder_address == "embedder:50051", service
-        assert "address" not in cfg.extra, service
     assert load_config("retriever", env=env).data_dir == "/data"
     assert load_config("personalizer", env=env).data_dir == "./data"
     # A service-specific peer address still wins for that service only.
@@ -129,11 +129,15 @@ def test_text_that_looks_like_yaml_stays_text() -> None:
     env = {
         "FACESEARCH_PERSONALIZER_REDIS_PREFIX": "fs:p:",
         "FACESEARCH_PERSONALIZER_REDIS_URL": "redis://host:6379/0",
-        "FACESEARCH_PERSONALIZER_EMPTY": "",
         "FACESEARCH_RETRIEVER_SHARD_SERVERS": "[a:1, b:2]",
     }
     cfg = load_config("personalizer", env=env)
-    assert cfg.get("redis_prefix") == "fs:p:"
-    assert cfg.get("redis_url") == "redis://host:6379/0"
-    assert cfg.get("empty") == ""
-    assert load_config("retriever", env=env).get("shard_servers") == ["a:1", "b:2"]
+    assert cfg.redis_prefix == "fs:p:"
+    assert cfg.redis_url == "redis://host:6379/0"
+    assert load_config("retriever", env=env).shard_servers == ["a:1", "b:2"]
+    env["FACESEARCH_RETRIEVER_SHARD_SERVERS"] = "a:1, b:2"
+    assert load_config("retriever", env=env).shard_servers == ["a:1", "b:2"]
+    # A text key takes the env text as written, even when YAML would read a number or bool.
+    env = {"FACESEARCH_PERSONALIZER_REDIS_PREFIX": "0123", "FACESEARCH_DEFAULT_TENANT": "yes"}
+    cfg = load_config("personalizer", env=env)
+    assert (cfg.redis_prefix, cfg.default_tenant) == ("0123", "yes")

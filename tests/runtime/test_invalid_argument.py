@@ -118,3 +118,20 @@ def test_field_violations_is_empty_for_errors_without_detail(
     with pytest.raises(grpc.RpcError) as err:
         services["embedder"].health("facesearch.v1.Nope")
     assert field_violations(err.value) == []
+
+
+@pytest.mark.parametrize("size", [200, 10_000])
+def test_an_oversized_name_is_refused_with_a_short_message(
+    services: dict[str, ServiceProcess], size: int
+) -> None:
+    # The whole name echoed back would overflow gRPC's trailer: the caller would see a transport
+    # error instead of INVALID_ARGUMENT.
+    stub = RetrieverStub(services["retriever"].channel())
+    for request, call in (
+        (retriever_pb2.CreateCollectionRequest(name="x" * size), stub.CreateCollection),
+        (retriever_pb2.SetAliasRequest(alias="y" * size, collection="c"), stub.SetAlias),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            call(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert len(err.value.details()) < 300 and "characters" in err.value.details()

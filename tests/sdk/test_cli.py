@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from facesearch import cli, messages
@@ -210,6 +211,42 @@ def test_simulated_session_command(suite: dict[str, ServiceProcess], gallery: Pa
     assert "round 0: 4 faces" in out
     assert f"found {target} after" in out
     assert run("session", "--target", "x", *conn)[0] == 2
+
+
+def test_ctrl_c_at_the_session_prompt_exits_130_and_ends_the_session(
+    suite: dict[str, ServiceProcess], gallery: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    conn = addresses(suite)
+    code, out = run("index", str(gallery / "Andre_Agassi"), "-c", "cli-ctrl-c", "--no-progress",
+                    *conn)  # fmt: skip
+    assert code == 0, out
+    sessions: list[str] = []
+    real_format_round = cli.format_round
+
+    def remember(state: personalizer_pb2.SessionState) -> str:
+        sessions.append(state.session_id)
+        return real_format_round(state)
+
+    def ctrl_c(_prompt: str) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "format_round", remember)
+    real_cmd_session = cli.cmd_session
+    monkeypatch.setitem(
+        cli.COMMANDS, "session", lambda a, c, o: real_cmd_session(a, c, o, read=ctrl_c)
+    )
+    code, out = run("session", "-c", "cli-ctrl-c", "-k", "2", *conn)
+    assert code == 130, out
+    assert "interrupted" in capsys.readouterr().err
+    assert "round 0: 2 faces" in out
+    # The flow ended the session on its way out, as before the interrupt reached the CLI.
+    args = cli.build_parser().parse_args(["status", *conn])
+    with cli.FacesearchClient(cli.client_settings(args)) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.personalizer.GetSession(
+                personalizer_pb2.GetSessionRequest(session_id=sessions[0])
+            )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_console_script_runs(suite: dict[str, ServiceProcess]) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 
+from facesearch import FacesearchClient
 from facesearch.channels import IDEMPOTENT_METHODS, service_config
 from facesearch.settings import DEFAULT_ADDRESSES, ClientSettings
+from harness.service_process import free_port
 
 
 def test_defaults_reach_a_local_serve() -> None:
@@ -48,3 +51,15 @@ def test_retry_policy_covers_only_idempotent_methods() -> None:
     policy = method_config["retryPolicy"]
     assert policy["retryableStatusCodes"] == ["UNAVAILABLE"]
     assert policy["maxAttempts"] == 5  # gRPC's cap
+
+
+def test_one_attempt_means_no_retry_policy() -> None:
+    # gRPC rejects a retry policy of fewer than 2 attempts (the channel would not work at all).
+    (method_config,) = json.loads(service_config(ClientSettings(max_attempts=1)))["methodConfig"]
+    assert "retryPolicy" not in method_config
+    down = f"127.0.0.1:{free_port()}"
+    with FacesearchClient(ClientSettings(embedder_address=down, max_attempts=1)) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.health("embedder", timeout=2)
+    # Not INVALID_ARGUMENT from a channel that refused its service config.
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from facesearch_contract.v1 import limits_pb2 as facesearch_dot_v1_dot_limits__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65search/v1/common.proto\x12\rfacesearch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1c\n\x06Vector\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xdc\x01\n\rMetadataValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x30\n\ntime_value\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x36\n\x11string_list_value\x18\x06 \x01(\x0b\x32\x19.facesearch.v1.StringListH\x00\x42\x06\n\x04kind\"B\n\x0b\x42oundingBox\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\x12\r\n\x05width\x18\x03 \x01(\x02\x12\x0e\n\x06height\x18\x04 \x01(\x02\"\x1f\n\x07Point2D\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"\xd5\x01\n\x0e\x46ieldCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12.\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValueH\x00\x12\x32\n\x06in_set\x18\x03 \x01(\x0b\x32 .facesearch.v1.MetadataValueListH\x00\x12%\n\x05range\x18\x04 \x01(\x0b\x32\x14.facesearch.v1.RangeH\x00\x12\x10\n\x06\x65xists\x18\x05 \x01(\x08H\x00\x12\x0e\n\x06negate\x18\x06 \x01(\x08\x42\x07\n\x05match\"A\n\x11MetadataValueList\x12,\n\x06values\x18\x01 \x03(\x0b\x32\x1c.facesearch.v1.MetadataValue\"\xb1\x01\n\x05Range\x12)\n\x03gte\x18\x01 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValue\x12(\n\x02gt\x18\x02 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValue\x12)\n\x03lte\x18\x03 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValue\x12(\n\x02lt\x18\x04 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValue\"\\\n\x06\x46ilter\x12+\n\x04must\x18\x01 \x03(\x0b\x32\x1d.facesearch.v1.FieldCondition\x12%\n\x06\x61ny_of\x18\x02 \x03(\x0b\x32\x15.facesearch.v1.Filter\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\'\n\x0cPageResponse\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t\"/\n\x08ModelRef\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65search/v1/common.proto\x12\rfacesearch.v1\x1a\x1a\x66\x61\x63\x65search/v1/limits.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1c\n\x06Vector\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"%\n\nStringList\x12\x17\n\x06values\x18\x01 \x03(\tB\x07\xb2\xa2\x19\x03\x10\x80 \"\xe5\x01\n\rMetadataValue\x12\x1f\n\x0cstring_value\x18\x01 \x01(\tB\x07\xb2\xa2\x19\x03\x10\x80 H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x30\n\ntime_value\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x36\n\x11string_list_value\x18\x06 \x01(\x0b\x32\x19.facesearch.v1.StringListH\x00\x42\x06\n\x04kind\"B\n\x0b\x42oundingBox\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\x12\r\n\x05width\x18\x03 \x01(\x02\x12\x0e\n\x06height\x18\x04 \x01(\x02\"\x1f\n\x07Point2D\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"\xd5\x01\n\x0e\x46ieldCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12.\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValueH\x00\x12\x32\n\x06in_set\x18\x03 \x01(\x0b\x32 .facesearch.v1.MetadataValueListH\x00\x12%\n\x05range\x18\x04 \x01(\x0b\x32\x14.facesearch.v1.RangeH\x00\x12\x10\n\x06\x65xists\x18\x05 \x01(\x08H\x00\x12\x0e\n\x06negate\x18\x06 \x01(\x08\x42\x07\n\x05match\"J\n\x11MetadataValueList\x12\x35\n\x06values\x18\x01 \x03(\x0b\x32\x1c.facesearch.v1.MetadataValueB\x07\xb2\xa2\x19\x03\x08\x80\x08\"\xb1\x01\n\x05Range\x12)\n\x03gte\x18\x01 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValue\x12(\n\x02gt\x18\x02 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValue\x12)\n\x03lte\x18\x03 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValue\x12(\n\x02lt\x18\x04 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValue\"\\\n\x06\x46ilter\x12+\n\x04must\x18\x01 \x03(\x0b\x32\x1d.facesearch.v1.FieldCondition\x12%\n\x06\x61ny_of\x18\x02 \x03(\x0b\x32\x15.facesearch.v1.Filter\"?\n\x0bPageRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\rB\t\xb2\xa2\x19\x05\x18\x01 \xe8\x07\x12\x12\n\npage_token\x18\x02 \x01(\t\"\'\n\x0cPageResponse\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t\"/\n\x08ModelRef\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,28 +35,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VECTOR'].fields_by_name['values']._loaded_options = None
   _globals['_VECTOR'].fields_by_name['values']._serialized_options = b'\020\001'
-  _globals['_VECTOR']._serialized_start=78
-  _globals['_VECTOR']._serialized_end=106
-  _globals['_STRINGLIST']._serialized_start=108
-  _globals['_STRINGLIST']._serialized_end=136
-  _globals['_METADATAVALUE']._serialized_start=139
-  _globals['_METADATAVALUE']._serialized_end=359
-  _globals['_BOUNDINGBOX']._serialized_start=361
-  _globals['_BOUNDINGBOX']._serialized_end=427
-  _globals['_POINT2D']._serialized_start=429
-  _globals['_POINT2D']._serialized_end=460
-  _globals['_FIELDCONDITION']._serialized_start=463
-  _globals['_FIELDCONDITION']._serialized_end=676
-  _globals['_METADATAVALUELIST']._serialized_start=678
-  _globals['_METADATAVALUELIST']._serialized_end=743
-  _globals['_RANGE']._serialized_start=746
-  _globals['_RANGE']._serialized_end=923
-  _globals['_FILTER']._serialized_start=925
-  _globals['_FILTER']._serialized_end=1017
-  _globals['_PAGEREQUEST']._serialized_start=1019
-  _globals['_PAGEREQUEST']._serialized_end=1071
-  _globals['_PAGERESPONSE']._serialized_start=1073
-  _globals['_PAGERESPONSE']._serialized_end=1112
-  _globals['_MODELREF']._serialized_start=1114
-  _globals['_MODELREF']._serialized_end=1161
+  _globals['_STRINGLIST'].fields_by_name['values']._loaded_options = None
+  _globals['_STRINGLIST'].fields_by_name['values']._serialized_options = b'\262\242\031\003\020\200 '
+  _globals['_METADATAVALUE'].fields_by_name['string_value']._loaded_options = None
+  _globals['_METADATAVALUE'].fields_by_name['string_value']._serialized_options = b'\262\242\031\003\020\200 '
+  _globals['_METADATAVALUELIST'].fields_by_name['values']._loaded_options = None
+  _globals['_METADATAVALUELIST'].fields_by_name['values']._serialized_options = b'\262\242\031\003\010\200\010'
+  _globals['_PAGEREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_PAGEREQUEST'].fields_by_name['page_size']._serialized_options = b'\262\242\031\005\030\001 \350\007'
+  _globals['_VECTOR']._serialized_start=106
+  _globals['_VECTOR']._serialized_end=134
+  _globals['_STRINGLIST']._serialized_start=136
+  _globals['_STRINGLIST']._serialized_end=173
+  _globals['_METADATAVALUE']._serialized_start=176
+  _globals['_METADATAVALUE']._serialized_end=405
+  _globals['_BOUNDINGBOX']._serialized_start=407
+  _globals['_BOUNDINGBOX']._serialized_end=473
+  _globals['_POINT2D']._serialized_start=475
+  _globals['_POINT2D']._serialized_end=506
+  _globals['_FIELDCONDITION']._serialized_start=509
+  _globals['_FIELDCONDITION']._serialized_end=722
+  _globals['_METADATAVALUELIST']._serialized_start=724
+  _globals['_METADATAVALUELIST']._serialized_end=798
+  _globals['_RANGE']._serialized_start=801
+  _globals['_RANGE']._serialized_end=978
+  _globals['_FILTER']._serialized_start=980
+  _globals['_FILTER']._serialized_end=1072
+  _globals['_PAGEREQUEST']._serialized_start=1074
+  _globals['_PAGEREQUEST']._serialized_end=1137
+  _globals['_PAGERESPONSE']._serialized_start=1139
+  _globals['_PAGERESPONSE']._serialized_end=1178
+  _globals['_MODELREF']._serialized_start=1180
+  _globals['_MODELREF']._serialized_end=1227
 # @@protoc_insertion_point(module_scope)

@@ -22,50 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from facesearch_contract.v1 import calibration_pb2 as facesearch_dot_v1_dot_calibration__pb2
 from facesearch_contract.v1 import common_pb2 as facesearch_dot_v1_dot_common__pb2
+from facesearch_contract.v1 import limits_pb2 as facesearch_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x61\x63\x65search/v1/embedder.proto\x12\rfacesearch.v1\x1a\x1a\x66\x61\x63\x65search/v1/common.proto\",\n\nImageInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08media_id\x18\x02 \x01(\t\"s\n\x10\x44\x65tectionOptions\x12\x11\n\tmax_faces\x18\x01 \x01(\r\x12\x15\n\rmin_face_size\x18\x02 \x01(\r\x12\x17\n\x0fscore_threshold\x18\x03 \x01(\x02\x12\x1c\n\x14return_aligned_crops\x18\x04 \x01(\x08\"B\n\x0b\x46\x61\x63\x65Quality\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x11\n\tface_size\x18\x02 \x01(\x02\x12\x11\n\tsharpness\x18\x03 \x01(\x02\"\xf2\x01\n\x04\x46\x61\x63\x65\x12\'\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1a.facesearch.v1.BoundingBox\x12)\n\tlandmarks\x18\x02 \x03(\x0b\x32\x16.facesearch.v1.Point2D\x12\x17\n\x0f\x64\x65tection_score\x18\x03 \x01(\x02\x12+\n\x07quality\x18\x04 \x01(\x0b\x32\x1a.facesearch.v1.FaceQuality\x12(\n\tembedding\x18\x05 \x01(\x0b\x32\x15.facesearch.v1.Vector\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x14\n\x0c\x61ligned_crop\x18\x07 \x01(\x0c\"\x9c\x01\n\x0bImageResult\x12\x10\n\x08media_id\x18\x01 \x01(\t\x12\"\n\x05\x66\x61\x63\x65s\x18\x02 \x03(\x0b\x32\x13.facesearch.v1.Face\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\r\n\x05index\x18\x07 \x01(\r\"\x83\x01\n\x12\x45mbedImagesRequest\x12)\n\x06images\x18\x01 \x03(\x0b\x32\x19.facesearch.v1.ImageInput\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x1f.facesearch.v1.DetectionOptions\x12\x10\n\x08model_id\x18\x03 \x01(\t\"B\n\x13\x45mbedImagesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.facesearch.v1.ImageResult\"*\n\x08\x46\x61\x63\x65\x43rop\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08media_id\x18\x02 \x01(\t\"M\n\x11\x45mbedFacesRequest\x12&\n\x05\x63rops\x18\x01 \x03(\x0b\x32\x17.facesearch.v1.FaceCrop\x12\x10\n\x08model_id\x18\x02 \x01(\t\"A\n\x12\x45mbedFacesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.facesearch.v1.ImageResult\"Z\n\x10\x45mbedTextRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.facesearch.v1.TextRole\x12\x10\n\x08model_id\x18\x03 \x01(\t\"P\n\x11\x45mbedTextResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.facesearch.v1.Vector\x12\x10\n\x08model_id\x18\x02 \x01(\t\"\x82\x01\n\x12\x45mbedStreamRequest\x12(\n\x05image\x18\x01 \x01(\x0b\x32\x19.facesearch.v1.ImageInput\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x1f.facesearch.v1.DetectionOptions\x12\x10\n\x08model_id\x18\x03 \x01(\t\"\x9f\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.facesearch.v1.ModelKind\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x11\n\tmax_batch\x18\x07 \x01(\r\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.facesearch.v1.ModelInfo*l\n\x08TextRole\x12\x19\n\x15TEXT_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTEXT_ROLE_QUERY\x10\x01\x12\x15\n\x11TEXT_ROLE_CAPTION\x10\x02\x12\x19\n\x15TEXT_ROLE_DESCRIPTION\x10\x03*\xa2\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODEL_KIND_FACE_DETECTOR\x10\x01\x12\x1b\n\x17MODEL_KIND_FACE_ENCODER\x10\x02\x12\x1b\n\x17MODEL_KIND_TEXT_ENCODER\x10\x03\x12!\n\x1dMODEL_KIND_IMAGE_TEXT_ENCODER\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x61\x63\x65search/v1/embedder.proto\x12\rfacesearch.v1\x1a\x1f\x66\x61\x63\x65search/v1/calibration.proto\x1a\x1a\x66\x61\x63\x65search/v1/common.proto\x1a\x1a\x66\x61\x63\x65search/v1/limits.proto\",\n\nImageInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08media_id\x18\x02 \x01(\t\"~\n\x10\x44\x65tectionOptions\x12\x1c\n\tmax_faces\x18\x01 \x01(\rB\t\xb2\xa2\x19\x05\x18\x01 \x80\x08\x12\x15\n\rmin_face_size\x18\x02 \x01(\r\x12\x17\n\x0fscore_threshold\x18\x03 \x01(\x02\x12\x1c\n\x14return_aligned_crops\x18\x04 \x01(\x08\"B\n\x0b\x46\x61\x63\x65Quality\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x11\n\tface_size\x18\x02 \x01(\x02\x12\x11\n\tsharpness\x18\x03 \x01(\x02\"\xf2\x01\n\x04\x46\x61\x63\x65\x12\'\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1a.facesearch.v1.BoundingBox\x12)\n\tlandmarks\x18\x02 \x03(\x0b\x32\x16.facesearch.v1.Point2D\x12\x17\n\x0f\x64\x65tection_score\x18\x03 \x01(\x02\x12+\n\x07quality\x18\x04 \x01(\x0b\x32\x1a.facesearch.v1.FaceQuality\x12(\n\tembedding\x18\x05 \x01(\x0b\x32\x15.facesearch.v1.Vector\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x14\n\x0c\x61ligned_crop\x18\x07 \x01(\x0c\"\x9c\x01\n\x0bImageResult\x12\x10\n\x08media_id\x18\x01 \x01(\t\x12\"\n\x05\x66\x61\x63\x65s\x18\x02 \x03(\x0b\x32\x13.facesearch.v1.Face\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\r\n\x05index\x18\x07 \x01(\r\"\x8c\x01\n\x12\x45mbedImagesRequest\x12\x32\n\x06images\x18\x01 \x03(\x0b\x32\x19.facesearch.v1.ImageInputB\x07\xb2\xa2\x19\x03\x08\x80\x08\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x1f.facesearch.v1.DetectionOptions\x12\x10\n\x08model_id\x18\x03 \x01(\t\"B\n\x13\x45mbedImagesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.facesearch.v1.ImageResult\"*\n\x08\x46\x61\x63\x65\x43rop\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08media_id\x18\x02 \x01(\t\"V\n\x11\x45mbedFacesRequest\x12/\n\x05\x63rops\x18\x01 \x03(\x0b\x32\x17.facesearch.v1.FaceCropB\x07\xb2\xa2\x19\x03\x08\x80\x08\x12\x10\n\x08model_id\x18\x02 \x01(\t\"A\n\x12\x45mbedFacesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.facesearch.v1.ImageResult\"g\n\x10\x45mbedTextRequest\x12\x1a\n\x05texts\x18\x01 \x03(\tB\x0b\xb2\xa2\x19\x07\x08\x80\x08\x10\x80\x80\x01\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.facesearch.v1.TextRole\x12\x10\n\x08model_id\x18\x03 \x01(\t\"P\n\x11\x45mbedTextResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.facesearch.v1.Vector\x12\x10\n\x08model_id\x18\x02 \x01(\t\"\x82\x01\n\x12\x45mbedStreamRequest\x12(\n\x05image\x18\x01 \x01(\x0b\x32\x19.facesearch.v1.ImageInput\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x1f.facesearch.v1.DetectionOptions\x12\x10\n\x08model_id\x18\x03 \x01(\t\"\xe8\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.facesearch.v1.ModelKind\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x11\n\tmax_batch\x18\x07 \x01(\r\x12\x34\n\x0b\x63\x61libration\x18\x08 \x01(\x0b\x32\x1f.facesearch.v1.ScoreCalibration\x12\x11\n\tcard_json\x18\t \x01(\t\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.facesearch.v1.ModelInfo*l\n\x08TextRole\x12\x19\n\x15TEXT_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTEXT_ROLE_QUERY\x10\x01\x12\x15\n\x11TEXT_ROLE_CAPTION\x10\x02\x12\x19\n\x15TEXT_ROLE_DESCRIPTION\x10\x03*\xa2\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODEL_KIND_FACE_DETECTOR\x10\x01\x12\x1b\n\x17MODEL_KIND_FACE_ENCODER\x10\x02\x12\x1b\n\x17MODEL_KIND_TEXT_ENCODER\x10\x03\x12!\n\x1dMODEL_KIND_IMAGE_TEXT_ENCODER\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'facesearch.v1.embedder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TEXTROLE']._serialized_start=1656
-  _globals['_TEXTROLE']._serialized_end=1764
-  _globals['_MODELKIND']._serialized_start=1767
-  _globals['_MODELKIND']._serialized_end=1929
-  _globals['_IMAGEINPUT']._serialized_start=75
-  _globals['_IMAGEINPUT']._serialized_end=119
-  _globals['_DETECTIONOPTIONS']._serialized_start=121
-  _globals['_DETECTIONOPTIONS']._serialized_end=236
-  _globals['_FACEQUALITY']._serialized_start=238
-  _globals['_FACEQUALITY']._serialized_end=304
-  _globals['_FACE']._serialized_start=307
-  _globals['_FACE']._serialized_end=549
-  _globals['_IMAGERESULT']._serialized_start=552
-  _globals['_IMAGERESULT']._serialized_end=708
-  _globals['_EMBEDIMAGESREQUEST']._serialized_start=711
-  _globals['_EMBEDIMAGESREQUEST']._serialized_end=842
-  _globals['_EMBEDIMAGESRESPONSE']._serialized_start=844
-  _globals['_EMBEDIMAGESRESPONSE']._serialized_end=910
-  _globals['_FACECROP']._serialized_start=912
-  _globals['_FACECROP']._serialized_end=954
-  _globals['_EMBEDFACESREQUEST']._serialized_start=956
-  _globals['_EMBEDFACESREQUEST']._serialized_end=1033
-  _globals['_EMBEDFACESRESPONSE']._serialized_start=1035
-  _globals['_EMBEDFACESRESPONSE']._serialized_end=1100
-  _globals['_EMBEDTEXTREQUEST']._serialized_start=1102
-  _globals['_EMBEDTEXTREQUEST']._serialized_end=1192
-  _globals['_EMBEDTEXTRESPONSE']._serialized_start=1194
-  _globals['_EMBEDTEXTRESPONSE']._serialized_end=1274
-  _globals['_EMBEDSTREAMREQUEST']._serialized_start=1277
-  _globals['_EMBEDSTREAMREQUEST']._serialized_end=1407
-  _globals['_MODELINFO']._serialized_start=1410
-  _globals['_MODELINFO']._serialized_end=1569
-  _globals['_LISTMODELSREQUEST']._serialized_start=1571
-  _globals['_LISTMODELSREQUEST']._serialized_end=1590
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1592
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1654
+  _globals['_DETECTIONOPTIONS'].fields_by_name['max_faces']._loaded_options = None
+  _globals['_DETECTIONOPTIONS'].fields_by_name['max_faces']._serialized_options = b'\262\242\031\005\030\001 \200\010'
+  _globals['_EMBEDIMAGESREQUEST'].fields_by_name['images']._loaded_options = None
+  _globals['_EMBEDIMAGESREQUEST'].fields_by_name['images']._serialized_options = b'\262\242\031\003\010\200\010'
+  _globals['_EMBEDFACESREQUEST'].fields_by_name['crops']._loaded_options = None
+  _globals['_EMBEDFACESREQUEST'].fields_by_name['crops']._serialized_options = b'\262\242\031\003\010\200\010'
+  _globals['_EMBEDTEXTREQUEST'].fields_by_name['texts']._loaded_options = None
+  _globals['_EMBEDTEXTREQUEST'].fields_by_name['texts']._serialized_options = b'\262\242\031\007\010\200\010\020\200\200\001'
+  _globals['_TEXTROLE']._serialized_start=1832
+  _globals['_TEXTROLE']._serialized_end=1940
+  _globals['_MODELKIND']._serialized_start=1943
+  _globals['_MODELKIND']._serialized_end=2105
+  _globals['_IMAGEINPUT']._serialized_start=136
+  _globals['_IMAGEINPUT']._serialized_end=180
+  _globals['_DETECTIONOPTIONS']._serialized_start=182
+  _globals['_DETECTIONOPTIONS']._serialized_end=308
+  _globals['_FACEQUALITY']._serialized_start=310
+  _globals['_FACEQUALITY']._serialized_end=376
+  _globals['_FACE']._serialized_start=379
+  _globals['_FACE']._serialized_end=621
+  _globals['_IMAGERESULT']._serialized_start=624
+  _globals['_IMAGERESULT']._serialized_end=780
+  _globals['_EMBEDIMAGESREQUEST']._serialized_start=783
+  _globals['_EMBEDIMAGESREQUEST']._serialized_end=923
+  _globals['_EMBEDIMAGESRESPONSE']._serialized_start=925
+  _globals['_EMBEDIMAGESRESPONSE']._serialized_end=991
+  _globals['_FACECROP']._serialized_start=993
+  _globals['_FACECROP']._serialized_end=1035
+  _globals['_EMBEDFACESREQUEST']._serialized_start=1037
+  _globals['_EMBEDFACESREQUEST']._serialized_end=1123
+  _globals['_EMBEDFACESRESPONSE']._serialized_start=1125
+  _globals['_EMBEDFACESRESPONSE']._serialized_end=1190
+  _globals['_EMBEDTEXTREQUEST']._serialized_start=1192
+  _globals['_EMBEDTEXTREQUEST']._serialized_end=1295
+  _globals['_EMBEDTEXTRESPONSE']._serialized_start=1297
+  _globals['_EMBEDTEXTRESPONSE']._serialized_end=1377
+  _globals['_EMBEDSTREAMREQUEST']._serialized_start=1380
+  _globals['_EMBEDSTREAMREQUEST']._serialized_end=1510
+  _globals['_MODELINFO']._serialized_start=1513
+  _globals['_MODELINFO']._serialized_end=1745
+  _globals['_LISTMODELSREQUEST']._serialized_start=1747
+  _globals['_LISTMODELSREQUEST']._serialized_end=1766
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1768
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1830
 # @@protoc_insertion_point(module_scope)

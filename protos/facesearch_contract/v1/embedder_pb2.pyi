@@ -1,4 +1,6 @@
+from facesearch_contract.v1 import calibration_pb2 as _calibration_pb2
 from facesearch_contract.v1 import common_pb2 as _common_pb2
+from facesearch_contract.v1 import limits_pb2 as _limits_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -165,7 +167,7 @@ class EmbedStreamRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[ImageInput, _Mapping]] = ..., options: _Optional[_Union[DetectionOptions, _Mapping]] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "kind", "dimension", "backend", "ready", "is_default", "max_batch")
+    __slots__ = ("model_id", "kind", "dimension", "backend", "ready", "is_default", "max_batch", "calibration", "card_json")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +175,8 @@ class ModelInfo(_message.Message):
     READY_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    CARD_JSON_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     kind: ModelKind
     dimension: int
@@ -180,7 +184,9 @@ class ModelInfo(_message.Message):
     ready: bool
     is_default: bool
     max_batch: int
-    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., backend: _Optional[str] = ..., ready: _Optional[bool] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
+    calibration: _calibration_pb2.ScoreCalibration
+    card_json: str
+    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., backend: _Optional[str] = ..., ready: _Optional[bool] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., calibration: _Optional[_Union[_calibration_pb2.ScoreCalibration, _Mapping]] = ..., card_json: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65search/v1/limits.proto\x12\rfacesearch.v1\x1a google/protobuf/descriptor.proto\"Y\n\x0b\x46ieldLimits\x12\x11\n\tmax_items\x18\x01 \x01(\r\x12\x11\n\tmax_bytes\x18\x02 \x01(\r\x12\x11\n\tmin_value\x18\x03 \x01(\x03\x12\x11\n\tmax_value\x18\x04 \x01(\x03:K\n\x06limits\x12\x1d.google.protobuf.FieldOptions\x18\xa6\x94\x03 \x01(\x0b\x32\x1a.facesearch.v1.FieldLimitsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65search/v1/limits.proto\x12\rfacesearch.v1\x1a google/protobuf/descriptor.proto\"r\n\x0b\x46ieldLimits\x12\x11\n\tmax_items\x18\x01 \x01(\r\x12\x11\n\tmax_bytes\x18\x02 \x01(\r\x12\x11\n\tmin_value\x18\x03 \x01(\x03\x12\x11\n\tmax_value\x18\x04 \x01(\x03\x12\x17\n\x0fmax_total_bytes\x18\x05 \x01(\r:K\n\x06limits\x12\x1d.google.protobuf.FieldOptions\x18\xa6\x94\x03 \x01(\x0b\x32\x1a.facesearch.v1.FieldLimitsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'facesearch.v1.limits_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FIELDLIMITS']._serialized_start=79
-  _globals['_FIELDLIMITS']._serialized_end=168
+  _globals['_FIELDLIMITS']._serialized_end=193
 # @@protoc_insertion_point(module_scope)

@@ -8,13 +8,15 @@ LIMITS_FIELD_NUMBER: _ClassVar[int]
 limits: _descriptor.FieldDescriptor
 
 class FieldLimits(_message.Message):
-    __slots__ = ("max_items", "max_bytes", "min_value", "max_value")
+    __slots__ = ("max_items", "max_bytes", "min_value", "max_value", "max_total_bytes")
     MAX_ITEMS_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     MIN_VALUE_FIELD_NUMBER: _ClassVar[int]
     MAX_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_items: int
     max_bytes: int
     min_value: int
     max_value: int
-    def __init__(self, max_items: _Optional[int] = ..., max_bytes: _Optional[int] = ..., min_value: _Optional[int] = ..., max_value: _Optional[int] = ...) -> None: ...
+    max_total_bytes: int
+    def __init__(self, max_items: _Optional[int] = ..., max_bytes: _Optional[int] = ..., min_value: _Optional[int] = ..., max_value: _Optional[int] = ..., max_total_bytes: _Optional[int] = ...) -> None: ...

@@ -1,6 +1,7 @@
 import datetime
 
 from facesearch_contract.v1 import common_pb2 as _common_pb2
+from facesearch_contract.v1 import limits_pb2 as _limits_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper

@@ -89,7 +89,8 @@ class PersonalizerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetSession(self, request, context):
-        """Session state without changing it. NOT_FOUND: unknown or expired session.
+        """Session state without changing it (its TTL restarts). NOT_FOUND: unknown or expired
+        session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

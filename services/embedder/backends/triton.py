@@ -1,17 +1,19 @@
 """Encoders on a Triton Inference Server, through the official async gRPC client.
 
-Every call has a total budget (``timeout_s``) shared by its attempts: an unreachable or
-overloaded server is retried with backoff inside that budget and then reported as UNAVAILABLE,
-so a caller never waits longer than configured. Reconnection is gRPC's own; its backoff is
-capped low so the embedder notices within a second or two when Triton is back.
+Every call has a total budget (``timeout_s``), the deadline of the gRPC call. Retries are gRPC's
+own: the channel's service config gives ModelInfer a retry policy (UNAVAILABLE only, exponential
+backoff with jitter, ``retries`` attempts after the first), and gRPC stops retrying when the
+call's deadline is spent, so a caller never waits longer than configured. What still fails is
+reported as UNAVAILABLE. Reconnection is gRPC's own too; its backoff is capped low so the
+embedder notices within a second or two when Triton is back.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
-import time
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
@@ -21,9 +23,27 @@ from facesearch_server.runtime.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger("facesearch.embedder.triton")
 
-# Codes worth another attempt within the budget: the server is down, restarting or busy.
-RETRYABLE = {"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.UNKNOWN"}
 MAX_MESSAGE = 256 * 1024 * 1024
+# KServe v2 gRPC API, as tritonclient calls it.
+INFER_METHOD = {"service": "inference.GRPCInferenceService", "method": "ModelInfer"}
+# gRPC caps a retry policy at 5 attempts.
+MAX_ATTEMPTS = 5
+# What Triton answers, after the channel's retries, when it cannot serve a model now: down or
+# restarting (UNAVAILABLE, also a model not ready), too slow for the budget (DEADLINE_EXCEEDED),
+# a model not loaded (yet) though this embedder serves it (NOT_FOUND), busy (RESOURCE_EXHAUSTED),
+# or failing in a way that says nothing about the request (UNKNOWN, CANCELLED). The caller may
+# retry; anything else is a bug here and surfaces as INTERNAL.
+_CANNOT_SERVE = {
+    str(code)
+    for code in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    )
+}
 
 
 class TritonRuntime:
@@ -46,12 +66,41 @@ class TritonRuntime:
         self.reconnect_backoff_ms = reconnect_backoff_ms
         self._client: triton.InferenceServerClient | None = None
 
+    def service_config(self) -> str:
+        """The channel's retry policy for ModelInfer: ``retries`` more attempts on UNAVAILABLE.
+
+        Only ModelInfer: readiness probes must answer at once, not after backoff. A throttle
+        stops retrying once about half of recent calls failed, so a long outage costs one
+        attempt per call, not ``retries`` + 1.
+        """
+        attempts = min(self.retries + 1, MAX_ATTEMPTS)
+        method: dict[str, object] = {"name": [INFER_METHOD]}
+        if attempts > 1:  # gRPC refuses a policy of one attempt
+            method["retryPolicy"] = {
+                "maxAttempts": attempts,
+                "initialBackoff": f"{self.backoff_s:g}s",
+                "maxBackoff": f"{self.backoff_s * 2 ** (attempts - 2):g}s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            }
+        return json.dumps(
+            {
+                "methodConfig": [method],
+                "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+            }
+        )
+
     def _new_client(self) -> triton.InferenceServerClient:
         return triton.InferenceServerClient(
             self.url,
             channel_args=[
                 ("grpc.max_send_message_length", MAX_MESSAGE),
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.enable_retries", 1),
+                ("grpc.service_config", self.service_config()),
+                # A call is retried only while its request is still buffered (default 256 KiB);
+                # a batch of face crops is megabytes.
+                ("grpc.per_rpc_retry_buffer_size", MAX_MESSAGE),
                 # Default reconnect backoff grows to 120 s: after a long outage the embedder
                 # would keep failing fast for minutes after Triton is back.
                 ("grpc.initial_reconnect_backoff_ms", min(200, self.reconnect_backoff_ms)),
@@ -92,34 +141,21 @@ class TritonRuntime:
             raise InvalidArgument("model_id", f"{model_id!r} is not served here")
         request = self._inputs(inputs)
         outputs = [triton.InferRequestedOutput(spec.output.name)]
-        deadline = time.monotonic() + self.timeout_s
-        attempt = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                result = await self.client.infer(
-                    model_id, request, outputs=outputs, client_timeout=max(remaining, 0.001)
-                )
-                return result.as_numpy(spec.output.name)
-            except InferenceServerException as exc:
-                status = str(exc.status())
-                message = exc.message() or ""
-                # A model missing or not ready is what a restarting Triton answers: as retryable
-                # as a refused connection.
-                missing = "unknown model" in message or "not ready" in message
-                remaining = deadline - time.monotonic()
-                retryable = status in RETRYABLE or missing
-                if retryable and attempt < self.retries and remaining > self.backoff_s:
-                    attempt += 1
-                    await asyncio.sleep(min(self.backoff_s * 2 ** (attempt - 1), remaining / 2))
-                    continue
-                if retryable or status == "StatusCode.DEADLINE_EXCEEDED":
-                    what = "does not serve" if missing else "did not answer for"
-                    raise Unavailable(
-                        f"the inference server at {self.url} {what} {model_id} within "
-                        f"{self.timeout_s:g} s ({message}); retry later"
-                    ) from exc
-                raise RuntimeError(f"Triton refused {model_id}: {exc}") from exc
+        try:
+            # The one deadline of every attempt: the channel's retry policy works inside it.
+            result = await self.client.infer(
+                model_id, request, outputs=outputs, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            status = str(exc.status())
+            if status in _CANNOT_SERVE:
+                raise Unavailable(
+                    f"the inference server at {self.url} could not serve {model_id} within "
+                    f"{self.timeout_s:g} s ({status.removeprefix('StatusCode.')}: "
+                    f"{exc.message() or ''}); retry later"
+                ) from exc
+            raise RuntimeError(f"Triton refused {model_id}: {exc}") from exc
+        return result.as_numpy(spec.output.name)
 
     async def ready(self, model_id: str) -> bool:
         try:

@@ -1,0 +1,232 @@
+"""CLI commands for persons, identification and collections:
+
+    facesearch identify IMAGE -c archive [--face N] [--json]
+    facesearch persons enroll PERSON_ID PHOTO... -c archive [--name "Display Name"]
+    facesearch persons list|show|rename|merge|forget ... -c archive [--json]
+    facesearch collections list|describe|drop ... [--json]
+
+Every read command has --json for scripts; exit code 0 on success, 1 on a refused or failed
+call (with the service's message), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from google.protobuf.json_format import MessageToDict
+
+from facesearch import flows
+from facesearch.client import FacesearchClient
+from facesearch.errors import FacesearchError
+from facesearch_contract.v1 import persons_pb2, retriever_pb2
+
+Command = Callable[[argparse.Namespace, FacesearchClient, TextIO], int]
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    common: argparse.ArgumentParser,
+    default_collection: str,
+) -> dict[str, Command]:
+    identify = sub.add_parser(
+        "identify", parents=[common], help="who is in a photo: every face, with decisions"
+    )
+    identify.add_argument("image", type=Path, metavar="IMAGE")
+    identify.add_argument("--collection", "-c", default=default_collection)
+    identify.add_argument("--face", type=int, metavar="N", help="only face N (0 = largest)")
+    identify.add_argument("--candidates", type=int, default=3, help="persons per face")
+    identify.add_argument("--json", action="store_true", help="print JSON")
+
+    persons = sub.add_parser("persons", parents=[common], help="enrol, list, rename, forget")
+    persons.add_argument("--collection", "-c", default=default_collection)
+    persons.add_argument("--json", action="store_true", help="print JSON")
+    verbs = persons.add_subparsers(dest="verb", required=True, metavar="VERB")
+    enroll = verbs.add_parser("enroll", help="a new person from photos showing only them")
+    enroll.add_argument("person_id")
+    enroll.add_argument("photos", type=Path, nargs="+", metavar="PHOTO")
+    enroll.add_argument("--name", default="", help="display name (default: the id)")
+    verbs.add_parser("list", help="every person of the collection")
+    show = verbs.add_parser("show", help="one person: references, labelled faces")
+    show.add_argument("person_id")
+    rename = verbs.add_parser("rename", help="change a person's display name")
+    rename.add_argument("person_id")
+    rename.add_argument("name")
+    merge = verbs.add_parser("merge", help="SOURCE's faces become TARGET's; SOURCE goes")
+    merge.add_argument("source")
+    merge.add_argument("target")
+    forget = verbs.add_parser("forget", help="hard-delete a person and their faces")
+    forget.add_argument("person_id")
+    forget.add_argument(
+        "--include-unlabelled-matches",
+        action="store_true",
+        help="also faces indexed without a label that identify as them (match point)",
+    )
+    forget.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+
+    colls = sub.add_parser("collections", parents=[common], help="list, describe, drop")
+    colls.add_argument("--json", action="store_true", help="print JSON")
+    cverbs = colls.add_subparsers(dest="verb", required=True, metavar="VERB")
+    cverbs.add_parser("list", help="the collections of your tenant")
+    describe = cverbs.add_parser("describe", help="counts, fields, index state")
+    describe.add_argument("name")
+    drop = cverbs.add_parser("drop", help="delete a collection and everything in it")
+    drop.add_argument("name")
+    drop.add_argument("--yes", action="store_true", help="required: dropping cannot be undone")
+    drop.add_argument("--force", action="store_true", help="also delete aliases pointing at it")
+    return {"identify": cmd_identify, "persons": cmd_persons, "collections": cmd_collections}
+
+
+def _json(message: Any) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def cmd_identify(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
+    faces = flows.identify_image(
+        client, args.collection, args.image, max_candidates=args.candidates
+    )
+    if args.face is not None:
+        if not 0 <= args.face < len(faces):
+            raise FacesearchError(f"--face {args.face}: the photo has faces 0..{len(faces) - 1}")
+        faces = [faces[args.face]]
+    if args.json:
+        rows = [
+            {
+                "face": f.index,
+                "box": list(f.box),
+                "quality": round(f.quality, 3),
+                "decision": f.decision,
+                "person_id": f.person_id,
+                "match_threshold": round(f.match_threshold, 4),
+                "candidates": [_json(c) for c in f.candidates],
+            }
+            for f in faces
+        ]
+        print(json.dumps(rows, indent=2), file=out)
+        return 0
+    for f in faces:
+        x, y, w, h = (round(v) for v in f.box)
+        print(
+            f"face {f.index} at ({x},{y}) {w}x{h}px, quality {f.quality:.2f}: {f.decision.upper()}"
+            f"  (match needs {f.match_threshold:.3f}, possible {f.possible_threshold:.3f})",
+            file=out,
+        )
+        for c in f.candidates:
+            decision = flows.core.persons.DECISIONS.get(c.decision, "unknown")
+            print(
+                f"    {c.person_id:<28} {c.display_name:<24} score {c.score:.3f}  "
+                f"{decision:<8} est. false-match rate {c.estimated_fpir:.1e}",
+                file=out,
+            )
+        if not f.candidates:
+            print("    (no persons enrolled in this collection)", file=out)
+    return 0
+
+
+def _person_line(p: persons_pb2.Person) -> str:
+    return (
+        f"{p.person_id:<28} {p.display_name:<28} references {len(p.reference_ids):>2}  "
+        f"labelled faces {p.labelled_faces}"
+    )
+
+
+def cmd_persons(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
+    c = args.collection
+    stub = client.persons
+    if args.verb == "enroll":
+        person = flows.enroll_person(client, c, args.person_id, args.photos, display_name=args.name)
+        shown: Any = person
+    elif args.verb == "list":
+        people = flows.list_persons(client, c)
+        if args.json:
+            print(json.dumps([_json(p) for p in people], indent=2), file=out)
+        else:
+            for p in people:
+                print(_person_line(p), file=out)
+            print(f"{len(people)} person(s) in {c}", file=out)
+        return 0
+    elif args.verb == "show":
+        shown = stub.GetPerson(
+            persons_pb2.GetPersonRequest(collection=c, person_id=args.person_id)
+        ).person
+    elif args.verb == "rename":
+        shown = stub.UpdatePerson(
+            persons_pb2.UpdatePersonRequest(
+                collection=c, person_id=args.person_id, display_name=args.name
+            )
+        ).person
+    elif args.verb == "merge":
+        reply = stub.MergePersons(
+            persons_pb2.MergePersonsRequest(
+                collection=c, source_person_id=args.source, target_person_id=args.target
+            )
+        )
+        if not args.json:
+            print(f"merged {args.source} into {args.target}: {reply.relabelled_faces} "
+                  "face(s) relabelled", file=out)  # fmt: skip
+        shown = reply.person
+    else:  # forget
+        reply = flows.forget_person(
+            client,
+            c,
+            args.person_id,
+            include_unlabelled_matches=args.include_unlabelled_matches,
+            dry_run=args.dry_run,
+        )
+        if args.json:
+            print(json.dumps(_json(reply), indent=2), file=out)
+            return 0
+        verb = "would delete" if reply.dry_run else "deleted"
+        print(
+            f"{verb} {reply.labelled_faces} labelled face(s) and {reply.unlabelled_matches} "
+            f"unlabelled matching face(s) of {args.person_id}"
+            + (" (dry run: nothing changed)" if reply.dry_run else ""),
+            file=out,
+        )
+        for face_id in reply.face_ids:
+            print(f"  {face_id}", file=out)
+        if reply.truncated:
+            print("  ... (more than 10,000: the list is cut)", file=out)
+        return 0
+    if args.json:
+        print(json.dumps(_json(shown), indent=2), file=out)
+    else:
+        print(_person_line(shown), file=out)
+        for ref in shown.reference_ids:
+            print(f"  reference {ref}", file=out)
+    return 0
+
+
+def cmd_collections(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
+    stub = client.retriever
+    if args.verb == "list":
+        infos = list(stub.ListCollections(retriever_pb2.ListCollectionsRequest()).collections)
+        if args.json:
+            print(json.dumps([_json(i) for i in infos], indent=2), file=out)
+        else:
+            for i in infos:
+                aliases = f"  aliases {', '.join(i.aliases)}" if i.aliases else ""
+                print(f"{i.name:<32} points {i.points:<10}{aliases}", file=out)
+            print(f"{len(infos)} collection(s)", file=out)
+        return 0
+    if args.verb == "describe":
+        info = stub.DescribeCollection(
+            retriever_pb2.DescribeCollectionRequest(collection=args.name)
+        ).collection
+        if args.json:
+            print(json.dumps(_json(info), indent=2), file=out)
+        else:
+            print(f"{info.name}: {info.points} points, {info.shard_count} shard(s)", file=out)
+            for f in info.vector_fields:
+                print(f"  field {f.name}: {f.dimension}-d, model {f.model_id}", file=out)
+        return 0
+    if not args.yes:
+        raise FacesearchError(
+            f"dropping {args.name!r} deletes every face in it for good: add --yes to confirm"
+        )
+    stub.DropCollection(retriever_pb2.DropCollectionRequest(collection=args.name, force=args.force))
+    print(f"dropped {args.name}", file=out)
+    return 0

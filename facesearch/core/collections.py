@@ -1,0 +1,67 @@
+"""Collections: what a collection holds, and one created for the embedder's default models."""
+
+from __future__ import annotations
+
+import grpc
+
+from facesearch import messages
+from facesearch.async_client import AsyncFacesearchClient
+from facesearch.errors import FacesearchError
+from facesearch_contract.v1 import embedder_pb2, retriever_pb2
+
+
+async def collection_fields(
+    client: AsyncFacesearchClient, collection: str
+) -> messages.CollectionFields:
+    """The collection's face and text fields, with their models."""
+    reply = await client.retriever.DescribeCollection(
+        retriever_pb2.DescribeCollectionRequest(collection=collection)
+    )
+    return messages.CollectionFields.of(reply.collection)
+
+
+async def ensure_collection(
+    client: AsyncFacesearchClient,
+    name: str,
+    *,
+    shards: int = 1,
+    with_text_field: bool = True,
+    description: str = "",
+) -> tuple[retriever_pb2.CollectionInfo, bool]:
+    """The collection, created for the embedder's default models when missing.
+
+    Returns (info, created). The face field uses the default face encoder; with
+    ``with_text_field`` a "caption" field uses the default text encoder, when there is one."""
+    try:
+        return await _describe(client, name), False
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+            raise
+    models = (await client.embedder.ListModels(embedder_pb2.ListModelsRequest())).models
+    face = messages.default_model(models, embedder_pb2.MODEL_KIND_FACE_ENCODER)
+    if face is None:
+        raise FacesearchError(
+            "the embedder reports no default face encoder (ListModels): check its models"
+        )
+    text = (
+        messages.default_model(models, embedder_pb2.MODEL_KIND_TEXT_ENCODER)
+        if with_text_field
+        else None
+    )
+    request = messages.create_collection_request(
+        name, face, text, shards=shards, description=description
+    )
+    try:
+        return (await client.retriever.CreateCollection(request)).collection, True
+    except grpc.RpcError as err:
+        # Someone else created it between our describe and create: use theirs.
+        if err.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+            raise
+        return await _describe(client, name), False
+
+
+async def _describe(client: AsyncFacesearchClient, name: str) -> retriever_pb2.CollectionInfo:
+    reply = await client.retriever.DescribeCollection(
+        retriever_pb2.DescribeCollectionRequest(collection=name)
+    )
+    return reply.collection

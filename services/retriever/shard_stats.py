@@ -1,0 +1,48 @@
+"""What a shard reports about its vector fields and its size (describe, stats, metrics)."""
+
+from __future__ import annotations
+
+from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever.field_index import FieldIndex
+
+# A rough per-record cost of the record dicts plus ids; exact accounting is not worth walking
+# every metadata value.
+RECORD_BYTES = 200
+
+
+def field_stats(fields: dict[str, FieldIndex]) -> list[pb.VectorFieldStats]:
+    out = []
+    for name, fi in fields.items():
+        eff = pb.IndexParams()
+        eff.CopyFrom(fi.spec.index)
+        if fi.kind == pb.INDEX_KIND_FLAT:
+            state = pb.BUILD_STATE_EXACT
+        elif fi.ann is not None:
+            state = pb.BUILD_STATE_READY
+            if fi.ann.nlist:
+                eff.nlist = fi.ann.nlist
+            if fi.kind == pb.INDEX_KIND_IVF_PQ:
+                eff.nprobe = fi.ann.width(fi.spec.index)
+            else:
+                eff.ef_search = fi.ann.width(fi.spec.index)
+        elif fi.building:
+            state = pb.BUILD_STATE_BUILDING
+        else:
+            state = pb.BUILD_STATE_EXACT
+        flat_bytes = fi.flat.ntotal * (fi.spec.dimension * 4 + 16)
+        out.append(
+            pb.VectorFieldStats(
+                name=name,
+                build_state=state,
+                build_progress=fi.progress if fi.building else (1.0 if fi.ann else 0.0),
+                effective_index=eff,
+                tombstones=len(fi.tombstones),
+                index_bytes=flat_bytes + (fi.ann.nbytes if fi.ann else 0),
+                measured_recall=fi.ann.tuning.recall if fi.ann and fi.ann.tuning else 0.0,
+            )
+        )
+    return out
+
+
+def memory_bytes(stats: list[pb.VectorFieldStats], records: int) -> int:
+    return sum(s.index_bytes for s in stats) + records * RECORD_BYTES

@@ -1,0 +1,99 @@
+"""Persons and identification through the SDK, both APIs, against the three real services:
+enrol from a photo, identify every face of a photo with calibrated decisions, someone not
+enrolled is unknown, forget with a dry run first."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from facesearch import FacesearchClient, FacesearchError, NoFaceFound
+from harness.service_process import ServiceProcess
+
+from .conftest import settings_of
+from .test_flows_live import AsyncApi, SyncApi, _open_async
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest, suite: dict[str, ServiceProcess]) -> Iterator[Any]:
+    if request.param == "sync":
+        with FacesearchClient(settings_of(suite)) as client:
+            yield SyncApi(client)
+        return
+    with asyncio.Runner() as runner:
+        client = runner.run(_open_async(settings_of(suite)))
+        try:
+            yield AsyncApi(runner, client)
+        finally:
+            runner.run(client.close())
+
+
+def photos(gallery: Path, person: str) -> list[Path]:
+    return sorted((gallery / person).glob("*.jpg"))
+
+
+def side_by_side(a: Path, b: Path, out: Path) -> Path:
+    left, right = cv2.imread(str(a)), cv2.imread(str(b))
+    cv2.imwrite(str(out), np.hstack([left, right]))
+    return out
+
+
+def test_enrol_identify_and_forget(api: Any, gallery: Path, tmp_path: Path) -> None:
+    collection = f"sdk-persons-{api.mode}"
+    api.ensure_collection(collection)
+    # Everyone indexed without labels: the archive before anyone is named.
+    summary = api.index_folder(gallery, collection)
+    assert summary.faces >= 17
+    settings = api.enable_identification(collection)
+    assert settings.calibration.bands and settings.operating_points.match_fpir == 1e-3
+    merkel, agassi = photos(gallery, "Angela_Merkel"), photos(gallery, "Andre_Agassi")
+    person = api.enroll_person(collection, "angela-merkel", [merkel[0]], display_name="A. Merkel")
+    assert person.person_id == "angela-merkel" and len(person.reference_ids) == 1
+    assert [p.person_id for p in api.list_persons(collection)] == ["angela-merkel"]
+
+    (face,) = api.identify_image(collection, merkel[1])
+    assert face.decision == "match" and face.person_id == "angela-merkel"
+    assert face.candidates[0].display_name == "A. Merkel"
+    assert face.candidates[0].estimated_fpir < 1e-3 < face.candidates[0].score
+    (stranger,) = api.identify_image(collection, agassi[0])
+    assert stranger.decision == "unknown" and stranger.person_id is None
+
+    # A photo of two people: one answer per face, each with its box.
+    pair = side_by_side(agassi[1], merkel[2], tmp_path / "pair.jpg")
+    faces = api.identify_image(collection, pair)
+    assert len(faces) == 2 and len({f.box for f in faces}) == 2
+    by_x = sorted(faces, key=lambda f: f.box[0])
+    assert [f.decision for f in by_x] == ["unknown", "match"]
+
+    dry = api.forget_person(
+        collection, "angela-merkel", include_unlabelled_matches=True, dry_run=True
+    )
+    # The reference (a face of its own) and every indexed Merkel photo (unlabelled, matching).
+    assert dry.dry_run and dry.labelled_faces == 1 and dry.unlabelled_matches == len(merkel)
+    assert api.list_persons(collection)
+    done = api.forget_person(collection, "angela-merkel", include_unlabelled_matches=True)
+    assert sorted(done.face_ids) == sorted(dry.face_ids)
+    assert api.list_persons(collection) == []
+    left = api.search_by_image(collection, merkel[1], k=3)
+    assert not [h for h in left if "Angela_Merkel" in str(h.metadata.get("media_id", ""))]
+
+
+def test_enrolment_needs_one_face_per_photo(api: Any, gallery: Path, tmp_path: Path) -> None:
+    collection = f"sdk-persons-bad-{api.mode}"
+    api.ensure_collection(collection)
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    with pytest.raises(FacesearchError, match="0 faces"):
+        api.enroll_person(collection, "nobody", [blank])
+    pair = side_by_side(*photos(gallery, "Andre_Agassi")[:2], tmp_path / "two.jpg")
+    with pytest.raises(FacesearchError, match="2 faces"):
+        api.enroll_person(collection, "two", [pair])
+    with pytest.raises(NoFaceFound):
+        api.identify_image(collection, blank)
+    assert api.list_persons(collection) == []
