@@ -182,7 +182,7 @@ class OperatingPoints:
 
     match_fpir: float = 1e-3
     possible_fpir: float = 1e-2
-    min_match_quality: float = 0.2
+    min_match_quality: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("match_fpir", "possible_fpir"):

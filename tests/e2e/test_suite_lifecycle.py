@@ -137,10 +137,19 @@ def test_archive_lifecycle(
     )
 
     # 4. Forget one person (GDPR): no face of theirs comes back from search, get or stats.
+    # Indexing by folder labelled each person's own faces and enrolled them; forgetting takes
+    # the labelled faces and any unlabelled face that identifies as them, after a dry run.
+    assert summary.persons_enrolled == len(PEOPLE), summary.person_labels
     before = client.retriever.Stats(retriever_pb2.StatsRequest(collection="archive-v1")).points
-    deleted = client.retriever.Delete(
-        retriever_pb2.DeleteRequest(collection="archive-v1", person_id=FORGOTTEN)
-    ).deleted
+    dry = flows.forget_person(
+        client, "archive-v1", FORGOTTEN, include_unlabelled_matches=True, dry_run=True
+    )
+    assert (
+        client.retriever.Stats(retriever_pb2.StatsRequest(collection="archive-v1")).points == before
+    )
+    done = flows.forget_person(client, "archive-v1", FORGOTTEN, include_unlabelled_matches=True)
+    assert sorted(done.face_ids) == sorted(dry.face_ids)
+    deleted = len(done.face_ids)
     assert deleted >= PHOTOS_EACH - 1
     forgotten_ids = [f"{FORGOTTEN}/{p.name}#0" for p in sorted((root / FORGOTTEN).glob("*.jpg"))]
 

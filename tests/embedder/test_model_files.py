@@ -53,8 +53,10 @@ def test_triton_repository_matches_the_model_files(model_dir: Path, tmp_path: Pa
     written = write_repository(tmp_path, model_dir, max_batch=32)
     assert {p.relative_to(tmp_path).as_posix() for p in written} == {
         "sface-2021dec/config.pbtxt",
+        "sface-2021dec/card.json",
         "sface-2021dec/1/model.onnx",
         "minilm-l6-v2/config.pbtxt",
+        "minilm-l6-v2/card.json",
         "minilm-l6-v2/1/model.onnx",
     }
     for spec in mf.ENCODERS.values():

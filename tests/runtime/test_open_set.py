@@ -51,13 +51,19 @@ def test_fpir_and_fmr_are_inverse_and_grow_with_the_gallery() -> None:
         fmr_for_fpir(0.0, 10)
 
 
-def test_the_fitted_tail_follows_the_true_distribution_beyond_the_data(tail: ImpostorTail) -> None:
-    # Measured down to 1e-3, extrapolated below: within a factor 3 of the truth down to 1e-7,
-    # four decades past the fit's threshold (2M samples see down to ~5e-7 at best).
-    for true_fmr in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
+def test_the_fitted_tail_is_measured_then_extrapolated_on_the_safe_side(
+    tail: ImpostorTail,
+) -> None:
+    # Measured down to 1e-3 (2M samples see ~5e-7 at best): within 10 % of the truth there.
+    for true_fmr in (1e-2, 1e-3, 1e-4):
         score = stats.norm.isf(true_fmr, scale=SIGMA)
-        assert tail.fmr(score) == pytest.approx(true_fmr, rel=2.0), true_fmr
-    assert tail.p_threshold == pytest.approx(1e-3, rel=0.1)
+        assert tail.fmr(score) == pytest.approx(true_fmr, rel=0.1), true_fmr
+    # Beyond, the tail is exponential at least (fit.py: a bounded fit is not trusted), so a
+    # Gaussian's lighter tail is over-, never under-estimated: the FPIR promised stays kept.
+    for true_fmr in (1e-5, 1e-6, 1e-7, 1e-8):
+        score = stats.norm.isf(true_fmr, scale=SIGMA)
+        assert true_fmr <= tail.fmr(score) <= 20 * true_fmr, true_fmr
+    assert tail.p_threshold == pytest.approx(1e-3, rel=0.1) and tail.shape == 0.0
 
 
 def test_fmr_falls_with_the_score_and_score_at_fmr_inverts_it(tail: ImpostorTail) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints the service beside the bare library or peer in the same run."""
