@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--where", action="append", default=[], metavar="KEY=VALUE", help="filter; repeatable"
     )
+    search.add_argument(
+        "--face", type=int, metavar="N", help="with IMAGE: only face N (0 = largest)"
+    )
+    search.add_argument(
+        "--by-person", action="store_true", help="with IMAGE: a person's best face once"
+    )
     search.add_argument("--json", action="store_true", help="print JSON")
 
     session = sub.add_parser("session", parents=[common], help="interactive feedback search")
@@ -322,15 +328,50 @@ def format_hits(hits: Sequence[messages.Hit]) -> str:
     return "\n".join(rows)
 
 
-def cmd_search(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
-    hits = run_search(args, client)
+def _hits_json(hits: Sequence[messages.Hit]) -> list[dict[str, object]]:
+    return [
+        {"id": h.id, "score": h.score, "term_scores": list(h.term_scores), "metadata": h.metadata}
+        for h in hits
+    ]
+
+
+def cmd_search_image_faces(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
+    """A photo's every face, each with its own matches (a group photo is several searches)."""
+    try:
+        where = messages.parse_where(args.where) or None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    faces = flows.search_image_faces(
+        client,
+        args.collection,
+        args.image,
+        k=args.k,
+        where=where,
+        face=args.face,
+        by_person=args.by_person,
+    )
     if args.json:
         payload = [
-            {"id": h.id, "score": h.score, "term_scores": list(h.term_scores),
-             "metadata": h.metadata}
-            for h in hits
-        ]  # fmt: skip
+            {"face": f.index, "box": list(f.box), "quality": f.quality, "hits": _hits_json(f.hits)}
+            for f in faces
+        ]
         print(json.dumps(payload, default=str, indent=2), file=out)
+        return 0
+    for f in faces:
+        x, y, w, h = (round(v) for v in f.box)
+        print(f"face {f.index} at ({x},{y}) {w}x{h}px, quality {f.quality:.2f}:", file=out)
+        print(format_hits(f.hits), file=out)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
+    if args.image is not None and not (args.text or args.person or args.description):
+        return cmd_search_image_faces(args, client, out)
+    if args.face is not None or args.by_person:
+        raise UsageError("--face and --by-person go with IMAGE alone")
+    hits = run_search(args, client)
+    if args.json:
+        print(json.dumps(_hits_json(hits), default=str, indent=2), file=out)
     else:
         print(format_hits(hits), file=out)
     return 0

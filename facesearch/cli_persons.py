@@ -41,24 +41,37 @@ def add_parsers(
     identify.add_argument("--candidates", type=int, default=3, help="persons per face")
     identify.add_argument("--json", action="store_true", help="print JSON")
 
-    persons = sub.add_parser("persons", parents=[common], help="enrol, list, rename, forget")
-    persons.add_argument("--collection", "-c", default=default_collection)
-    persons.add_argument("--json", action="store_true", help="print JSON")
+    # Options go with the verb (`persons list -c archive --json`), so each verb takes them all.
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON")
+    in_collection = argparse.ArgumentParser(add_help=False)
+    in_collection.add_argument("--collection", "-c", default=default_collection)
+    verb_options = [common, output, in_collection]
+
+    persons = sub.add_parser("persons", help="enrol, list, rename, merge, forget")
     verbs = persons.add_subparsers(dest="verb", required=True, metavar="VERB")
-    enroll = verbs.add_parser("enroll", help="a new person from photos showing only them")
+    enroll = verbs.add_parser(
+        "enroll", parents=verb_options, help="a new person from photos showing only them"
+    )
     enroll.add_argument("person_id")
     enroll.add_argument("photos", type=Path, nargs="+", metavar="PHOTO")
     enroll.add_argument("--name", default="", help="display name (default: the id)")
-    verbs.add_parser("list", help="every person of the collection")
-    show = verbs.add_parser("show", help="one person: references, labelled faces")
+    verbs.add_parser("list", parents=verb_options, help="every person of the collection")
+    show = verbs.add_parser(
+        "show", parents=verb_options, help="one person: references, labelled faces"
+    )
     show.add_argument("person_id")
-    rename = verbs.add_parser("rename", help="change a person's display name")
+    rename = verbs.add_parser("rename", parents=verb_options, help="change the display name")
     rename.add_argument("person_id")
     rename.add_argument("name")
-    merge = verbs.add_parser("merge", help="SOURCE's faces become TARGET's; SOURCE goes")
+    merge = verbs.add_parser(
+        "merge", parents=verb_options, help="SOURCE's faces become TARGET's; SOURCE goes"
+    )
     merge.add_argument("source")
     merge.add_argument("target")
-    forget = verbs.add_parser("forget", help="hard-delete a person and their faces")
+    forget = verbs.add_parser(
+        "forget", parents=verb_options, help="hard-delete a person and their faces"
+    )
     forget.add_argument("person_id")
     forget.add_argument(
         "--include-unlabelled-matches",
@@ -67,13 +80,16 @@ def add_parsers(
     )
     forget.add_argument("--dry-run", action="store_true", help="list, delete nothing")
 
-    colls = sub.add_parser("collections", parents=[common], help="list, describe, drop")
-    colls.add_argument("--json", action="store_true", help="print JSON")
+    colls = sub.add_parser("collections", help="list, describe, drop")
     cverbs = colls.add_subparsers(dest="verb", required=True, metavar="VERB")
-    cverbs.add_parser("list", help="the collections of your tenant")
-    describe = cverbs.add_parser("describe", help="counts, fields, index state")
+    cverbs.add_parser("list", parents=[common, output], help="the collections of your tenant")
+    describe = cverbs.add_parser(
+        "describe", parents=[common, output], help="counts, fields, index state"
+    )
     describe.add_argument("name")
-    drop = cverbs.add_parser("drop", help="delete a collection and everything in it")
+    drop = cverbs.add_parser(
+        "drop", parents=[common, output], help="delete a collection and everything in it"
+    )
     drop.add_argument("name")
     drop.add_argument("--yes", action="store_true", help="required: dropping cannot be undone")
     drop.add_argument("--force", action="store_true", help="also delete aliases pointing at it")

@@ -28,6 +28,7 @@ from facesearch.core import (
     FLOWS,
     HELPERS,
     STREAMING_FLOWS,
+    FaceHits,
     FeedbackFn,
     IdentifiedFace,
     IndexProgress,
@@ -92,6 +93,7 @@ index_folder = _sync(core.index_folder)
 embed_images = _sync_stream(core.embed_images)
 embed_largest_face = _sync(core.embed_largest_face)
 search_by_image = _sync(core.search_by_image)
+search_image_faces = _sync(core.search_image_faces)
 search_by_text = _sync(core.search_by_text)
 search_by_person = _sync(core.search_by_person)
 search_person_in_context = _sync(core.search_person_in_context)
@@ -110,6 +112,7 @@ __all__ = [
     "FLOWS",
     "HELPERS",
     "STREAMING_FLOWS",
+    "FaceHits",
     "FeedbackFn",
     "IdentifiedFace",
     "IndexProgress",
@@ -133,6 +136,7 @@ __all__ = [
     "search_by_person",
     "search_by_text",
     "search_face_with_description",
+    "search_image_faces",
     "search_person_in_context",
     "simulated_user",
     "simulated_user_by_likeness",

@@ -101,3 +101,21 @@ def test_importing_a_service_does_not_load_the_sdk() -> None:
 def test_importing_the_sdk_does_not_load_the_servers() -> None:
     loaded = _loaded_after("import facesearch, facesearch.flows, facesearch.aio")
     assert not {m for m in loaded if m.startswith("facesearch_server")}
+
+
+def test_every_service_package_ships_in_the_server_wheel() -> None:
+    # services/ maps onto facesearch_server by an explicit package list (services/pyproject);
+    # a subpackage missing from it works in an editable install and is absent from the wheel.
+    import tomllib
+
+    listed = set(
+        tomllib.loads((REPO_ROOT / "services" / "pyproject.toml").read_text())["tool"][
+            "setuptools"
+        ]["packages"]
+    )
+    found = {
+        ".".join(("facesearch_server", *init.parent.relative_to(REPO_ROOT / "services").parts))
+        for init in (REPO_ROOT / "services").rglob("__init__.py")
+        if "build" not in init.relative_to(REPO_ROOT / "services").parts  # setuptools' copies
+    }
+    assert found == listed, f"services/pyproject.toml packages differ: {sorted(found ^ listed)}"

@@ -25,11 +25,13 @@ from facesearch.core.persons import (
     list_persons,
 )
 from facesearch.core.search import (
+    FaceHits,
     embed_largest_face,
     search_by_image,
     search_by_person,
     search_by_text,
     search_face_with_description,
+    search_image_faces,
     search_person_in_context,
 )
 from facesearch.core.sessions import (
@@ -47,6 +49,7 @@ FLOWS = (
     "index_folder",
     "embed_largest_face",
     "search_by_image",
+    "search_image_faces",
     "search_by_text",
     "search_by_person",
     "search_person_in_context",
@@ -71,12 +74,14 @@ HELPERS = (
     "IndexSummary",
     "IndexProgress",
     "IdentifiedFace",
+    "FaceHits",
 )
 
 __all__ = [
     "FLOWS",
     "HELPERS",
     "STREAMING_FLOWS",
+    "FaceHits",
     "FeedbackFn",
     "IdentifiedFace",
     "IndexProgress",
@@ -100,6 +105,7 @@ __all__ = [
     "search_by_person",
     "search_by_text",
     "search_face_with_description",
+    "search_image_faces",
     "search_person_in_context",
     "simulated_user",
     "simulated_user_by_likeness",

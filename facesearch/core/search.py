@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from facesearch import messages
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.core.collections import collection_fields
@@ -40,6 +42,84 @@ async def search_by_image(
         collection, [messages.vector_term(fields.face, face)], k=k, where=where
     )
     return await _search_one(client, request)
+
+
+@dataclass
+class FaceHits:
+    """The matches of one face of a query photo (faces ordered largest first)."""
+
+    index: int
+    box: tuple[float, float, float, float]
+    quality: float
+    hits: list[messages.Hit]
+
+
+async def search_image_faces(
+    client: AsyncFacesearchClient,
+    collection: str,
+    image: messages.ImageSource,
+    *,
+    k: int = 10,
+    where: messages.FilterSpec = None,
+    face: int | None = None,
+    by_person: bool = False,
+) -> list[FaceHits]:
+    """Every face of ``image`` searched at once (one query per face), largest face first;
+    ``face`` picks one (0 = the largest). With ``by_person`` each list holds a person's best
+    face once (faces without a label stay one by one), not ten copies of one person."""
+    fields = await collection_fields(client, collection)
+    reply = await client.embedder.EmbedImages(
+        messages.embed_images_request([image], model_id=fields.face_model)
+    )
+    result = reply.results[0]
+    if result.error_code:
+        raise FacesearchError(f"{messages.describe_image(image)}: {result.error_message}")
+    faces = sorted(result.faces, key=lambda f: -(f.box.width * f.box.height))
+    if not faces:
+        raise NoFaceFound(messages.describe_image(image))
+    chosen = list(enumerate(faces))
+    if face is not None:
+        if not 0 <= face < len(faces):
+            raise FacesearchError(
+                f"face {face}: {messages.describe_image(image)} has faces 0..{len(faces) - 1}"
+            )
+        chosen = [chosen[face]]
+    # Grouping drops repeats of a person: ask for more so k persons remain.
+    wanted = min(k * 5, 1000) if by_person else k
+    request = messages.search_request(collection, [], k=wanted, where=where)
+    template = request.queries[0]
+    del request.queries[:]
+    for _, f in chosen:
+        q = request.queries.add()
+        q.CopyFrom(template)
+        q.terms.append(messages.vector_term(fields.face, f))
+    results = (await client.retriever.Search(request)).results
+    out = []
+    for (i, f), found in zip(chosen, results, strict=True):
+        hits = messages.hits(found)
+        if by_person:
+            hits = _best_per_person(hits)
+        out.append(
+            FaceHits(
+                index=i,
+                box=(f.box.x, f.box.y, f.box.width, f.box.height),
+                quality=f.quality.score,
+                hits=hits[:k],
+            )
+        )
+    return out
+
+
+def _best_per_person(hits: list[messages.Hit]) -> list[messages.Hit]:
+    seen: set[str] = set()
+    out = []
+    for h in hits:
+        person = str(h.metadata.get("person_id") or "")
+        if person and person in seen:
+            continue
+        seen.add(person)
+        out.append(h)
+    return out
 
 
 async def search_by_text(

@@ -161,11 +161,37 @@ def test_index_search_and_session_commands(suite: dict[str, ServiceProcess], gal
     assert f"indexed {images} images" in out and "0 errors" in out
 
     photo = sorted((gallery / "Andre_Agassi").glob("*.jpg"))[0]
+    # Folder names gave labels only where the evidence was: the summary says what was left.
+    assert "person labels from the folders:" in out and "4 new person(s) enrolled" in out
+
+    photo = sorted((gallery / "Andre_Agassi").glob("*.jpg"))[0]
     code, out = run("search", str(photo), "-c", "cli-gallery", "-k", "3", "--json", *conn)
     assert code == 0, out
-    hits = json.loads(out)
+    faces = json.loads(out)  # one result list per face of the photo, largest face first
+    hits = faces[0]["hits"]
     assert len(hits) == 3 and hits[0]["metadata"]["media_id"] == f"Andre_Agassi/{photo.name}"
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    code, out = run("search", str(photo), "-c", "cli-gallery", "--face", "0", "--by-person",
+                    "-k", "4", "--json", *conn)  # fmt: skip
+    (only,) = json.loads(out)
+    people = [h["metadata"].get("person_id") for h in only["hits"]]
+    labelled = [p for p in people if p]
+    assert code == 0 and len(labelled) == len(set(labelled)), people
+    code, out = run("search", str(photo), "-c", "cli-gallery", "--face", "9", *conn)
+    assert code == 1  # there is no face 9: refused, not an empty answer
+
+    code, out = run("identify", str(photo), "-c", "cli-gallery", "--json", *conn)
+    assert code == 0, out
+    first = json.loads(out)[0]
+    assert first["decision"] == "match" and first["person_id"] == "Andre_Agassi"
+    code, out = run("persons", "list", "-c", "cli-gallery", "--json", *conn)
+    assert code == 0 and sorted(p["person_id"] for p in json.loads(out)) == sorted(GALLERY)
+    code, out = run("collections", "list", *conn)
+    assert code == 0 and "cli-gallery" in out
+    code, out = run("collections", "drop", "cli-gallery", *conn)
+    assert code == 1  # without --yes nothing is dropped
+    code, out = run("collections", "describe", "cli-gallery", *conn)
+    assert code == 0 and "field face" in out
 
     code, out = run("search", "--text", "a swimmer at the pool", "-c", "cli-gallery", *conn)
     assert code == 0 and out.splitlines()[1].rstrip().endswith(".jpg")

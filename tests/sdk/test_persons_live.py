@@ -71,6 +71,11 @@ def test_enrol_identify_and_forget(api: Any, gallery: Path, tmp_path: Path) -> N
     faces = api.identify_image(collection, pair)
     assert len(faces) >= 2 and len({f.box for f in faces}) == len(faces)
     width = cv2.imread(str(agassi[1])).shape[1]
+    searched = api.search_image_faces(collection, pair, k=3)
+    assert [f.box for f in searched] == [f.box for f in faces]  # every face, largest first
+    assert all(len(f.hits) == 3 for f in searched)
+    (largest,) = api.search_image_faces(collection, pair, k=5, face=0, by_person=True)
+    assert largest.box == faces[0].box
     right = [f for f in faces if f.box[0] >= width]
     assert [(f.decision, f.person_id) for f in right] == [("match", "angela-merkel")]
     assert not [f for f in faces if f.box[0] < width and f.decision == "match"]
