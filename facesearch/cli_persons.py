@@ -3,6 +3,7 @@
     facesearch identify IMAGE -c archive [--face N] [--json]
     facesearch persons enroll PERSON_ID PHOTO... -c archive [--name "Display Name"]
     facesearch persons list|show|rename|merge|forget ... -c archive [--json]
+    facesearch clusters list|name ... -c archive [--json]
     facesearch collections list|describe|drop ... [--json]
 
 Every read command has --json for scripts; exit code 0 on success, 1 on a refused or failed
@@ -80,6 +81,18 @@ def add_parsers(
     )
     forget.add_argument("--dry-run", action="store_true", help="list, delete nothing")
 
+    clusters = sub.add_parser("clusters", help="unlabelled faces grouped into candidate persons")
+    kverbs = clusters.add_subparsers(dest="verb", required=True, metavar="VERB")
+    klist = kverbs.add_parser("list", parents=verb_options, help="largest group first")
+    klist.add_argument("--min-size", type=int, default=2)
+    klist.add_argument("--max", dest="max_clusters", type=int, default=50)
+    kname = kverbs.add_parser(
+        "name", parents=verb_options, help="a cluster's faces become a person's"
+    )
+    kname.add_argument("cluster_id")
+    kname.add_argument("person_id", help="a new person is enrolled; an existing one grows")
+    kname.add_argument("--name", default="", help="display name of a new person")
+
     colls = sub.add_parser("collections", help="list, describe, drop")
     cverbs = colls.add_subparsers(dest="verb", required=True, metavar="VERB")
     cverbs.add_parser("list", parents=[common, output], help="the collections of your tenant")
@@ -93,7 +106,12 @@ def add_parsers(
     drop.add_argument("name")
     drop.add_argument("--yes", action="store_true", help="required: dropping cannot be undone")
     drop.add_argument("--force", action="store_true", help="also delete aliases pointing at it")
-    return {"identify": cmd_identify, "persons": cmd_persons, "collections": cmd_collections}
+    return {
+        "identify": cmd_identify,
+        "persons": cmd_persons,
+        "clusters": cmd_clusters,
+        "collections": cmd_collections,
+    }
 
 
 def _json(message: Any) -> dict[str, Any]:
@@ -213,6 +231,32 @@ def cmd_persons(args: argparse.Namespace, client: FacesearchClient, out: TextIO)
         print(_person_line(shown), file=out)
         for ref in shown.reference_ids:
             print(f"  reference {ref}", file=out)
+    return 0
+
+
+def cmd_clusters(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
+    if args.verb == "name":
+        person = flows.name_cluster(
+            client, args.collection, args.cluster_id, args.person_id, display_name=args.name
+        )
+        if args.json:
+            print(json.dumps(_json(person), indent=2), file=out)
+        else:
+            print(_person_line(person), file=out)
+        return 0
+    reply = flows.list_clusters(
+        client, args.collection, min_size=args.min_size, max_clusters=args.max_clusters
+    )
+    if args.json:
+        print(json.dumps(_json(reply), indent=2), file=out)
+        return 0
+    for c in reply.clusters:
+        print(f"{c.cluster_id}  {len(c.face_ids):>4} faces  e.g. {c.representative_id}", file=out)
+    cut = " (the first 10,000 only)" if reply.truncated else ""
+    print(
+        f"{len(reply.clusters)} cluster(s) of {reply.unlabelled_faces} unlabelled face(s){cut}",
+        file=out,
+    )
     return 0
 
 

@@ -107,6 +107,8 @@ identify_image = _sync(core.identify_image)
 enroll_person = _sync(core.enroll_person)
 list_persons = _sync(core.list_persons)
 forget_person = _sync(core.forget_person)
+list_clusters = _sync(core.list_clusters)
+name_cluster = _sync(core.name_cluster)
 
 __all__ = [
     "FLOWS",
@@ -129,7 +131,9 @@ __all__ = [
     "identify_image",
     "image_files",
     "index_folder",
+    "list_clusters",
     "list_persons",
+    "name_cluster",
     "reset_user",
     "run_session",
     "search_by_image",

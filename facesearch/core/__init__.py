@@ -22,7 +22,9 @@ from facesearch.core.persons import (
     ensure_identification,
     forget_person,
     identify_image,
+    list_clusters,
     list_persons,
+    name_cluster,
 )
 from facesearch.core.search import (
     FaceHits,
@@ -63,6 +65,8 @@ FLOWS = (
     "enroll_person",
     "list_persons",
     "forget_person",
+    "list_clusters",
+    "name_cluster",
 )
 # Async generator functions whose first parameter is the client (sync: iterators).
 STREAMING_FLOWS = ("embed_images",)
@@ -98,7 +102,9 @@ __all__ = [
     "identify_image",
     "image_files",
     "index_folder",
+    "list_clusters",
     "list_persons",
+    "name_cluster",
     "reset_user",
     "run_session",
     "search_by_image",

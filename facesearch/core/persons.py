@@ -216,3 +216,59 @@ async def forget_person(
             dry_run=dry_run,
         )
     )
+
+
+async def list_clusters(
+    client: AsyncFacesearchClient, collection: str, *, min_size: int = 2, max_clusters: int = 50
+) -> persons_pb2.ListClustersResponse:
+    """Unlabelled faces grouped into candidate persons, largest group first."""
+    await ensure_identification(client, collection)
+    return await client.persons.ListClusters(
+        persons_pb2.ListClustersRequest(
+            collection=collection, min_size=min_size, max_clusters=max_clusters
+        )
+    )
+
+
+async def name_cluster(
+    client: AsyncFacesearchClient,
+    collection: str,
+    cluster_id: str,
+    person_id: str,
+    *,
+    display_name: str = "",
+    max_references: int = 3,
+) -> persons_pb2.Person:
+    """Give a cluster's faces a person: a new person is enrolled with the cluster's best
+    faces as references; an existing one gets the faces labelled (a merge of the cluster into
+    the person). The cluster is looked up again, so an id from an outdated listing fails."""
+    listed = await list_clusters(client, collection, max_clusters=1000)
+    cluster = next((c for c in listed.clusters if c.cluster_id == cluster_id), None)
+    if cluster is None:
+        raise FacesearchError(
+            f"no cluster {cluster_id!r} now: its faces changed since it was listed; list again"
+        )
+    try:
+        await client.persons.GetPerson(
+            persons_pb2.GetPersonRequest(collection=collection, person_id=person_id)
+        )
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+            raise
+        person = persons_pb2.Person(
+            person_id=person_id,
+            display_name=display_name,
+            reference_ids=list(cluster.face_ids[:max_references]),
+        )
+        await client.persons.EnrollPerson(
+            persons_pb2.EnrollPersonRequest(collection=collection, person=person)
+        )
+    await client.persons.LabelFaces(
+        persons_pb2.LabelFacesRequest(
+            collection=collection, person_id=person_id, face_ids=list(cluster.face_ids)
+        )
+    )
+    reply = await client.persons.GetPerson(
+        persons_pb2.GetPersonRequest(collection=collection, person_id=person_id)
+    )
+    return reply.person

@@ -154,6 +154,23 @@ def test_known_faces_match_and_strangers_are_unknown(world) -> None:  # type: ig
     assert poor[0].candidates[0].person_id == "p04" and poor[0].decision == ppb.DECISION_POSSIBLE
 
 
+def test_unlabelled_faces_cluster_into_candidate_persons(world) -> None:  # type: ignore[no-untyped-def]
+    _, persons, _ = world
+    reply = persons.ListClusters(ppb.ListClustersRequest(collection="people"))
+    # Unlabelled now: two faces of each of 30 persons, three more of p07, 20 strangers alone.
+    assert reply.unlabelled_faces == 30 * 2 + 3 + 20 and not reply.truncated
+    groups = [sorted(c.face_ids) for c in reply.clusters]
+    assert groups[0] == sorted(["f-p07-1", "f-p07-2", "u-p07-0", "u-p07-1", "u-p07-2"])
+    assert len(groups) == 30 and all(len(g) == 2 for g in groups[1:])
+    for g in groups:  # one person per cluster: the person tag in every face id agrees
+        assert len({face.split("-")[1] for face in g}) == 1, g
+    assert reply.clusters[0].representative_id == reply.clusters[0].face_ids[0]
+    again = persons.ListClusters(ppb.ListClustersRequest(collection="people", max_clusters=3))
+    assert [c.cluster_id for c in again.clusters] == [c.cluster_id for c in reply.clusters[:3]]
+    bad = ppb.ListClustersRequest(collection="people", min_size=1)
+    assert code(lambda: persons.ListClusters(bad)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_enrolment_refusals_change_nothing(world) -> None:  # type: ignore[no-untyped-def]
     _, persons, _ = world
     before = persons.ListPersons(ppb.ListPersonsRequest(collection="people")).total

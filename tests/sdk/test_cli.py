@@ -186,6 +186,8 @@ def test_index_search_and_session_commands(suite: dict[str, ServiceProcess], gal
     assert first["decision"] == "match" and first["person_id"] == "Andre_Agassi"
     code, out = run("persons", "list", "-c", "cli-gallery", "--json", *conn)
     assert code == 0 and sorted(p["person_id"] for p in json.loads(out)) == sorted(GALLERY)
+    code, out = run("clusters", "list", "-c", "cli-gallery", *conn)
+    assert code == 0 and "unlabelled face(s)" in out.splitlines()[-1], out
     code, out = run("collections", "list", *conn)
     assert code == 0 and "cli-gallery" in out
     code, out = run("collections", "drop", "cli-gallery", *conn)

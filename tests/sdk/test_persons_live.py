@@ -54,9 +54,22 @@ def test_enrol_identify_and_forget(api: Any, gallery: Path, tmp_path: Path) -> N
     api.ensure_identification(collection)  # configured already: leaves the settings alone
     assert settings.calibration.bands and settings.operating_points.match_fpir == 1e-3
     merkel, agassi = photos(gallery, "Angela_Merkel"), photos(gallery, "Andre_Agassi")
+    # Before anyone is named: the unlabelled faces group into the gallery's four people.
+    clusters = api.list_clusters(collection).clusters
+    folders = [{fid.split("/")[0] for fid in c.face_ids} for c in clusters]
+    assert all(len(f) == 1 for f in folders), folders  # no cluster mixes two folders' people
+    assert {next(iter(f)) for f in folders[:4]} == {
+        "Aaron_Peirsol", "Angela_Merkel", "Abdullah_Gul", "Andre_Agassi"
+    }  # fmt: skip
+    peirsol = next(c for c, f in zip(clusters, folders, strict=True) if f == {"Aaron_Peirsol"})
+    named = api.name_cluster(collection, peirsol.cluster_id, "aaron-peirsol")
+    assert named.labelled_faces == len(peirsol.face_ids) and 1 <= len(named.reference_ids) <= 3
+    assert (
+        api.identify_image(collection, photos(gallery, "Aaron_Peirsol")[0])[0].decision == "match"
+    )
     person = api.enroll_person(collection, "angela-merkel", [merkel[0]], display_name="A. Merkel")
     assert person.person_id == "angela-merkel" and len(person.reference_ids) == 1
-    assert [p.person_id for p in api.list_persons(collection)] == ["angela-merkel"]
+    assert [p.person_id for p in api.list_persons(collection)] == ["aaron-peirsol", "angela-merkel"]
 
     face = api.identify_image(collection, merkel[1])[0]  # the largest face: Merkel's portrait
     assert face.decision == "match" and face.person_id == "angela-merkel"
@@ -88,7 +101,7 @@ def test_enrol_identify_and_forget(api: Any, gallery: Path, tmp_path: Path) -> N
     assert api.list_persons(collection)
     done = api.forget_person(collection, "angela-merkel", include_unlabelled_matches=True)
     assert sorted(done.face_ids) == sorted(dry.face_ids)
-    assert api.list_persons(collection) == []
+    assert [p.person_id for p in api.list_persons(collection)] == ["aaron-peirsol"]
     left = api.search_by_image(collection, merkel[1], k=3)
     assert not [h for h in left if "Angela_Merkel" in str(h.metadata.get("media_id", ""))]
 

@@ -339,3 +339,33 @@ class IdentifyResponse(_message.Message):
     references_searched: int
     operating_points: OperatingPoints
     def __init__(self, faces: _Optional[_Iterable[_Union[FaceIdentification, _Mapping]]] = ..., persons: _Optional[int] = ..., references_searched: _Optional[int] = ..., operating_points: _Optional[_Union[OperatingPoints, _Mapping]] = ...) -> None: ...
+
+class FaceCluster(_message.Message):
+    __slots__ = ("cluster_id", "face_ids", "representative_id")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FACE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REPRESENTATIVE_ID_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    face_ids: _containers.RepeatedScalarFieldContainer[str]
+    representative_id: str
+    def __init__(self, cluster_id: _Optional[str] = ..., face_ids: _Optional[_Iterable[str]] = ..., representative_id: _Optional[str] = ...) -> None: ...
+
+class ListClustersRequest(_message.Message):
+    __slots__ = ("collection", "min_size", "max_clusters")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    min_size: int
+    max_clusters: int
+    def __init__(self, collection: _Optional[str] = ..., min_size: _Optional[int] = ..., max_clusters: _Optional[int] = ...) -> None: ...
+
+class ListClustersResponse(_message.Message):
+    __slots__ = ("clusters", "unlabelled_faces", "truncated")
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    UNLABELLED_FACES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    clusters: _containers.RepeatedCompositeFieldContainer[FaceCluster]
+    unlabelled_faces: int
+    truncated: bool
+    def __init__(self, clusters: _Optional[_Iterable[_Union[FaceCluster, _Mapping]]] = ..., unlabelled_faces: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...

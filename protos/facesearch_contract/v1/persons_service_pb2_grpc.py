@@ -89,6 +89,11 @@ class PersonsStub:
                 request_serializer=facesearch_dot_v1_dot_persons__pb2.ForgetPersonRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_persons__pb2.ForgetPersonResponse.FromString,
                 _registered_method=True)
+        self.ListClusters = channel.unary_unary(
+                '/facesearch.v1.Persons/ListClusters',
+                request_serializer=facesearch_dot_v1_dot_persons__pb2.ListClustersRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_persons__pb2.ListClustersResponse.FromString,
+                _registered_method=True)
         self.Identify = channel.unary_unary(
                 '/facesearch.v1.Persons/Identify',
                 request_serializer=facesearch_dot_v1_dot_persons__pb2.IdentifyRequest.SerializeToString,
@@ -185,6 +190,17 @@ class PersonsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListClusters(self, request, context):
+        """Group the collection's unlabelled faces into candidate persons: average-linkage
+        clustering cut at the face model's 1:1 threshold for FMR 1e-4 (bench/identify: BCubed F
+        0.99 on LFW). Computed on request over at most 10,000 unlabelled faces. Name a cluster by
+        LabelFaces + EnrollPerson (the SDK's name_cluster). FAILED_PRECONDITION: identification
+        is not configured (the threshold comes from its calibration).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Identify(self, request, context):
         """Identify faces among the collection's persons. FAILED_PRECONDITION: identification is not
         configured (ConfigureIdentification with the model's calibration). INVALID_ARGUMENT: no
@@ -252,6 +268,11 @@ def add_PersonsServicer_to_server(servicer, server):
                     servicer.ForgetPerson,
                     request_deserializer=facesearch_dot_v1_dot_persons__pb2.ForgetPersonRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_persons__pb2.ForgetPersonResponse.SerializeToString,
+            ),
+            'ListClusters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClusters,
+                    request_deserializer=facesearch_dot_v1_dot_persons__pb2.ListClustersRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_persons__pb2.ListClustersResponse.SerializeToString,
             ),
             'Identify': grpc.unary_unary_rpc_method_handler(
                     servicer.Identify,
@@ -556,6 +577,33 @@ class Persons:
             '/facesearch.v1.Persons/ForgetPerson',
             facesearch_dot_v1_dot_persons__pb2.ForgetPersonRequest.SerializeToString,
             facesearch_dot_v1_dot_persons__pb2.ForgetPersonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClusters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.Persons/ListClusters',
+            facesearch_dot_v1_dot_persons__pb2.ListClustersRequest.SerializeToString,
+            facesearch_dot_v1_dot_persons__pb2.ListClustersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,6 +20,7 @@ MAX_FACE_IDS = max_items(pb.LabelFacesRequest, "face_ids")
 MAX_PROBES = max_items(pb.IdentifyRequest, "faces")
 _, MAX_CANDIDATES = value_range(pb.IdentifyRequest, "max_candidates")
 _, MAX_PAGE = value_range(pb.ListPersonsRequest, "page_size")
+_, MAX_CLUSTER_LIST = value_range(pb.ListClustersRequest, "max_clusters")
 ATTRIBUTE_KEY_BYTES, ATTRIBUTE_VALUE_BYTES = 64, 1024
 DEFAULT_CANDIDATES = 3
 DEFAULT_PAGE = 100

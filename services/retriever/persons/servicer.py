@@ -23,6 +23,7 @@ from facesearch_contract.v1 import persons_service_pb2_grpc as pb_grpc
 from facesearch_contract.v1 import retriever_pb2 as rpb
 from facesearch_server.retriever.catalog import Catalog
 from facesearch_server.retriever.collection import Collection
+from facesearch_server.retriever.persons import face_clusters
 from facesearch_server.retriever.persons import person_rules as rules
 from facesearch_server.retriever.persons.person_store import PersonRecord, PersonStore
 from facesearch_server.retriever.persons.reference_index import ReferenceIndex
@@ -43,6 +44,8 @@ STORE_FILE = "persons.sqlite3"
 MAX_PERSON_FACES = 1_000_000
 # Unlabelled faces searched per reference when forgetting the faces that match a person.
 UNLABELLED_PER_REFERENCE = 1_000
+# Unlabelled faces one ListClusters groups (their distance matrix: 0.8 GB in float64).
+MAX_CLUSTERED_FACES = 10_000
 _DECISIONS = {
     Decision.MATCH: pb.DECISION_MATCH,
     Decision.POSSIBLE: pb.DECISION_POSSIBLE,
@@ -545,6 +548,51 @@ class PersonsServicer(pb_grpc.PersonsServicer):
                 ):
                     out.append(point.id)
         return out
+
+    # ---- candidate persons ---------------------------------------------------------------
+    async def ListClusters(
+        self, request: pb.ListClustersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListClustersResponse:
+        coll = self._collection(request.collection)
+        store = self._store(coll)
+        settings, calibration, _ = self._decider(store)
+        min_size = request.min_size or 2
+        most = request.max_clusters or 50
+        if not 2 <= min_size <= rules.MAX_CLUSTER_LIST:
+            raise InvalidArgument("min_size", f"is {min_size}; it is 2..{rules.MAX_CLUSTER_LIST}")
+        if most > rules.MAX_CLUSTER_LIST:
+            raise InvalidArgument("max_clusters", f"is {most}; at most {rules.MAX_CLUSTER_LIST}")
+        field = coll.field(settings.vector_field, "settings.vector_field")
+        flt = cpb.Filter(must=[cpb.FieldCondition(field="person_id", exists=False)])
+        pred = coll.compile(flt, "filter")
+        assert pred is not None
+        b = self._budget(context)
+        points, _ = await coll.shards.get_matching(
+            flt, pred, field.name, MAX_CLUSTERED_FACES + 1, b
+        )
+        truncated = len(points) > MAX_CLUSTERED_FACES
+        points = points[:MAX_CLUSTERED_FACES]
+        ids = [p.id for p in points]
+        vectors = np.array([p.vectors[field.name].values for p in points], np.float32)
+        quality = np.array(
+            [p.metadata["quality"].double_value if "quality" in p.metadata else 0.0 for p in points]
+        )
+        # One cut for all: the clean band's threshold (bands differ by ~0.01 on SFace).
+        threshold = calibration.threshold(face_clusters.CLUSTER_FMR, 1.0, 1)
+        clusters = await asyncio.to_thread(
+            face_clusters.cluster_faces, ids, vectors.reshape(len(ids), -1), quality, threshold,
+            min_size,
+        )  # fmt: skip
+        return pb.ListClustersResponse(
+            clusters=[
+                pb.FaceCluster(
+                    cluster_id=c.cluster_id, face_ids=c.face_ids, representative_id=c.face_ids[0]
+                )
+                for c in clusters[:most]
+            ],
+            unlabelled_faces=len(ids),
+            truncated=truncated,
+        )
 
     # ---- identification ------------------------------------------------------------------
     async def Identify(
