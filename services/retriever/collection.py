@@ -155,6 +155,7 @@ class Collection:
                 else (1.0 if agg.build_state == pb.BUILD_STATE_READY else 0.0)
             )
             agg.tombstones = sum(f.tombstones for f in per)
+            agg.vectors = sum(f.vectors for f in per)
             agg.index_bytes = sum(f.index_bytes for f in per)
         for r in reports:
             s = out.shards.add(

@@ -20,7 +20,7 @@ from facesearch_server.retriever import filters
 from facesearch_server.retriever import validation as check
 from facesearch_server.retriever.collection import Collection, Limits, person_filter
 from facesearch_server.retriever.shard_router import CallBudget, ShardSearch
-from facesearch_server.runtime.errors import InvalidArgument, NotFound
+from facesearch_server.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from facesearch_server.runtime.validation import batch_size
 
 RRF_K = 60
@@ -177,7 +177,31 @@ async def search(
             res, miss = await _fused(coll, p, req, with_meta, b, resolve)
             results[p.index] = res
             missing.update(miss)
+    if any(len(p.terms) > 1 for p in plans) or any(not r.hits for r in results if r):
+        # A fused query, or an empty answer: was a term one that can never contribute? (Not
+        # asked of a plain face search with hits: it costs a report from every shard.)
+        await _refuse_empty_fields(coll, plans, b)
     return pb.SearchResponse(results=results, missing_shards=sorted(missing))
+
+
+async def _refuse_empty_fields(coll: Collection, plans: list[Plan], b: CallBudget) -> None:
+    """A vector term on a field no face has a vector in (a text search on a collection
+    indexed without captions) would silently add nothing: refuse it, saying what to index."""
+    reports = await coll.shards.reports(b)
+    if not all(r.available for r in reports):
+        return  # a shard that did not answer may hold the vectors
+    stored: dict[str, int] = {}
+    for r in reports:
+        for f in r.fields:
+            stored[f.name] = stored.get(f.name, 0) + f.vectors
+    for p in plans:
+        for t in p.terms:
+            if t.source == "vector" and t.weight > 0 and not stored.get(t.spec.name, 0):
+                raise FailedPrecondition(
+                    f"{t.path}: no face in collection {coll.name!r} has a {t.spec.name!r} "
+                    f"vector, so this term cannot find anything; index {t.spec.name} vectors "
+                    "first (for a text field: captions, e.g. sidecar .txt files)"
+                )
 
 
 async def _resolve_terms(

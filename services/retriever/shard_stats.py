@@ -37,6 +37,7 @@ def field_stats(fields: dict[str, FieldIndex]) -> list[pb.VectorFieldStats]:
                 build_progress=fi.progress if fi.building else (1.0 if fi.ann else 0.0),
                 effective_index=eff,
                 tombstones=len(fi.tombstones),
+                vectors=fi.flat.ntotal,
                 index_bytes=flat_bytes + (fi.ann.nbytes if fi.ann else 0),
                 measured_recall=fi.ann.tuning.recall if fi.ann and fi.ann.tuning else 0.0,
             )

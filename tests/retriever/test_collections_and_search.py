@@ -447,3 +447,30 @@ def test_calls_without_a_deadline_are_not_cut_by_the_downstream_timeout(tmp_path
         assert stub.Search(search).results[0].hits[0].id == "n5"
     finally:
         svc.stop()
+
+
+def test_a_term_on_a_field_without_vectors_is_refused_not_ignored(
+    alpha: Client, rng: np.random.Generator
+) -> None:
+    # A collection with a caption field in which nothing was ever stored (indexed without
+    # captions): a text term can find nothing, alone or fused, and says what to index.
+    caption = pb.VectorFieldSpec(name="caption", dimension=8, model_id="minilm-l6-v2")
+    alpha.create("no-captions", extra_fields=[caption])
+    alpha.upsert("no-captions", [point(f"p{i}", v) for i, v in enumerate(unit(rng, 5))])
+    text = pb.QueryTerm(
+        field="caption", model_id="minilm-l6-v2", vector=cpb.Vector(values=[0.1] * 8)
+    )
+    face = pb.QueryTerm(field="face", model_id=MODEL, vector=cpb.Vector(values=unit(rng, 1)[0]))
+    for terms in ([text], [face, text]):
+        req = pb.SearchRequest(collection="no-captions", queries=[pb.Query(terms=terms, k=3)])
+        with pytest.raises(grpc.RpcError) as err:
+            alpha.Search(req)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "'caption'" in err.value.details() and "index" in err.value.details()
+    # Once one face has a caption vector the same fused query answers.
+    with_caption = point("p9", unit(rng, 1)[0])
+    with_caption.vectors["caption"].values.extend([0.1] * 8)
+    with_caption.model_ids["caption"] = "minilm-l6-v2"
+    alpha.upsert("no-captions", [with_caption])
+    req = pb.SearchRequest(collection="no-captions", queries=[pb.Query(terms=[face, text], k=3)])
+    assert alpha.Search(req).results[0].hits

@@ -137,7 +137,7 @@ class CreateCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class VectorFieldStats(_message.Message):
-    __slots__ = ("name", "build_state", "build_progress", "effective_index", "tombstones", "index_bytes", "measured_recall")
+    __slots__ = ("name", "build_state", "build_progress", "effective_index", "tombstones", "index_bytes", "measured_recall", "vectors")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUILD_STATE_FIELD_NUMBER: _ClassVar[int]
     BUILD_PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +145,7 @@ class VectorFieldStats(_message.Message):
     TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
     INDEX_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEASURED_RECALL_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
     name: str
     build_state: BuildState
     build_progress: float
@@ -152,7 +153,8 @@ class VectorFieldStats(_message.Message):
     tombstones: int
     index_bytes: int
     measured_recall: float
-    def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ..., measured_recall: _Optional[float] = ...) -> None: ...
+    vectors: int
+    def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ..., measured_recall: _Optional[float] = ..., vectors: _Optional[int] = ...) -> None: ...
 
 class ShardStats(_message.Message):
     __slots__ = ("shard", "points", "location", "available", "wal_entries", "last_snapshot")
