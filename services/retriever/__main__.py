@@ -61,7 +61,11 @@ def build(cfg: RetrieverSettings) -> ServiceDefinition:
             tasks.append(asyncio.create_task(host.snapshot_loop(interval, min_entries)))
         # Shard servers know shards by uid only, so a router exports its collections' sizes.
         refresh_s = cfg.metrics_refresh_s
-        tasks.append(asyncio.create_task(metrics.refresh_loop(catalog, refresh_s)))
+        tasks.append(
+            asyncio.create_task(
+                metrics.refresh_loop(catalog, refresh_s, cfg.metrics_collection_names)
+            )
+        )
 
     async def stop() -> None:
         for t in tasks:

@@ -127,6 +127,7 @@ class Collection:
             aliases=sorted(aliases),
             points=sum(r.points for r in reports),
             created=timestamp(self.created),
+            uid=self.uid,
         )
         for name, ftype in sorted(self.schema.items()):
             out.metadata_fields.add(name=name, type=ftype)

@@ -34,15 +34,21 @@ DISK = Gauge(
 _GAUGES = (POINTS, MEMORY, DISK)
 
 
-async def refresh(catalog: Catalog, exported: set[tuple[str, str]]) -> None:
+# /metrics is served without auth: by default a scrape shows sizes per collection uid, never
+# a tenant's or a collection's name (an operator opts in with metrics_collection_names).
+REDACTED = "redacted"
+
+
+async def refresh(catalog: Catalog, exported: set[tuple[str, str]], names: bool = False) -> None:
     """Set the gauges from the catalog; forget collections dropped since the last refresh."""
     seen: set[tuple[str, str]] = set()
     for tenant, space in list(catalog.tenants.items()):
         for name, coll in list(space.collections.items()):
             points, memory, disk = await coll.usage(CallBudget(timeout=10.0))
+            labels = (tenant, name) if names else (REDACTED, coll.uid)
             for gauge, value in zip(_GAUGES, (points, memory, disk), strict=True):
-                gauge.labels(tenant, name).set(value)
-            seen.add((tenant, name))
+                gauge.labels(*labels).set(value)
+            seen.add(labels)
     for gone in exported - seen:
         for gauge in _GAUGES:
             gauge.remove(*gone)
@@ -50,11 +56,11 @@ async def refresh(catalog: Catalog, exported: set[tuple[str, str]]) -> None:
     exported.update(seen)
 
 
-async def refresh_loop(catalog: Catalog, interval_s: float) -> None:
+async def refresh_loop(catalog: Catalog, interval_s: float, names: bool = False) -> None:
     exported: set[tuple[str, str]] = set()
     while True:
         try:
-            await refresh(catalog, exported)
+            await refresh(catalog, exported, names)
         except Exception:  # a metrics refresh must never take the service down
             log.warning("collection metrics refresh failed", exc_info=True)
         await asyncio.sleep(interval_s)

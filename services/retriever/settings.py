@@ -60,3 +60,8 @@ class RetrieverSettings(ServiceSettings):
     metrics_refresh_s: float = Field(
         15.0, gt=0, description="how often the collection size gauges are refreshed"
     )
+    metrics_collection_names: bool = Field(
+        False,
+        description="label the size gauges with tenant and collection names (else the "
+        "collection's opaque uid and tenant 'redacted'): /metrics has no auth",
+    )

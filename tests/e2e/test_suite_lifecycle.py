@@ -125,12 +125,15 @@ def test_archive_lifecycle(
     rounds = metric_value(scraped, "facesearch_personalizer_feedback_rounds_total", finished="true")
     assert rounds == 1  # the round in which the user said "found"
     stored = client.retriever.Stats(retriever_pb2.StatsRequest(collection="archive-v1")).points
+    uid = client.retriever.DescribeCollection(
+        retriever_pb2.DescribeCollectionRequest(collection="archive-v1")
+    ).collection.uid
     _wait_for(
         lambda: (
             metric_value(
                 scrape_metrics(suite["retriever"].metrics_port),
                 "facesearch_retriever_points",
-                collection="archive-v1",
+                collection=uid,  # names stay out of the unauthenticated /metrics by default
             )
             == stored
         )

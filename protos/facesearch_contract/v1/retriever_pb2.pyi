@@ -173,7 +173,7 @@ class ShardStats(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., points: _Optional[int] = ..., location: _Optional[str] = ..., available: _Optional[bool] = ..., wal_entries: _Optional[int] = ..., last_snapshot: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "vector_fields", "shard_count", "metadata_fields", "description", "aliases", "points", "field_stats", "shards", "created")
+    __slots__ = ("name", "vector_fields", "shard_count", "metadata_fields", "description", "aliases", "points", "field_stats", "shards", "created", "uid")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELDS_FIELD_NUMBER: _ClassVar[int]
     SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +184,7 @@ class CollectionInfo(_message.Message):
     FIELD_STATS_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
     name: str
     vector_fields: _containers.RepeatedCompositeFieldContainer[VectorFieldSpec]
     shard_count: int
@@ -194,7 +195,8 @@ class CollectionInfo(_message.Message):
     field_stats: _containers.RepeatedCompositeFieldContainer[VectorFieldStats]
     shards: _containers.RepeatedCompositeFieldContainer[ShardStats]
     created: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., points: _Optional[int] = ..., field_stats: _Optional[_Iterable[_Union[VectorFieldStats, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    uid: str
+    def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., points: _Optional[int] = ..., field_stats: _Optional[_Iterable[_Union[VectorFieldStats, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uid: _Optional[str] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection",)
