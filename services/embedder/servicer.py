@@ -184,6 +184,11 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                 "model_id",
                 f"{request.model_id!r} is not a text model served here; use {self.text.model_id!r}",
             )
+        if request.role not in pb.TextRole.values():
+            # proto3 enums are open: an unknown number arrives as is, never as an error.
+            raise InvalidArgument(
+                "role", f"is {request.role}, not a TextRole: use QUERY, CAPTION or DESCRIPTION"
+            )
         # MiniLM is a symmetric model: queries, captions and descriptions share one encoding,
         # so the role does not change the vector.
         vectors = await self.text.embed(list(request.texts))

@@ -65,6 +65,13 @@ class PersonalizerServicer(pb_grpc.PersonalizerServicer):
                 raise InvalidArgument(
                     f"feedback[{i}].label", f"is {what}: use SIMILAR, DISSIMILAR or FOUND"
                 )
+        labels: dict[str, int] = {}
+        for i, item in enumerate(request.feedback):
+            if labels.setdefault(item.id, item.label) != item.label:
+                raise InvalidArgument(
+                    f"feedback[{i}]",
+                    f"face {item.id[:40]!r} is labelled twice, differently: give it one label",
+                )
         state = await self.sessions.feedback(current_tenant(), request, context)
         metrics.FEEDBACK_ROUNDS.labels(str(state.finished).lower()).inc()
         return pb.SubmitFeedbackResponse(state=state)

@@ -9,6 +9,7 @@ top list is ranked by both).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -98,6 +99,9 @@ def plan(coll: Collection, q: pb.Query, i: int, limits: Limits) -> Plan:
         raise InvalidArgument(
             f"{path}.terms", "at least one term needs a positive weight to find neighbours"
         )
+    if q.HasField("min_score") and not math.isfinite(q.min_score):
+        # NaN compares false with every score, so it would silently return everything.
+        raise InvalidArgument(f"{path}.min_score", f"is {q.min_score}; give a finite score")
     flt = q.filter if q.HasField("filter") and not filters.is_empty(q.filter) else None
     pred = coll.compile(flt, f"{path}.filter")
     return Plan(

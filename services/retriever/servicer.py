@@ -26,7 +26,7 @@ from facesearch_server.runtime.auth import current_tenant
 from facesearch_server.runtime.config import ServerConfig
 from facesearch_server.runtime.downstream import call_options
 from facesearch_server.runtime.errors import InvalidArgument, ServiceError
-from facesearch_server.runtime.validation import require, require_name
+from facesearch_server.runtime.validation import NAME_RE, require, require_name
 
 log = logging.getLogger("facesearch.retriever")
 
@@ -84,7 +84,14 @@ class RetrieverServicer(pb_grpc.RetrieverServicer):
         if size > MAX_PAGE:
             raise InvalidArgument("page.page_size", f"is {size}; at most {MAX_PAGE:,}")
         space = self.catalog.space(current_tenant())
-        names = sorted(n for n in space.collections if n > request.page.page_token)
+        token = request.page.page_token
+        if token and not NAME_RE.match(token):
+            # Tokens are collection names; anything else did not come from this server, and
+            # answering the first page for it would hide the caller's bug.
+            raise InvalidArgument(
+                "page.page_token", "is not a token this server issued: start from the first page"
+            )
+        names = sorted(n for n in space.collections if n > token)
         page, rest = names[:size], names[size:]
         b = self._budget(context)
         infos = [await self._info(space.collections[n], b) for n in page]

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from facesearch.errors import field_violations
-from facesearch_contract.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
+from facesearch_contract.v1 import common_pb2, embedder_pb2, personalizer_pb2, retriever_pb2
 from facesearch_contract.v1.embedder_service_pb2_grpc import EmbedderStub
 from facesearch_contract.v1.personalizer_service_pb2_grpc import PersonalizerStub
 from facesearch_contract.v1.retriever_service_pb2_grpc import RetrieverStub
@@ -135,3 +135,64 @@ def test_an_oversized_name_is_refused_with_a_short_message(
             call(request, timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert len(err.value.details()) < 300 and "characters" in err.value.details()
+
+
+def test_values_that_would_be_silently_misread_are_refused(
+    services: dict[str, ServiceProcess],
+) -> None:
+    """A NaN min_score (compares false with everything), an enum number the contract does not
+    define, one face labelled two ways in one call, and a page token this server never issued
+    used to be accepted; each now names its field."""
+    retriever = RetrieverStub(services["retriever"].channel())
+    field = retriever_pb2.VectorFieldSpec(name="face", dimension=2, model_id="m")
+    retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="misread", vector_fields=[field]), timeout=10
+    )
+    term = retriever_pb2.QueryTerm(
+        field="face", model_id="m", vector=common_pb2.Vector(values=[1.0, 0.0])
+    )
+    nan = retriever_pb2.SearchRequest(
+        collection="misread",
+        queries=[retriever_pb2.Query(terms=[term], k=1, min_score=float("nan"))],
+    )
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: retriever.Search(nan, timeout=10), "queries[0].min_score"),
+        (
+            lambda: EmbedderStub(services["embedder"].channel()).EmbedText(
+                embedder_pb2.EmbedTextRequest(texts=["a"], role=99),
+                timeout=30,  # type: ignore[arg-type]
+            ),
+            "role",
+        ),
+        (
+            lambda: PersonalizerStub(services["personalizer"].channel()).SubmitFeedback(
+                personalizer_pb2.SubmitFeedbackRequest(
+                    session_id="s",
+                    feedback=[
+                        personalizer_pb2.Feedback(
+                            id="f1", label=personalizer_pb2.FEEDBACK_LABEL_SIMILAR
+                        ),
+                        personalizer_pb2.Feedback(
+                            id="f1", label=personalizer_pb2.FEEDBACK_LABEL_DISSIMILAR
+                        ),
+                    ],
+                ),
+                timeout=10,
+            ),
+            "feedback[1]",
+        ),
+        (
+            lambda: retriever.ListCollections(
+                retriever_pb2.ListCollectionsRequest(
+                    page=common_pb2.PageRequest(page_token="garbage!")
+                ),
+                timeout=10,
+            ),
+            "page.page_token",
+        ),
+    ]
+    for call, path in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, err.value.details())
+        assert err.value.details().startswith(path), err.value.details()
