@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from facesearch import messages
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.errors import FacesearchError
 from facesearch.person_evidence import Outcome, label_folder
@@ -51,16 +52,12 @@ class FolderLabelling:
             for o in photo:
                 self.outcomes[o.value] += 1
         if out.references and known is None:
-            self.references[person] = [_point_id(results[p].media_id, f) for p, f in out.references]
+            self.references[person] = [
+                messages.point_id(results[p].media_id, f) for p, f in out.references
+            ]
         return [
             [person if o is Outcome.LABELLED else None for o in photo] for photo in out.outcomes
         ]
-
-
-def _point_id(media_id: str, face: int) -> str:
-    from facesearch import messages
-
-    return messages.point_id(media_id, face)
 
 
 def folder_of(media_id: str, by_media: dict[str, Path], root: Path) -> str | None:

@@ -10,7 +10,7 @@ from facesearch_contract.limits import max_bytes, max_items, value_range
 from facesearch_contract.v1 import persons_pb2 as pb
 from facesearch_server.runtime.errors import InvalidArgument
 from facesearch_server.runtime.open_set import OperatingPoints
-from facesearch_server.runtime.validation import batch_size, require
+from facesearch_server.runtime.validation import batch_size, quote, require
 
 PERSON_ID_BYTES = max_bytes(pb.Person, "person_id")
 DISPLAY_NAME_BYTES = max_bytes(pb.Person, "display_name")
@@ -27,11 +27,6 @@ DEFAULT_PAGE = 100
 _PERSON_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def _quote(value: str) -> str:
-    """A bad value quoted in a message: a short prefix, never unbounded input."""
-    return repr(value if len(value) <= 40 else value[:40] + "...")
-
-
 def check_person_id(value: str, field: str) -> str:
     require(value, field)
     if len(value.encode()) > PERSON_ID_BYTES:
@@ -39,7 +34,7 @@ def check_person_id(value: str, field: str) -> str:
     if not _PERSON_ID.fullmatch(value):
         raise InvalidArgument(
             field,
-            f"{_quote(value)} is not a person id: use letters, digits, '.', '_' and '-', "
+            f"{quote(value)} is not a person id: use letters, digits, '.', '_' and '-', "
             "starting with a letter or a digit",
         )
     return value
@@ -58,10 +53,10 @@ def check_attributes(attrs: dict[str, str], field: str) -> dict[str, str]:
         raise InvalidArgument(field, f"has {len(attrs)} entries; at most {MAX_ATTRIBUTES}")
     for key, value in attrs.items():
         if not key or len(key.encode()) > ATTRIBUTE_KEY_BYTES:
-            raise InvalidArgument(field, f"key {_quote(key)}: 1..{ATTRIBUTE_KEY_BYTES} bytes")
+            raise InvalidArgument(field, f"key {quote(key)}: 1..{ATTRIBUTE_KEY_BYTES} bytes")
         if len(value.encode()) > ATTRIBUTE_VALUE_BYTES:
             raise InvalidArgument(
-                f"{field}[{_quote(key)}]", f"at most {ATTRIBUTE_VALUE_BYTES} bytes"
+                f"{field}[{quote(key)}]", f"at most {ATTRIBUTE_VALUE_BYTES} bytes"
             )
     return dict(attrs)
 

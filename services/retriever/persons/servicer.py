@@ -15,19 +15,18 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from google.protobuf import timestamp_pb2
 
 from facesearch_contract.v1 import common_pb2 as cpb
 from facesearch_contract.v1 import persons_pb2 as pb
 from facesearch_contract.v1 import persons_service_pb2_grpc as pb_grpc
 from facesearch_contract.v1 import retriever_pb2 as rpb
 from facesearch_server.retriever.catalog import Catalog
-from facesearch_server.retriever.collection import Collection
+from facesearch_server.retriever.collection import Collection, person_filter
 from facesearch_server.retriever.persons import face_clusters
 from facesearch_server.retriever.persons import person_rules as rules
 from facesearch_server.retriever.persons.person_store import PersonRecord, PersonStore
 from facesearch_server.retriever.persons.reference_index import ReferenceIndex
-from facesearch_server.retriever.shard_router import CallBudget, ShardSearch
+from facesearch_server.retriever.shard_router import CallBudget, ShardSearch, timestamp
 from facesearch_server.runtime.auth import current_tenant
 from facesearch_server.runtime.calibration_proto import calibration_from_proto
 from facesearch_server.runtime.errors import (
@@ -51,20 +50,6 @@ _DECISIONS = {
     Decision.POSSIBLE: pb.DECISION_POSSIBLE,
     Decision.UNKNOWN: pb.DECISION_UNKNOWN,
 }
-
-
-def _ts(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
-def _person_filter(person_id: str) -> cpb.Filter:
-    return cpb.Filter(
-        must=[
-            cpb.FieldCondition(field="person_id", equals=cpb.MetadataValue(string_value=person_id))
-        ]
-    )
 
 
 class PersonsServicer(pb_grpc.PersonsServicer):
@@ -128,7 +113,7 @@ class PersonsServicer(pb_grpc.PersonsServicer):
         return index
 
     async def _faces_of(self, coll: Collection, person_id: str, b: CallBudget) -> list[rpb.Point]:
-        flt = _person_filter(person_id)
+        flt = person_filter(person_id)
         pred = coll.compile(flt, "person_id")
         assert pred is not None
         points, _ = await coll.shards.get_matching(flt, pred, "", MAX_PERSON_FACES, b)
@@ -144,8 +129,8 @@ class PersonsServicer(pb_grpc.PersonsServicer):
             attributes=record.attributes,
             reference_ids=record.reference_ids,
             labelled_faces=labelled,
-            created_at=_ts(record.created),
-            updated_at=_ts(record.updated),
+            created_at=timestamp(record.created),
+            updated_at=timestamp(record.updated),
         )
 
     def _get(self, store: PersonStore, person_id: str, field: str) -> PersonRecord:
