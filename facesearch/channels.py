@@ -5,6 +5,9 @@
 - API key and default deadline: a client interceptor adds ``x-api-key`` and, when the caller
   gave no timeout, the settings' default, so no call can hang forever.
 - TLS: system roots or a given CA; ``tls_server_name`` when dialling an IP.
+- Reconnects: within a second of a service coming back (gRPC's default backoff grows to 120 s,
+  and a call made while a channel waits it out fails at once, for seconds after the service is
+  back); a caller who would rather wait passes ``wait_for_ready=True`` with its timeout.
 """
 
 from __future__ import annotations
@@ -58,6 +61,15 @@ def service_config(settings: ClientSettings) -> str:
     return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
 
 
+# The same as between the services (facesearch_server.runtime.downstream): try again within a
+# second once a service went away, and give one connection attempt at least a second.
+RECONNECT_BACKOFF: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 1000),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 def channel_options(settings: ClientSettings) -> list[tuple[str, Any]]:
     size = settings.max_message_mb * 1024 * 1024
     options: list[tuple[str, Any]] = [
@@ -67,6 +79,7 @@ def channel_options(settings: ClientSettings) -> list[tuple[str, Any]]:
         ("grpc.service_config", service_config(settings)),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        *RECONNECT_BACKOFF,
     ]
     if settings.tls_server_name:
         options.append(("grpc.ssl_target_name_override", settings.tls_server_name))

@@ -1,7 +1,8 @@
 """``facesearch``: the command line over the SDK.
 
     facesearch serve [--data-dir DIR]            the three services on this machine
-    facesearch index DIR --collection NAME       embed and store every face under DIR
+    facesearch index DIR --collection NAME       embed and store every face under DIR (again:
+                                                 resumes, sending only what is not stored)
     facesearch search IMAGE --collection NAME    the closest faces, with scores
     facesearch session --collection NAME         interactive search with your feedback
     facesearch status                            health and counts of every service
@@ -26,8 +27,9 @@ from typing import Any, TextIO
 
 import grpc
 
-from facesearch import cli_persons, flows, messages
+from facesearch import cli_persons, flows, index_resume, messages
 from facesearch.client import FacesearchClient
+from facesearch.core.search import ContextHits, DescriptionHits
 from facesearch.errors import FacesearchError, explain
 from facesearch.local_stack import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, SERVICES, LocalStack
 from facesearch.settings import ClientSettings
@@ -99,18 +101,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder per person (LFW): the face recurring across its photos gets the label",
     )
     index.add_argument(
-        "--no-captions", action="store_true", help="ignore sidecar <image>.txt captions"
+        "--no-captions",
+        action="store_true",
+        help="ignore the photos' context text (IPTC/XMP/EXIF captions, sidecar .txt/.json, "
+        ".srt/.vtt subtitles)",
     )
     index.add_argument("--source", help="stored as metadata 'source' on every face")
     index.add_argument("--no-progress", action="store_true")
+    index.add_argument(
+        "--retry-for",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="keep retrying a service that is unavailable or overloaded for S seconds, with "
+        "backoff, before giving up (default 60; 0: give up at once)",
+    )
+    index.add_argument(
+        "--journal",
+        type=Path,
+        metavar="FILE",
+        help="where the run records the files stored, so running it again resumes (default: "
+        "one file per retriever, collection and DIR under ~/.cache/facesearch/index)",
+    )
+    index.add_argument(
+        "--no-resume", action="store_true", help="send every file again, ignoring the journal"
+    )
 
     search = sub.add_parser("search", parents=[common], help="faces most like a photo or text")
     search.add_argument("image", nargs="?", type=Path, metavar="IMAGE")
     search.add_argument("--collection", "-c", default=DEFAULT_COLLECTION)
     search.add_argument("-k", type=int, default=10, help="matches to show (default 10)")
     search.add_argument("--text", help="search the collection's captions with this text")
-    search.add_argument("--person", help="a person_id; with --text: that person in a context")
-    search.add_argument("--description", help="with IMAGE: a description of the face (TGFR)")
+    search.add_argument(
+        "--person",
+        help="a person_id; with --text: only that person's faces, ranked by the context",
+    )
+    search.add_argument(
+        "--unlabelled",
+        action="store_true",
+        help="with --person and --text: also unlabelled faces that identify as the person "
+        "(match operating point)",
+    )
+    search.add_argument(
+        "--description",
+        help="a description of the face (TGFR: 'an older man with glasses and no beard'), "
+        "with IMAGE or alone",
+    )
     search.add_argument(
         "--where", action="append", default=[], metavar="KEY=VALUE", help="filter; repeatable"
     )
@@ -151,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="embedder on P, retriever P+1, personalizer P+2",
     )
+
+    # Offline: trains in this process (needs facesearch-server[train]); its own options are
+    # parsed by the training module, so `facesearch train face-encoder --help` lists them.
+    train = sub.add_parser(
+        "train", help="fine-tune a model on labelled faces (e.g. train face-encoder DIR)"
+    )
+    train.add_argument("train_args", nargs=argparse.REMAINDER, metavar="face-encoder ...")
 
     status = sub.add_parser("status", parents=[common], help="health and counts of services")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -230,9 +273,20 @@ def cmd_index(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -
     if not files:
         print(f"no images under {args.directory}", file=sys.stderr)
         return 1
-    info, created = flows.ensure_collection(client, args.collection, shards=args.shards)
+    # A retriever restarting as the run starts is waited for as one restarting mid-run is.
+    info, created = index_resume.call_with_retries(
+        lambda: flows.ensure_collection(client, args.collection, shards=args.shards),
+        args.retry_for,
+        client.settings.initial_backoff_s,
+        client.settings.max_backoff_s,
+    )
     fields = ", ".join(f"{f.name}:{f.model_id}/{f.dimension}" for f in info.vector_fields)
     print(f"{'created' if created else 'using'} collection {info.name} ({fields})", file=out)
+    journal = args.journal or index_resume.default_journal_path(
+        client.settings.retriever_address, info.name, args.directory
+    )
+    if args.no_resume:
+        journal.unlink(missing_ok=True)
 
     bar = None
     if not args.no_progress:
@@ -242,10 +296,12 @@ def cmd_index(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -
 
     def progress(p: flows.IndexProgress) -> None:
         if bar is not None:
+            bar.total = p.total
             bar.set_postfix(faces=p.faces, errors=p.errors, refresh=False)
             # update() redraws at most every mininterval, so a fast run is not slowed.
             bar.update(p.done - bar.n)
 
+    stopped = None
     try:
         summary = flows.index_folder(
             client,
@@ -258,18 +314,47 @@ def cmd_index(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -
             person_from_dir=args.person_from_dir,
             captions=not args.no_captions,
             source=args.source,
+            journal=journal,
+            retry_for_s=args.retry_for,
         )
+    except index_resume.IndexIncomplete as exc:
+        stopped, summary = exc, exc.summary
     finally:
         if bar is not None:
             bar.close()
+    print_index_summary(summary, len(files), journal, out)
+    if stopped is not None:
+        print(
+            f"indexing stopped after retrying for {args.retry_for:g}s: {stopped.reason}\n"
+            f"run the same command again to index the {len(summary.errors)} file(s) above "
+            "(files already stored are skipped)",
+            file=out,
+        )
+    return 1 if summary.errors else 0
+
+
+# The failed files a summary lists before it only counts the rest.
+SHOW_FAILED = 50
+
+
+def print_index_summary(
+    summary: flows.IndexSummary, files: int, journal: Path, out: TextIO
+) -> None:
+    if summary.skipped:
+        print(
+            f"resumed: {summary.skipped} of {files} images already stored by an earlier run "
+            f"(journal {journal}; --no-resume sends them again)",
+            file=out,
+        )
+    retried = f", {summary.retries} transient failure(s) retried" if summary.retries else ""
     print(
         f"indexed {summary.images} images in {summary.seconds:.1f}s "
         f"({summary.images_per_second:.1f} img/s): {summary.faces} faces in "
         f"{summary.images_with_faces} images, {summary.upserted} stored, "
-        f"{len(summary.errors)} errors",
+        f"{len(summary.errors)} errors{retried}",
         file=out,
     )
-    if summary.person_labels:
+    if summary.person_labels or summary.persons_enrolled:
         labels = summary.person_labels
         left = sum(n for k, n in labels.items() if k != "labelled")
         why = ", ".join(f"{k} {n}" for k, n in sorted(labels.items()) if k != "labelled")
@@ -279,11 +364,21 @@ def cmd_index(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -
             "person(s) enrolled",
             file=out,
         )
-    for media_id, why in summary.errors[:10]:
-        print(f"  error {media_id}: {why}", file=out)
-    if len(summary.errors) > 10:
-        print(f"  ... and {len(summary.errors) - 10} more", file=out)
-    return 0 if summary.images and len(summary.errors) < summary.images else 1
+    if summary.caption_sources or summary.without_caption:
+        found = ", ".join(f"{n} {src}" for src, n in sorted(summary.caption_sources.items()))
+        print(
+            f"captions: {found or 'none'}; {summary.without_caption} image(s) with faces had "
+            "no context text (IPTC/XMP/EXIF, sidecar .txt/.json/.srt/.vtt)",
+            file=out,
+        )
+    for media_id, why in summary.context_problems[:SHOW_FAILED]:
+        print(f"  context not read for {media_id}: {why}", file=out)
+    if summary.errors:
+        print(f"not indexed ({len(summary.errors)}):", file=out)
+    for media_id, why in summary.errors[:SHOW_FAILED]:
+        print(f"  {media_id}: {why}", file=out)
+    if len(summary.errors) > SHOW_FAILED:
+        print(f"  ... and {len(summary.errors) - SHOW_FAILED} more", file=out)
 
 
 # ---------------------------------------------------------------- search
@@ -298,16 +393,27 @@ def run_search(args: argparse.Namespace, client: FacesearchClient) -> list[messa
     if args.image is not None:
         if args.text or args.person:
             raise UsageError("give IMAGE (optionally with --description) or --text/--person")
-        if args.description:
+        if args.description is not None:
             return flows.search_face_with_description(
                 client, args.collection, args.image, args.description, **common
             )
         return flows.search_by_image(client, args.collection, args.image, **common)
-    if args.description:
-        raise UsageError("--description goes with an IMAGE")
+    if args.description is not None:
+        if args.text or args.person:
+            raise UsageError("give --description alone or with an IMAGE, not with --text/--person")
+        return flows.search_face_with_description(
+            client, args.collection, None, args.description, **common
+        )
+    if args.unlabelled and not (args.person and args.text):
+        raise UsageError("--unlabelled goes with --person and --text")
     if args.person and args.text:
         return flows.search_person_in_context(
-            client, args.collection, args.person, args.text, **common
+            client,
+            args.collection,
+            args.person,
+            args.text,
+            include_unlabelled=args.unlabelled,
+            **common,
         )
     if args.text:
         return flows.search_by_text(client, args.collection, args.text, **common)
@@ -370,11 +476,81 @@ def cmd_search(args: argparse.Namespace, client: FacesearchClient, out: TextIO) 
     if args.face is not None or args.by_person:
         raise UsageError("--face and --by-person go with IMAGE alone")
     hits = run_search(args, client)
-    if args.json:
+    if isinstance(hits, DescriptionHits):
+        print(_described_json(hits) if args.json else format_described(hits), file=out)
+    elif isinstance(hits, ContextHits):
+        print(_in_context_json(hits) if args.json else format_in_context(hits), file=out)
+    elif args.json:
         print(json.dumps(_hits_json(hits), default=str, indent=2), file=out)
     else:
         print(format_hits(hits), file=out)
     return 0
+
+
+def format_in_context(found: ContextHits) -> str:
+    """Person-in-context hits (score: the context's cosine with the caption), unlabelled
+    faces that identify as the person marked, then the notes."""
+    lines = format_hits(found).splitlines()
+    for i, hit in enumerate(found, 1):
+        if hit.id in found.identified:
+            lines[i] += "  (unlabelled: identified)"
+    return "\n".join(lines + [f"note: {n}" for n in found.notes])
+
+
+def _in_context_json(found: ContextHits) -> str:
+    hits = [dict(h, identified=h["id"] in found.identified) for h in _hits_json(found)]
+    return json.dumps({"hits": hits, "notes": found.notes}, default=str, indent=2)
+
+
+def format_described(found: DescriptionHits) -> str:
+    """What the description was read as (its parsed attributes) and how it was used, then
+    per hit the fused score, the face score and the description score."""
+    read = ", ".join(str(e) for e in found.evidence) or "no attribute"
+    lines = [f"description read as: {read}"]  # the description's parsed attributes
+    if found.face_weight is not None:
+        lines.append(
+            f"face quality {found.face_quality:.2f} -> face weight {found.face_weight:.2f}"
+        )
+    lines.append(f"scored by: {' + '.join(found.used)}")
+    lines.extend(f"note: {n}" for n in found.notes)
+    if not found:
+        return "\n".join([*lines, "no matches"])
+    lines.append(f"{'#':>3}  {'score':>7}  {'face':>6}  {'descr':>6}  {'id':<34} person / media")
+    for rank, hit in enumerate(found, 1):
+        face, descr = found.face_score(hit), found.description_score(hit)
+        who = hit.metadata.get("person_id") or ""
+        media = hit.metadata.get("media_id") or ""
+        label = " / ".join(str(x) for x in (who, media) if x)
+        lines.append(
+            f"{rank:>3}  {hit.score:7.4f}  {_score(face)}  {_score(descr)}  {hit.id:<34} {label}"
+        )
+    return "\n".join(lines)
+
+
+def _score(value: float | None) -> str:
+    return f"{value:6.3f}" if value is not None else f"{'-':>6}"
+
+
+def _described_json(found: DescriptionHits) -> str:
+    payload = {
+        "evidence": [
+            {"name": e.name, "present": e.present, "confidence": e.confidence, "phrase": e.phrase}
+            for e in found.evidence
+        ],
+        "used": found.used,
+        "face_quality": found.face_quality,
+        "face_weight": found.face_weight,
+        "notes": found.notes,
+        "hits": [
+            {
+                **h,
+                "face_score": found.face_score(hit),
+                "description_score": found.description_score(hit),
+            }
+            for h, hit in zip(_hits_json(found), found, strict=True)
+        ],
+    }
+    return json.dumps(payload, default=str, indent=2)
 
 
 # ---------------------------------------------------------------- session
@@ -392,19 +568,31 @@ def format_round(state: personalizer_pb2.SessionState) -> str:
 
 def terminal_feedback(
     read: Callable[[str], str], out: TextIO
-) -> Callable[[personalizer_pb2.SessionState], list[personalizer_pb2.Feedback] | None]:
-    """An on_round callback for flows.run_session that asks at the terminal."""
+) -> Callable[[personalizer_pb2.SessionState], list[personalizer_pb2.Feedback] | str | None]:
+    """An on_round callback for flows.run_session that asks at the terminal: per face s
+    (similar), d (dissimilar), f (found), n (not them, but similar), o (not them, nothing like
+    them); u takes back the last answered round, q stops."""
 
-    def on_round(state: personalizer_pb2.SessionState) -> list[personalizer_pb2.Feedback] | None:
+    def on_round(
+        state: personalizer_pb2.SessionState,
+    ) -> list[personalizer_pb2.Feedback] | str | None:
         print(format_round(state), file=out)
         ids = [c.id for c in state.candidates]
         while True:
             try:
-                line = read("labels (e.g. '1s 3s 2d', '4f' = found, q = quit)> ").strip()
+                line = read(
+                    "labels (e.g. '1s 3s 2d'; 4f = found, 5n = not them but similar, "
+                    "6o = nothing like them; u = undo last round, q = quit)> "
+                ).strip()
             except EOFError:
                 return None
             if line.lower() in {"q", "quit", "exit"}:
                 return None
+            if line.lower() in {"u", "undo"}:
+                if state.undoable_rounds:
+                    return flows.UNDO
+                print("  nothing to undo: no answered round is kept", file=out)
+                continue
             try:
                 return messages.parse_labels(line, ids)
             except ValueError as exc:
@@ -528,12 +716,31 @@ COMMANDS: dict[str, cli_persons.Command] = {
 }
 
 
+def run_training(train_args: list[str]) -> int:
+    """Training is server-side code (torch, the embedder's models): run it as that package's
+    own command in a child process, so the SDK never imports the server."""
+    import importlib.util
+    import subprocess
+
+    module = "facesearch_server.embedder.training"
+    if importlib.util.find_spec("facesearch_server") is None:
+        print(
+            "facesearch train: the server package is not installed here; install "
+            "facesearch-server[train] (scripts/install.sh does)",
+            file=sys.stderr,
+        )
+        return 1
+    return subprocess.call([sys.executable, "-m", module, *train_args])
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
         return cmd_serve(args, out)
+    if args.command == "train":
+        return run_training(args.train_args)
     if args.command == "quickstart":
         from facesearch import quickstart
 

@@ -3,7 +3,7 @@
     facesearch identify IMAGE -c archive [--face N] [--json]
     facesearch persons enroll PERSON_ID PHOTO... -c archive [--name "Display Name"]
     facesearch persons list|show|rename|merge|forget ... -c archive [--json]
-    facesearch clusters list|name ... -c archive [--json]
+    facesearch clusters list|name|merge|split ... -c archive [--json]
     facesearch collections list|describe|drop ... [--json]
 
 Every read command has --json for scripts; exit code 0 on success, 1 on a refused or failed
@@ -86,6 +86,18 @@ def add_parsers(
     klist = kverbs.add_parser("list", parents=verb_options, help="largest group first")
     klist.add_argument("--min-size", type=int, default=2)
     klist.add_argument("--max", dest="max_clusters", type=int, default=50)
+    klist.add_argument(
+        "--recluster",
+        action="store_true",
+        help="group every unlabelled face again (new ids; earlier merges and splits undone)",
+    )
+    kmerge = kverbs.add_parser("merge", parents=verb_options, help="clusters that are one person")
+    kmerge.add_argument("cluster_ids", nargs="+", metavar="CLUSTER_ID", help="the first id is kept")
+    ksplit = kverbs.add_parser(
+        "split", parents=verb_options, help="move faces out of a cluster into a new one"
+    )
+    ksplit.add_argument("cluster_id")
+    ksplit.add_argument("face_ids", nargs="+", metavar="FACE_ID")
     kname = kverbs.add_parser(
         "name", parents=verb_options, help="a cluster's faces become a person's"
     )
@@ -244,20 +256,44 @@ def cmd_clusters(args: argparse.Namespace, client: FacesearchClient, out: TextIO
         else:
             print(_person_line(person), file=out)
         return 0
+    if args.verb in ("merge", "split"):
+        if args.verb == "merge":
+            shown: Any = flows.merge_clusters(client, args.collection, list(args.cluster_ids))
+            lines = [_cluster_line(shown)]
+        else:
+            shown = flows.split_cluster(
+                client, args.collection, args.cluster_id, list(args.face_ids)
+            )
+            lines = [_cluster_line(shown.kept), _cluster_line(shown.split)]
+        if args.json:
+            print(json.dumps(_json(shown), indent=2), file=out)
+        else:
+            print("\n".join(lines), file=out)
+        return 0
     reply = flows.list_clusters(
-        client, args.collection, min_size=args.min_size, max_clusters=args.max_clusters
+        client,
+        args.collection,
+        min_size=args.min_size,
+        max_clusters=args.max_clusters,
+        recluster=args.recluster,
     )
     if args.json:
         print(json.dumps(_json(reply), indent=2), file=out)
         return 0
     for c in reply.clusters:
-        print(f"{c.cluster_id}  {len(c.face_ids):>4} faces  e.g. {c.representative_id}", file=out)
-    cut = " (the first 10,000 only)" if reply.truncated else ""
+        print(_cluster_line(c), file=out)
+    cut = " (the first 100,000 only)" if reply.truncated else ""
     print(
-        f"{len(reply.clusters)} cluster(s) of {reply.unlabelled_faces} unlabelled face(s){cut}",
+        f"{len(reply.clusters)} cluster(s) listed of {reply.total_clusters} "
+        f"({reply.unlabelled_faces} unlabelled face(s){cut}; {reply.new_faces} new since the "
+        f"last listing, {reply.departed_faces} gone)",
         file=out,
     )
     return 0
+
+
+def _cluster_line(c: Any) -> str:
+    return f"{c.cluster_id}  {len(c.face_ids):>4} faces  e.g. {c.representative_id}"
 
 
 def cmd_collections(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:

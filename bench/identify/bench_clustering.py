@@ -7,7 +7,9 @@ threshold from the model card (1:1 FMR, the face pair's poorer quality band): co
 components of the graph of pairs above the threshold; agglomerative clustering with average
 and with complete linkage; HDBSCAN on cosine distance. Figures: pairwise precision and
 recall, BCubed F, clusters that mix two or more people (among clusters of 2+ faces), and the
-time for the whole set.
+time for the whole set. Then the service's own code (``face_clusters``): one full run, and the
+same faces arriving in batches (shuffled, seeded), each batch joining the clusters kept from
+the ones before, as ListClusters does between listings.
 
     python -m bench.identify.bench_clustering          # needs bench_folder_labels' cache
 """
@@ -26,6 +28,7 @@ from sklearn.cluster import HDBSCAN, AgglomerativeClustering
 from bench.identify.bench_folder_labels import CACHE
 from facesearch_server.embedder import model_cards
 from facesearch_server.embedder import model_files as mf
+from facesearch_server.retriever.persons import face_clusters
 
 
 def pairwise_precision_recall(truth: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
@@ -59,6 +62,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N faces only")
     parser.add_argument(
         "--time-all", action="store_true", help="also time average linkage on every face"
+    )
+    parser.add_argument(
+        "--arrivals",
+        type=int,
+        nargs="+",
+        default=[2, 10, 50],
+        help="batches the faces arrive in, for the service's incremental clustering",
     )
     args = parser.parse_args()
     if not CACHE.exists():
@@ -118,6 +128,7 @@ def main() -> None:
                 f"{name + f' @ FMR {fmr:g}':38s} {len(set(pred.tolist())):8d} {p:7.3f} {r:7.3f} "
                 f"{bcubed_f(truth, pred):9.3f} {f'{mixed}/{multi}':>11s} {seconds:8.1f}"
             )
+    incremental(emb, truth, cal, args.arrivals)
     if args.time_all:
         # Bystanders included (their identity is unknown): only the cost is measured here.
         every = z["emb"]
@@ -130,6 +141,35 @@ def main() -> None:
             distance_threshold=float(1.0 - cal.threshold(args.fmr[0], 0.9, 1)),
         ).fit_predict(d)
         print(f"average linkage over all {len(every)} faces: {time.perf_counter() - t0:.1f} s")
+
+
+def incremental(emb: np.ndarray, truth: np.ndarray, cal, arrivals: list[int]) -> None:  # type: ignore[no-untyped-def]
+    """The service's clustering (face_clusters.extend) all at once and in batches."""
+    threshold = cal.threshold(face_clusters.CLUSTER_FMR, 1.0, 1)
+    order = np.random.default_rng(0).permutation(len(emb))
+    ids = [str(i) for i in order]
+    print(f"\nservice clustering (face_clusters), cut {threshold:.3f}, faces in random order")
+    print(
+        f"{'arrivals':>8s} {'faces/batch':>11s} {'clusters':>8s} {'pair P':>7s} {'pair R':>7s} "
+        f"{'BCubed F':>9s} {'mixed/2+':>11s} {'total s':>8s} {'last batch s':>12s}"
+    )
+    for batches in [1, *arrivals]:
+        assignment: dict[str, str] = {}
+        size = -(-len(ids) // batches)
+        started, last = time.perf_counter(), 0.0
+        for b in range(0, len(ids), size):
+            t0 = time.perf_counter()
+            upto = ids[: b + size]
+            assignment = face_clusters.extend(assignment, upto, emb[order[: len(upto)]], threshold)
+            last = time.perf_counter() - t0
+        total = time.perf_counter() - started
+        pred = np.array([assignment[str(i)] for i in range(len(emb))])
+        p, r = pairwise_precision_recall(truth, pred)
+        mixed, multi = mixed_clusters(truth, pred)
+        print(
+            f"{batches:8d} {size:11d} {len(set(pred.tolist())):8d} {p:7.3f} {r:7.3f} "
+            f"{bcubed_f(truth, pred):9.3f} {f'{mixed}/{multi}':>11s} {total:8.1f} {last:12.2f}"
+        )
 
 
 if __name__ == "__main__":

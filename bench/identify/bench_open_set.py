@@ -181,15 +181,18 @@ def main() -> None:
         f"| {'match FPIR (95% hi)':>20s} {'FNIR':>6s} | {'poss. FPIR (95% hi)':>20s} "
         f"{'FNIR':>6s} | {'FNIR@1%':>7s} {'@0.1%':>6s} | {'raw .363 FPIR':>13s} {'FNIR':>6s}"
     )
+    folds = {}
+    for fold in (0, 1):
+        calib = [p for p in everyone if identity_fold(p) == fold]
+        cal = fit_calibration(data, set(calib), "sface-2021dec")
+        folds[fold] = (calib, [p for p in everyone if identity_fold(p) != fold], cal)
+        print(f"fold {fold}: FMR safety factor {cal.fmr_safety_factor} (cross-validated)")
     for condition in args.conditions:
         print()
         print(header)
         for size in args.sizes:
             rows = []
-            for fold in (0, 1):
-                calib = [p for p in everyone if identity_fold(p) == fold]
-                test = [p for p in everyone if identity_fold(p) != fold]
-                cal = fit_calibration(data, set(calib), "sface-2021dec")
+            for calib, test, cal in folds.values():
                 for seed in range(args.seeds):
                     rng = np.random.default_rng(seed)
                     g = build_gallery(data, test, calib, size, args.non_enrolled, args.refs, rng)

@@ -8,21 +8,33 @@ Each policy shows k unseen gallery faces per round and learns from the user's an
   P(similar | x shown, target i) = sigmoid((cos(x, i) - tau) / s), with tau the gallery's
   98th-percentile pair cosine (known to a designer without knowing the target) and s = 0.05;
   shows the k unseen faces of highest posterior.
-- faircop: ours, through the service's own modules (head, SCLoss training, scoring, exploration,
-  round_planner); candidates from an exact inner-product search over the gallery, which is what
-  the retriever's flat index answers.
+- faircop: ours, through the service's own modules (head, SCLoss training, answer model,
+  scoring, exploration, round_planner) with the service's defaults; candidates from an exact
+  inner-product search over the gallery, which is what the retriever's flat index answers.
+- faircop-trusting: the same with every positive trained on (no corroboration), no
+  exploration filter from negatives: FaIRCoP as it was before issue 15, for comparison.
+- faircop-nohead: the same as faircop with the head never trained.
+Answers are codes (simulator.py); rocchio, bayes and random read them as similar (code > 0) or
+not, so only faircop uses the near-miss / nothing-like distinction.
 Every policy but random starts from the same diverse first round (``first_round``).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
 from facesearch_server.personalizer.exploration import farthest_points, random_directions
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.online_training import train_round
-from facesearch_server.personalizer.round_planner import RoundParams, exploratory_count, select
-from facesearch_server.personalizer.scoring import clusters, retriever_query
+from facesearch_server.personalizer.round_planner import (
+    RoundParams,
+    exploratory_count,
+    scoring_queries,
+    select,
+)
+from facesearch_server.personalizer.scoring import clusters
 
 
 def _top_unseen(scores: np.ndarray, seen: np.ndarray, k: int) -> list[int]:
@@ -69,7 +81,7 @@ class Policy:
     def _show(self, k: int) -> list[int]:
         raise NotImplementedError
 
-    def observe(self, shown: list[int], similar: list[bool]) -> None:
+    def observe(self, shown: list[int], codes: list[int]) -> None:
         pass
 
 
@@ -92,9 +104,9 @@ class RocchioPolicy(Policy):
         super().__init__(*a, **kw)
         self.q = np.zeros(self.v.shape[1], np.float32)
 
-    def observe(self, shown: list[int], similar: list[bool]) -> None:
-        pos = [i for i, s in zip(shown, similar, strict=True) if s]
-        neg = [i for i, s in zip(shown, similar, strict=True) if not s]
+    def observe(self, shown: list[int], codes: list[int]) -> None:
+        pos = [i for i, c in zip(shown, codes, strict=True) if c > 0]
+        neg = [i for i, c in zip(shown, codes, strict=True) if c < 0]
         q = self.alpha * self.q
         if pos:
             q = q + self.beta * self.v[pos].mean(0)
@@ -117,10 +129,10 @@ class BayesPolicy(Policy):
         self.tau = float(np.quantile(sample @ sample.T, 0.98))
         self.logp = np.zeros(len(self.v), np.float64)
 
-    def observe(self, shown: list[int], similar: list[bool]) -> None:
+    def observe(self, shown: list[int], codes: list[int]) -> None:
         sims = self.v @ self.v[shown].T  # (n, shown)
         z = (sims - self.tau) / self.slope
-        sign = np.where(np.array(similar), 1.0, -1.0)
+        sign = np.where(np.array(codes) > 0, 1.0, -1.0)
         # log sigmoid(sign * z), stably
         self.logp += -np.logaddexp(0.0, -(z * sign)).sum(1)
 
@@ -137,30 +149,39 @@ class FaircopPolicy(Policy):
         super().__init__(vectors, rng, first)
         self.p = params or RoundParams()
         self.head = head or Head.identity("bench", vectors.shape[1])
-        self.pos: list[int] = []
-        self.neg: list[int] = []
+        self.labelled: list[int] = []
+        self.codes: list[int] = []
         self.rounds_with_positive = 0
 
-    def observe(self, shown: list[int], similar: list[bool]) -> None:
-        self.pos += [i for i, s in zip(shown, similar, strict=True) if s]
-        self.neg += [i for i, s in zip(shown, similar, strict=True) if not s]
-        if self.pos:
+    def _split(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        pos = [(i, c) for i, c in zip(self.labelled, self.codes, strict=True) if c > 0]
+        neg = [(i, c) for i, c in zip(self.labelled, self.codes, strict=True) if c < 0]
+        return [i for i, _ in pos], [c for _, c in pos], [i for i, _ in neg], [c for _, c in neg]
+
+    def observe(self, shown: list[int], codes: list[int]) -> None:
+        self.labelled += shown
+        self.codes += codes
+        pos, pc, neg, nc = self._split()
+        if pos:
             self.rounds_with_positive += 1
+            c = clusters(self.head, self.v[pos], self.v[neg], pc, nc, self.p.scoring)
             w, _ = train_round(
-                self.head.weight, self.v[self.pos], self.v[self.neg], self.p.training
+                self.head.weight, self.v[pos], self.v[neg], self.p.training, c.train_weights
             )
             self.head.weight = w
             self.head.rounds_trained += 1
 
     def _show(self, k: int) -> list[int]:
-        n_exp = exploratory_count(k, len(self.pos), self.rounds_with_positive, self.p)
-        c = clusters(self.head, self.v[self.pos], self.v[self.neg])
+        pos, pc, neg, nc = self._split()
+        n_exp = exploratory_count(k, len(pos), self.rounds_with_positive, self.p)
+        c = clusters(self.head, self.v[pos], self.v[neg], pc, nc, self.p.scoring)
         cands: list[tuple[str, np.ndarray]] = []
-        if c.mu_pos is not None:
-            q = retriever_query(self.head, c, self.p.scoring)
-            cands = [
-                (str(i), self.v[i]) for i in _top_unseen(self.v @ q, self.seen, self.p.rescore_top)
-            ]
+        ids: set[int] = set()
+        for q, top in scoring_queries(self.head, c, k, self.p):  # as the service asks them
+            for i in _top_unseen(self.v @ q, self.seen, top):
+                if i not in ids:
+                    ids.add(i)
+                    cands.append((str(i), self.v[i]))
         pool: list[tuple[str, np.ndarray]] = []
         if n_exp > 0:
             pool = [
@@ -171,4 +192,47 @@ class FaircopPolicy(Policy):
         return [int(pk.id) for pk in picks]
 
 
-POLICIES = {p.name: p for p in (FaircopPolicy, RocchioPolicy, BayesPolicy, RandomPolicy)}
+def trusting_params() -> RoundParams:
+    """FaIRCoP with every label trusted (the design before the answer model)."""
+    p = RoundParams()
+    return replace(
+        p,
+        explore_margin=float("inf"),
+        scoring=replace(
+            p.scoring,
+            likelihood_weight=0.0,
+            credibility_temperature=0.0,
+            corroborated_training=False,
+        ),
+    )
+
+
+class TrustingFaircopPolicy(FaircopPolicy):
+    name = "faircop-trusting"
+
+    def __init__(self, vectors, rng, first, head: Head | None = None) -> None:
+        super().__init__(vectors, rng, first, trusting_params(), head)
+
+
+class HeadlessFaircopPolicy(FaircopPolicy):
+    """FaIRCoP's scoring and exploration with the head never trained (an alternative for noisy
+    users: no label can warp the space)."""
+
+    name = "faircop-nohead"
+
+    def __init__(self, vectors, rng, first, head: Head | None = None) -> None:
+        p = RoundParams()
+        super().__init__(vectors, rng, first, replace(p, training=replace(p.training, steps=0)))
+
+
+POLICIES = {
+    p.name: p
+    for p in (
+        FaircopPolicy,
+        TrustingFaircopPolicy,
+        HeadlessFaircopPolicy,
+        RocchioPolicy,
+        BayesPolicy,
+        RandomPolicy,
+    )
+}

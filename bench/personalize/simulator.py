@@ -14,6 +14,14 @@ Ground truths (``--truth``):
 - attributes: same person, or agreeing on at least ``attr_agree`` of the 40 CelebA attributes
   (targets drawn from faces that carry attributes; faces without attributes count only by
   identity).
+- identity_rich: a user who recognises the person (similar = same person only, as
+  ``identity``) and also uses the pair of richer answers: "not this person, but similar" for a
+  face in the embedding's top ``similar_fraction`` for the target, "not this person, nothing
+  like them" for a face below the target's median cosine, plain "not this person" otherwise.
+
+Answers are codes (services/personalizer/answer_model.py): 1 similar, -1 dissimilar, 2 not the
+person but similar, -2 not the person and nothing like them. A flipped answer turns a positive
+into -1 and a negative into 1.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TRUTHS = ("identity", "embedding", "user", "attributes")
+TRUTHS = ("identity", "identity_rich", "embedding", "user", "attributes")
 
 
 def hidden_metric(rng: np.random.Generator, dim: int, rank: int = 16, strength: float = 3.0):
@@ -47,7 +55,7 @@ class GroundTruth:
             else np.zeros(n, bool)
         )
         same[target] = True
-        if self.truth == "identity":
+        if self.truth in ("identity", "identity_rich"):
             return same
         if self.truth in ("embedding", "user"):
             v = self.vectors
@@ -64,6 +72,14 @@ class GroundTruth:
             return same | (has & (agree >= self.attr_agree))
         raise ValueError(f"unknown truth {self.truth!r}; use one of {TRUTHS}")
 
+    def rich_masks(self, target: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(near miss, nothing like) masks for ``identity_rich``, else None."""
+        if self.truth != "identity_rich":
+            return None
+        sims = self.vectors @ self.vectors[target]
+        near = sims >= np.quantile(sims, 1.0 - self.similar_fraction)
+        return near, sims < np.median(sims)
+
     def eligible_targets(self) -> np.ndarray:
         if self.truth == "attributes":
             return np.flatnonzero((self.attributes != 0).any(1))
@@ -71,17 +87,34 @@ class GroundTruth:
 
 
 class SimulatedUser:
-    def __init__(self, target: int, similar: np.ndarray, flip: float, rng: np.random.Generator):
+    def __init__(
+        self,
+        target: int,
+        similar: np.ndarray,
+        flip: float,
+        rng: np.random.Generator,
+        rich: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         self.target = target
         self.similar = similar
         self.flip = flip
         self.rng = rng
+        self.rich = rich
 
-    def answer(self, shown: list[int]) -> list[bool]:
+    def answer(self, shown: list[int]) -> list[int]:
+        """One answer code per shown face (see the module docstring)."""
         out = []
         for i in shown:
             s = bool(self.similar[i])
             if self.flip and self.rng.random() < self.flip:
-                s = not s
-            out.append(s)
+                out.append(-1 if s else 1)
+                continue
+            if s:
+                out.append(1)
+            elif self.rich is not None and self.rich[0][i]:
+                out.append(2)
+            elif self.rich is not None and self.rich[1][i]:
+                out.append(-2)
+            else:
+                out.append(-1)
         return out

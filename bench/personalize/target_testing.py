@@ -17,11 +17,12 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from bench.common.gallery import data_available, load_real_gallery, pad_synthetic
-from bench.personalize.policies import POLICIES, first_round
+from bench.personalize.policies import POLICIES, FaircopPolicy, first_round
 from bench.personalize.simulator import TRUTHS, GroundTruth, SimulatedUser
 from facesearch_server.personalizer.round_planner import RoundParams
 
@@ -35,14 +36,62 @@ def run_session(policy, user: SimulatedUser, k: int, max_rounds: int) -> int:
     return max_rounds + 1
 
 
-def summarise(rounds: np.ndarray, max_rounds: int) -> dict[str, float]:
+def _bootstrap(rounds: np.ndarray, stat, n: int = 1000) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of ``stat`` over sessions (fixed seed: reproducible)."""
+    rng = np.random.default_rng(0)
+    draws = stat(rng.choice(rounds, size=(n, len(rounds)), replace=True), axis=1)
+    lo, hi = np.quantile(draws, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def _wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def summarise(rounds: np.ndarray, max_rounds: int) -> dict[str, float | list[float]]:
+    n = len(rounds)
     return {
         "median_rounds": float(np.median(rounds)),
+        "median_ci": list(_bootstrap(rounds, np.median)),
         "mean_rounds": float(rounds.mean()),
+        "mean_ci": list(_bootstrap(rounds, np.mean)),
         "success_at_10": float((rounds <= 10).mean()),
+        "success_at_10_ci": list(_wilson(int((rounds <= 10).sum()), n)),
         "success_at_20": float((rounds <= 20).mean()),
+        "success_at_20_ci": list(_wilson(int((rounds <= 20).sum()), n)),
         "failed": float((rounds > max_rounds).mean()),
     }
+
+
+def faircop_params(args: argparse.Namespace) -> RoundParams:
+    """The service's defaults, with the answer-model overrides given on the command line."""
+    p = RoundParams()
+    sc = p.scoring
+    if args.likelihood_weight is not None:
+        sc = replace(sc, likelihood_weight=args.likelihood_weight)
+    if args.credibility_temperature is not None:
+        sc = replace(sc, credibility_temperature=args.credibility_temperature)
+    if args.wrong_share is not None:
+        sc = replace(sc, answers=replace(sc.answers, wrong_share=args.wrong_share))
+    if args.contradicting_rejections is not None:
+        sc = replace(sc, contradicting_rejections=args.contradicting_rejections)
+    if args.uncorroborated:
+        sc = replace(sc, corroborated_training=False)
+    if args.learning_rate is not None:
+        p = replace(p, training=replace(p.training, learning_rate=args.learning_rate))
+    if args.train_steps is not None:
+        p = replace(p, training=replace(p.training, steps=args.train_steps))
+    if args.positive_queries is not None:
+        p = replace(p, positive_queries=args.positive_queries)
+    if args.threshold is not None:
+        sc = replace(sc, answers=replace(sc.answers, threshold=args.threshold))
+    return replace(p, scoring=sc)
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -52,23 +101,35 @@ def evaluate(args: argparse.Namespace) -> dict:
     vectors = np.ascontiguousarray(g.vectors, np.float32)
     codes = g.identity_codes()
     p = RoundParams()
-    results: dict = {"gallery": len(g), "k": args.k, "max_rounds": args.max_rounds, "truths": {}}
+    fp = faircop_params(args)
+    results: dict = {
+        "flip": args.flip,
+        "gallery": len(g),
+        "k": args.k,
+        "max_rounds": args.max_rounds,
+        "truths": {},
+    }
     for truth in args.truth:
         gt = GroundTruth(vectors, codes, g.attributes, truth, args.similar_fraction)
         eligible = np.intersect1d(gt.eligible_targets(), np.flatnonzero(~g.degraded & ~g.synthetic))
         per_policy: dict[str, list[int]] = {name: [] for name in args.policies}
         t0 = time.time()
-        for seed in range(args.seeds):
+        for seed in range(args.seed_offset, args.seed_offset + args.seeds):
             rng = np.random.default_rng(seed)
             targets = rng.choice(eligible, size=min(args.targets, len(eligible)), replace=False)
             for ti, target in enumerate(targets):
                 similar = gt.similar_mask(int(target), np.random.default_rng((seed, ti, 7)))
                 first = first_round(vectors, args.k, np.random.default_rng((seed, ti, 1)), p)
+                rich = gt.rich_masks(int(target))
                 for name in args.policies:
                     user = SimulatedUser(
-                        int(target), similar, args.flip, np.random.default_rng((seed, ti, 2))
+                        int(target), similar, args.flip, np.random.default_rng((seed, ti, 2)), rich
                     )
-                    pol = POLICIES[name](vectors, np.random.default_rng((seed, ti, 3)), first)
+                    rng = np.random.default_rng((seed, ti, 3))
+                    if name == "faircop":
+                        pol = FaircopPolicy(vectors, rng, first, fp)
+                    else:
+                        pol = POLICIES[name](vectors, rng, first)
                     per_policy[name].append(run_session(pol, user, args.k, args.max_rounds))
             print(f"{truth}: seed {seed} done, {time.time() - t0:.0f}s", file=sys.stderr)
         results["truths"][truth] = {
@@ -80,21 +141,26 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 def table(results: dict) -> str:
     lines = [
-        f"gallery {results['gallery']} faces, k={results['k']}, max rounds {results['max_rounds']}",
+        f"gallery {results['gallery']} faces, k={results['k']}, max rounds "
+        f"{results['max_rounds']}, flipped answers {results['flip']:.0%}",
     ]
     for truth, rows in results["truths"].items():
         lines += [
             "",
             f"truth={truth} ({rows['_sessions_per_policy']} sessions per policy)",
-            "| policy | median rounds | mean rounds | success@10 | success@20 |",
+            "| policy | median rounds [95% CI] | mean rounds [95% CI] | success@10 | success@20 |",
             "|---|---|---|---|---|",
         ]
         for name, s in rows.items():
             if name.startswith("_"):
                 continue
+            m, mm = s["median_ci"], s["mean_ci"]
+            s10, s20 = s["success_at_10_ci"], s["success_at_20_ci"]
             lines.append(
-                f"| {name} | {s['median_rounds']:.1f} | {s['mean_rounds']:.1f} | "
-                f"{s['success_at_10']:.1%} | {s['success_at_20']:.1%} |"
+                f"| {name} | {s['median_rounds']:.1f} [{m[0]:.1f}, {m[1]:.1f}] | "
+                f"{s['mean_rounds']:.1f} [{mm[0]:.1f}, {mm[1]:.1f}] | "
+                f"{s['success_at_10']:.1%} [{s10[0]:.0%}, {s10[1]:.0%}] | "
+                f"{s['success_at_20']:.1%} [{s20[0]:.0%}, {s20[1]:.0%}] |"
             )
     return "\n".join(lines)
 
@@ -111,6 +177,17 @@ def main() -> None:
     ap.add_argument("--flip", type=float, default=0.0, help="answer flip probability")
     ap.add_argument("--gallery-size", type=int, default=0, help="pad with synthetic vectors")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--seed-offset", type=int, default=0, help="first seed (dev vs held-out)")
+    dev = ap.add_argument_group("faircop answer-model overrides (development runs)")
+    dev.add_argument("--likelihood-weight", type=float, help="gamma")
+    dev.add_argument("--credibility-temperature", type=float)
+    dev.add_argument("--wrong-share", type=float, help="eps of the answer model")
+    dev.add_argument("--threshold", type=float, help="tau of the answer model")
+    dev.add_argument("--positive-queries", type=int, help="per-positive retriever queries")
+    dev.add_argument("--train-steps", type=int, help="Adam steps per round (0 = no head)")
+    dev.add_argument("--uncorroborated", action="store_true", help="train on every positive")
+    dev.add_argument("--contradicting-rejections", type=int, help="0 = no contradiction rule")
+    dev.add_argument("--learning-rate", type=float, help="Adam learning rate of the head")
     args = ap.parse_args()
     if not data_available():
         sys.exit("../shared/data is missing: the target-testing bench needs the real faces")

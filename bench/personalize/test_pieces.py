@@ -70,7 +70,15 @@ def test_simulated_user_and_a_small_target_test() -> None:
     sim = gt.similar_mask(7, np.random.default_rng(0))
     assert sim[7] and sim[codes == codes[7]].all() and sim.mean() < 0.06
     flip = SimulatedUser(7, sim, 1.0, np.random.default_rng(0))
-    assert flip.answer([7, 500]) == [not sim[7], not sim[500]]
+    # Answer codes: every answer flipped, a positive becomes -1, a negative 1.
+    assert flip.answer([7, 500]) == [-1 if sim[7] else 1, -1 if sim[500] else 1]
+    # The richer answers of a user who recognises the person.
+    rich_gt = GroundTruth(v, codes, g.attributes, "identity_rich", similar_fraction=0.03)
+    near, far = rich_gt.rich_masks(7)
+    rich = SimulatedUser(7, rich_gt.similar_mask(7, None), 0.0, None, (near, far))
+    other = int(np.flatnonzero(near & (codes != codes[7]))[0])
+    unlike = int(np.flatnonzero(far)[0])
+    assert rich.answer([7, other, unlike]) == [1, 2, -2]
     rounds = {"faircop": [], "random": []}
     for t in range(12):
         target = int(np.random.default_rng(t).integers(len(v)))

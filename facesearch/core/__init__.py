@@ -6,7 +6,7 @@ signatures, for FacesearchClient, running each on the client's private loop
 ``HELPERS`` are the same objects in both APIs.
 """
 
-from facesearch.core.collections import collection_fields, ensure_collection
+from facesearch.core.collections import add_metadata_fields, collection_fields, ensure_collection
 from facesearch.core.indexing import (
     IndexProgress,
     IndexSummary,
@@ -24,11 +24,17 @@ from facesearch.core.persons import (
     identify_image,
     list_clusters,
     list_persons,
+    merge_clusters,
     name_cluster,
+    split_cluster,
 )
 from facesearch.core.search import (
+    AttributeReading,
+    ContextHits,
+    DescriptionHits,
     FaceHits,
     embed_largest_face,
+    face_weight_for,
     search_by_image,
     search_by_person,
     search_by_text,
@@ -47,6 +53,7 @@ from facesearch.core.sessions import (
 # Coroutine functions whose first parameter is the client.
 FLOWS = (
     "collection_fields",
+    "add_metadata_fields",
     "ensure_collection",
     "index_folder",
     "embed_largest_face",
@@ -67,6 +74,8 @@ FLOWS = (
     "forget_person",
     "list_clusters",
     "name_cluster",
+    "merge_clusters",
+    "split_cluster",
 )
 # Async generator functions whose first parameter is the client (sync: iterators).
 STREAMING_FLOWS = ("embed_images",)
@@ -79,17 +88,25 @@ HELPERS = (
     "IndexProgress",
     "IdentifiedFace",
     "FaceHits",
+    "ContextHits",
+    "AttributeReading",
+    "DescriptionHits",
+    "face_weight_for",
 )
 
 __all__ = [
     "FLOWS",
     "HELPERS",
     "STREAMING_FLOWS",
+    "AttributeReading",
+    "ContextHits",
+    "DescriptionHits",
     "FaceHits",
     "FeedbackFn",
     "IdentifiedFace",
     "IndexProgress",
     "IndexSummary",
+    "add_metadata_fields",
     "caption_of",
     "collection_fields",
     "embed_images",
@@ -98,12 +115,14 @@ __all__ = [
     "enroll_person",
     "ensure_collection",
     "ensure_identification",
+    "face_weight_for",
     "forget_person",
     "identify_image",
     "image_files",
     "index_folder",
     "list_clusters",
     "list_persons",
+    "merge_clusters",
     "name_cluster",
     "reset_user",
     "run_session",
@@ -115,4 +134,5 @@ __all__ = [
     "search_person_in_context",
     "simulated_user",
     "simulated_user_by_likeness",
+    "split_cluster",
 ]

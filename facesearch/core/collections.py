@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 
 from facesearch import messages
@@ -48,8 +50,10 @@ async def ensure_collection(
         if with_text_field
         else None
     )
+    # Faces get attribute vectors when the embedder serves an attribute model (TGFR).
+    attributes = messages.default_model(models, embedder_pb2.MODEL_KIND_FACE_ATTRIBUTES)
     request = messages.create_collection_request(
-        name, face, text, shards=shards, description=description
+        name, face, text, shards=shards, description=description, attribute_model=attributes
     )
     try:
         return (await client.retriever.CreateCollection(request)).collection, True
@@ -58,6 +62,21 @@ async def ensure_collection(
         if err.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
             raise
         return await _describe(client, name), False
+
+
+async def add_metadata_fields(
+    client: AsyncFacesearchClient, collection: str, fields: Mapping[str, int]
+) -> list[str]:
+    """Declare metadata fields (name -> ``retriever_pb2.FieldType``) of a collection: how a
+    collection created with ``METADATA_SCHEMA_MODE_DECLARED`` accepts a new key. Fields it
+    already has with the same type are left as they are; returns the names added."""
+    reply = await client.retriever.AddMetadataFields(
+        retriever_pb2.AddMetadataFieldsRequest(
+            collection=collection,
+            fields=[retriever_pb2.MetadataFieldSpec(name=n, type=t) for n, t in fields.items()],
+        )
+    )
+    return list(reply.added)
 
 
 async def _describe(client: AsyncFacesearchClient, name: str) -> retriever_pb2.CollectionInfo:

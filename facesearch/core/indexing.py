@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+from tenacity import AsyncRetrying
 
-from facesearch import messages
+from facesearch import context_text, messages
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.core import folder_persons
 from facesearch.core.callbacks import call_back
-from facesearch.core.collections import collection_fields
 from facesearch.errors import FacesearchError
+from facesearch.index_resume import (
+    IndexIncomplete,
+    IndexJournal,
+    TransientRefusal,
+    is_transient,
+    is_transient_code,
+    retrying,
+    stamp_of,
+    why,
+)
 from facesearch_contract.v1 import embedder_pb2, retriever_pb2
 
 
@@ -33,6 +44,16 @@ class IndexSummary:
     # and the persons enrolled for the first time.
     person_labels: dict[str, int] = field(default_factory=dict)
     persons_enrolled: int = 0
+    # Files the journal says an earlier run stored (not sent again), and transient failures
+    # this run recovered from by retrying.
+    skipped: int = 0
+    retries: int = 0
+    # With captions: images with faces per caption source (context_text: "iptc", "xmp",
+    # "exif", "txt", "json", "srt", "webvtt"), those with no caption at all, and the context
+    # files that could not be read (media id, why; the image itself was indexed).
+    caption_sources: dict[str, int] = field(default_factory=dict)
+    without_caption: int = 0
+    context_problems: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -57,13 +78,10 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def caption_of(path: Path) -> str | None:
-    """A caption from the sidecar ``<image>.txt`` (``photo.jpg.txt`` or ``photo.txt``)."""
-    for sidecar in (path.with_name(path.name + ".txt"), path.with_suffix(".txt")):
-        if sidecar.is_file():
-            text = sidecar.read_text(errors="replace").strip().splitlines()
-            if text and text[0].strip():
-                return text[0].strip()
-    return None
+    """The caption indexing stores for ``path``: from a sidecar ``.txt``/``.json``, the
+    file's IPTC/XMP/EXIF text or a subtitle sidecar (facesearch.context_text, which also says
+    where it came from)."""
+    return context_text.context_of(path).caption
 
 
 ImageItems = Iterable[tuple[str, messages.ImageSource]] | AsyncIterable[tuple[str, bytes]]
@@ -118,18 +136,24 @@ class _BoundedUpserts:
     """An UpsertStream with at most ``max_in_flight`` unacknowledged batches.
 
     The producer waits in ``send`` while the retriever is behind, so memory stays bounded
-    however fast the embedder is."""
+    however fast the embedder is. Each batch carries the media ids of its faces, handed to
+    ``on_ack`` (stored) or ``on_refused`` (with the code and reason) when its ack comes."""
 
     _END = object()
 
     def __init__(
-        self, client: AsyncFacesearchClient, max_in_flight: int, timeout: float | None
+        self,
+        client: AsyncFacesearchClient,
+        max_in_flight: int,
+        timeout: float | None,
+        on_ack: Callable[[list[str], int], None],
+        on_refused: Callable[[list[str], int, str], None],
     ) -> None:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._requests: asyncio.Queue[object] = asyncio.Queue()
         self._call = client.retriever.UpsertStream(self._outgoing(), timeout=timeout)
-        self.upserted = 0
-        self.refused: list[tuple[int, str]] = []
+        self._batches: list[list[str]] = []
+        self._on_ack, self._on_refused = on_ack, on_refused
         self.failure: grpc.RpcError | None = None
         self._reader = asyncio.create_task(self._read_acks())
 
@@ -140,10 +164,11 @@ class _BoundedUpserts:
     async def _read_acks(self) -> None:
         try:
             async for ack in self._call:
+                media = self._batches[int(ack.sequence)]
                 if ack.error_code:
-                    self.refused.append((int(ack.sequence), ack.error_message))
+                    self._on_refused(media, int(ack.error_code), ack.error_message)
                 else:
-                    self.upserted += ack.result.upserted
+                    self._on_ack(media, ack.result.upserted)
                 self._slots.release()
         except grpc.RpcError as err:
             self.failure = err
@@ -152,9 +177,10 @@ class _BoundedUpserts:
             for _ in range(64):
                 self._slots.release()
 
-    async def send(self, request: retriever_pb2.UpsertRequest) -> None:
+    async def send(self, request: retriever_pb2.UpsertRequest, media: list[str]) -> None:
         await self._slots.acquire()
         self._raise_if_failed()
+        self._batches.append(media)
         self._requests.put_nowait(request)
 
     def _raise_if_failed(self) -> None:
@@ -186,6 +212,8 @@ async def index_folder(
     source: str | None = None,
     files: Iterable[Path] | None = None,
     media_root: str | Path | None = None,
+    journal: str | Path | None = None,
+    retry_for_s: float = 60.0,
 ) -> IndexSummary:
     """Embed every image under ``folder`` (EmbedImagesStream) and upsert its faces
     (UpsertStream), ``batch_size`` faces per upsert and at most ``max_in_flight`` upserts
@@ -199,118 +227,354 @@ async def index_folder(
     label (the face recurring across the folder's photos, or verifying against the person's
     references): bystanders and ambiguous faces stay unlabelled, counted in
     ``summary.person_labels``, and new persons are enrolled (core.folder_persons). With
-    ``captions`` a sidecar ``.txt`` caption is stored and, when the collection has a text
-    field, embedded into it. ``progress`` (sync or async) hears of every image done."""
+    ``captions`` the photo's context text is stored (facesearch.context_text: a sidecar
+    ``.txt``/``.json``, IPTC/XMP/EXIF inside the file, a subtitle sidecar) as ``caption``
+    with its ``caption_source`` (and ``headline``, ``keywords``) and, when the collection has
+    a text field, embedded into it; ``summary.caption_sources`` and ``without_caption`` count
+    them. ``progress`` (sync or async) hears of every image done.
+
+    A transient failure (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED: a service
+    restarting, overloaded or slow) is retried with exponential backoff and jitter for up to
+    ``retry_for_s`` seconds, sending only what was not yet acknowledged; past that,
+    facesearch.index_resume.IndexIncomplete is raised, its summary listing every file not
+    indexed. With ``journal`` (a file path) every acknowledged file is recorded there and a
+    later run with the same journal skips the files already stored (``summary.skipped``);
+    a file that failed for good is in ``summary.errors``, with the reason, and is tried
+    again by the next run."""
     root = Path(media_root) if media_root is not None else Path(folder)
     paths = list(files) if files is not None else image_files(Path(folder))
-    fields = await collection_fields(client, collection)
-    text_field = fields.text_field() if captions and fields.text_fields else None
-    summary = IndexSummary()
-    unreadable = 0
-    started = time.perf_counter()
+    settings = client.settings
+    async for attempt in retrying(retry_for_s, settings.initial_backoff_s, settings.max_backoff_s):
+        with attempt:
+            described = await client.retriever.DescribeCollection(
+                retriever_pb2.DescribeCollectionRequest(collection=collection)
+            )
+    info = described.collection
     by_media = {str(p.relative_to(root)) if p.is_relative_to(root) else str(p): p for p in paths}
-
-    async def report() -> None:
-        if progress is not None:
-            done = summary.images + unreadable
-            await call_back(
-                progress, IndexProgress(done, len(by_media), summary.faces, len(summary.errors))
-            )
-
-    async def images() -> AsyncIterator[tuple[str, bytes]]:
-        nonlocal unreadable
-        for media_id, path in by_media.items():
-            try:
-                data = await asyncio.to_thread(path.read_bytes)
-            except OSError as exc:
-                unreadable += 1
-                summary.errors.append((media_id, f"cannot read: {exc}"))
-                await report()
-                continue
-            yield media_id, data
-
-    upserts = _BoundedUpserts(client, max_in_flight, client.settings.stream_timeout_s)
-    Labels = list[str | None] | None
-    pending: list[tuple[embedder_pb2.ImageResult, dict[str, messages.MetadataInput], Labels]] = []
-    pending_faces = 0
-    labelling = await folder_persons.start(client, fields.face_model) if person_from_dir else None
-    folder: str | None = None
-    folder_results: list[embedder_pb2.ImageResult] = []
-
-    async def label_folder() -> None:
-        """Queue the buffered folder's images with the labels its evidence supports."""
-        nonlocal folder_results, pending_faces
-        if not folder_results:
-            return
-        assert labelling is not None
-        if folder is None:
-            face_labels: list[list[str | None]] = [[None] * len(r.faces) for r in folder_results]
-        else:
-            known = await folder_persons.known_references(client, collection, folder, fields.face)
-            face_labels = labelling.label(folder, folder_results, known)
-        for result, labels in zip(folder_results, face_labels, strict=True):
-            meta = _image_metadata(result.media_id, by_media, root, captions, source)
-            pending.append((result, meta, labels))
-            pending_faces += len(result.faces)
-        folder_results = []
-
-    async def flush() -> None:
-        nonlocal pending, pending_faces
-        if not pending:
-            return
-        texts = await _caption_vectors(client, text_field, [meta for _, meta, _ in pending])
-        points = []
-        for (result, meta, labels), vectors in zip(pending, texts, strict=True):
-            faces = messages.face_points(
-                result, face_field=fields.face, metadata=meta, text_vectors=vectors
-            )
-            for point, person in zip(faces, labels or [None] * len(faces), strict=True):
-                if person is not None:
-                    point.metadata["person_id"].string_value = person
-            points.extend(faces)
-        await upserts.send(messages.upsert_request(collection, points))
-        pending, pending_faces = [], 0
-
-    results = embed_images(client, images(), model_id=fields.face_model)
+    book = None
+    if journal is not None:
+        identity = {
+            "collection": collection,
+            "uid": info.uid or info.name,
+            "folder": str(root.resolve()),
+            "person_from_dir": person_from_dir,
+            "captions": captions,
+            "source": source,
+        }
+        book = await asyncio.to_thread(IndexJournal, journal, identity)
+    run = _IndexRun(
+        client,
+        collection,
+        messages.CollectionFields.of(info),
+        by_media,
+        root,
+        batch_size=batch_size,
+        max_in_flight=max_in_flight,
+        progress=progress,
+        person_from_dir=person_from_dir,
+        captions=captions,
+        source=source,
+        journal=book,
+    )
     try:
-        async for result in results:
-            summary.images += 1
-            if result.error_code:
-                summary.errors.append((result.media_id, result.error_message))
-            elif result.faces:
-                summary.images_with_faces += 1
-                summary.faces += len(result.faces)
-                if labelling is not None:
-                    here = folder_persons.folder_of(result.media_id, by_media, root)
-                    if here != folder:
-                        await label_folder()
-                        folder = here
-                    folder_results.append(result)
-                else:
-                    meta = _image_metadata(result.media_id, by_media, root, captions, source)
-                    pending.append((result, meta, None))
-                    pending_faces += len(result.faces)
-                if pending_faces >= batch_size:
-                    await flush()
-            await report()
-        if labelling is not None:
-            await label_folder()
-        await flush()
-        await upserts.close()
-    except BaseException:
-        # Cancelled (Ctrl-C, task.cancel) or failed: stop both streams before going.
-        await results.aclose()
-        await upserts.cancel()
-        raise
-    summary.upserted = upserts.upserted
-    if labelling is not None:
-        summary.person_labels = dict(labelling.outcomes)
-        summary.persons_enrolled = await folder_persons.enrol_new_persons(
-            client, collection, labelling
+        return await run.run(retry_for_s)
+    finally:
+        if book is not None:
+            book.close()
+
+
+class _IndexRun:
+    """One index_folder call: its passes over the files not yet stored, and what they did."""
+
+    def __init__(
+        self,
+        client: AsyncFacesearchClient,
+        collection: str,
+        fields: messages.CollectionFields,
+        by_media: dict[str, Path],
+        root: Path,
+        *,
+        batch_size: int,
+        max_in_flight: int,
+        progress: Callable[[IndexProgress], object] | None,
+        person_from_dir: bool,
+        captions: bool,
+        source: str | None,
+        journal: IndexJournal | None,
+    ) -> None:
+        self.client, self.collection, self.fields = client, collection, fields
+        self.by_media, self.root = by_media, root
+        self.batch_size, self.max_in_flight = batch_size, max_in_flight
+        self.progress = progress
+        self.person_from_dir, self.captions, self.source = person_from_dir, captions, source
+        self.journal = journal
+        self.text_field = fields.text_field() if captions and fields.text_fields else None
+        self.summary = IndexSummary()
+        # Per media id, across passes: faces found, (size, mtime) when read, outcome.
+        self.faces_of: dict[str, int] = {}
+        self.stamps: dict[str, tuple[int, int] | None] = {}
+        self.stored: set[str] = set()
+        self.failed: dict[str, str] = {}
+        self.answered: set[str] = set()  # by the embedder
+        self.unreadable: set[str] = set()
+        # Refused in this pass with a transient code: sent again by the next pass.
+        self.retry_later: dict[str, str] = {}
+        self.labelling: folder_persons.FolderLabelling | None = None
+        self.folder_outcomes: dict[str | None, Counter[str]] = {}
+        self.total = 0
+        # Per media id with faces: (caption source or "", context files not read).
+        self.context_of: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    # ------------------------------------------------------------ the passes
+
+    async def run(self, retry_for_s: float) -> IndexSummary:
+        started = time.perf_counter()
+        todo = self._not_stored(self.by_media)
+        self.summary.skipped = len(self.by_media) - len(todo)
+        self.total = len(todo)
+        if self.person_from_dir:
+            self.labelling = await folder_persons.start(self.client, self.fields.face_model)
+        settings = self.client.settings
+        retry = retrying(retry_for_s, settings.initial_backoff_s, settings.max_backoff_s)
+        try:
+            async for attempt in retry:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.summary.retries += 1
+                    if rest := self._not_stored(todo):
+                        await self._one_pass(rest)
+            await self._finish(retry)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            reason = why(exc)
+            self._remember_references()
+            self._tally(started)
+            # The full reason is the exception's, said once; each file gets its short form.
+            code = getattr(exc, "code", None)
+            short = code().name if callable(code) else "refused for now"
+            self.summary.errors.extend(
+                (m, f"not indexed: {short} (the run stopped before it was stored)")
+                for m in todo
+                if m not in self.stored and m not in self.failed
+            )
+            raise IndexIncomplete(reason, self.summary) from exc
+        self._tally(started)
+        return self.summary
+
+    def _not_stored(self, media: dict[str, Path]) -> dict[str, Path]:
+        """The files still to send: neither stored (this run or, per the journal, an earlier
+        one) nor failed for good. Labelling needs a folder's photos together, so with
+        person_from_dir a folder not wholly stored is sent whole."""
+
+        def done(m: str) -> bool:
+            journal = self.journal
+            return m in self.stored or (journal is not None and journal.is_stored(m, media[m]))
+
+        rest = {m: p for m, p in media.items() if not done(m) and m not in self.failed}
+        if self.person_from_dir:
+            unfinished = {self._folder(m) for m in rest}
+            rest = {
+                m: p
+                for m, p in media.items()
+                if self._folder(m) in unfinished and m not in self.failed
+            }
+        return rest
+
+    def _folder(self, media_id: str) -> str | None:
+        return folder_persons.folder_of(media_id, self.by_media, self.root)
+
+    async def _report(self) -> None:
+        if self.progress is not None:
+            done = len(self.answered) + len(self.unreadable)
+            p = IndexProgress(done, self.total, sum(self.faces_of.values()), len(self.failed))
+            await call_back(self.progress, p)
+
+    async def _one_pass(self, todo: dict[str, Path]) -> None:
+        self.retry_later = {}
+        upserts = _BoundedUpserts(
+            self.client,
+            self.max_in_flight,
+            self.client.settings.stream_timeout_s,
+            self._acked,
+            self._refused,
         )
-    summary.errors.extend((f"upsert batch {seq}", why) for seq, why in upserts.refused)
-    summary.seconds = time.perf_counter() - started
-    return summary
+        Labels = list[str | None] | None
+        pending: list[tuple[embedder_pb2.ImageResult, dict[str, messages.MetadataInput], Labels]]
+        pending = []
+        pending_faces = 0
+        folder: str | None = None
+        folder_results: list[embedder_pb2.ImageResult] = []
+
+        async def images() -> AsyncIterator[tuple[str, bytes]]:
+            for media_id, path in todo.items():
+                try:
+                    data = await asyncio.to_thread(path.read_bytes)
+                    self.stamps[media_id] = await asyncio.to_thread(stamp_of, path)
+                except OSError as exc:
+                    self.failed[media_id] = f"cannot read: {exc}"
+                    self.unreadable.add(media_id)
+                    await self._report()
+                    continue
+                yield media_id, data
+
+        async def label_folder() -> None:
+            """Queue the buffered folder's images with the labels its evidence supports."""
+            nonlocal folder_results, pending_faces
+            if not folder_results:
+                return
+            labelling = self.labelling
+            assert labelling is not None
+            if folder is None:
+                face_labels: list[list[str | None]] = [
+                    [None] * len(r.faces) for r in folder_results
+                ]
+            else:
+                known = await folder_persons.known_references(
+                    self.client, self.collection, folder, self.fields.face
+                )
+                before = Counter(labelling.outcomes)
+                face_labels = labelling.label(folder, folder_results, known)
+                # A folder labelled again by a later pass replaces its counts.
+                self.folder_outcomes[folder] = labelling.outcomes - before
+            for result, labels in zip(folder_results, face_labels, strict=True):
+                pending.append((result, self._metadata(result.media_id), labels))
+                pending_faces += len(result.faces)
+            folder_results = []
+
+        async def flush() -> None:
+            nonlocal pending, pending_faces
+            if not pending:
+                return
+            texts = await _caption_vectors(
+                self.client, self.text_field, [meta for _, meta, _ in pending]
+            )
+            points = []
+            for (result, meta, labels), vectors in zip(pending, texts, strict=True):
+                faces = messages.face_points(
+                    result,
+                    face_field=self.fields.face,
+                    metadata=meta,
+                    text_vectors=vectors,
+                    attribute_field=self.fields.attribute_field,
+                )
+                for point, person in zip(faces, labels or [None] * len(faces), strict=True):
+                    if person is not None:
+                        point.metadata["person_id"].string_value = person
+                points.extend(faces)
+            media = [result.media_id for result, _, _ in pending]
+            await upserts.send(messages.upsert_request(self.collection, points), media)
+            pending, pending_faces = [], 0
+
+        results = embed_images(self.client, images(), model_id=self.fields.face_model)
+        try:
+            async for result in results:
+                media_id = result.media_id
+                self.answered.add(media_id)
+                if result.error_code:
+                    if is_transient_code(result.error_code):
+                        self.retry_later[media_id] = result.error_message
+                    else:
+                        self.failed[media_id] = result.error_message
+                elif result.faces:
+                    self.faces_of[media_id] = len(result.faces)
+                    if self.labelling is not None:
+                        here = self._folder(media_id)
+                        if here != folder:
+                            await label_folder()
+                            folder = here
+                        folder_results.append(result)
+                    else:
+                        pending.append((result, self._metadata(media_id), None))
+                        pending_faces += len(result.faces)
+                    if pending_faces >= self.batch_size:
+                        await flush()
+                else:
+                    self.faces_of[media_id] = 0
+                    self._acked([media_id], 0)  # nothing to store: done
+                await self._report()
+            if self.labelling is not None:
+                await label_folder()
+            await flush()
+            await upserts.close()
+        except BaseException:
+            # Cancelled (Ctrl-C, task.cancel) or failed: stop both streams before going.
+            await results.aclose()
+            await upserts.cancel()
+            raise
+        if self.retry_later:
+            first = next(iter(self.retry_later.items()))
+            raise TransientRefusal(
+                f"{len(self.retry_later)} file(s) refused for now, e.g. {first[0]}: {first[1]}"
+            )
+
+    def _acked(self, media: list[str], upserted: int) -> None:
+        self.summary.upserted += upserted
+        fresh = [m for m in media if m not in self.stored]
+        self.stored.update(fresh)
+        if self.journal is not None:
+            self.journal.record_stored((m, self.stamps.get(m)) for m in fresh)
+
+    def _refused(self, media: list[str], code: int, message: str) -> None:
+        for m in media:
+            if is_transient_code(code):
+                self.retry_later[m] = message
+            else:
+                self.failed[m] = f"upsert refused: {message}"
+
+    def _metadata(self, media_id: str) -> dict[str, messages.MetadataInput]:
+        meta, problems = _image_metadata(
+            media_id, self.by_media, self.root, self.captions, self.source
+        )
+        if self.captions:
+            # Per media id: a folder sent again by a later pass is counted once.
+            self.context_of[media_id] = (str(meta.get("caption_source") or ""), problems)
+        return meta
+
+    # ------------------------------------------------------------ the end
+
+    def _remember_references(self) -> None:
+        """Journal the references of each person whose folder is now stored, so a run that
+        stops before enrolling leaves them for the next run to enrol."""
+        if self.journal is None or self.labelling is None:
+            return
+        for person, ids in self.labelling.references.items():
+            if all(m in self.stored or m in self.failed for m in self._media_of(person)):
+                self.journal.record_references(person, ids)
+
+    def _media_of(self, folder: str) -> list[str]:
+        return [m for m in self.by_media if self._folder(m) == folder]
+
+    async def _finish(self, retry: AsyncRetrying) -> None:
+        labelling = self.labelling
+        if labelling is None:
+            return
+        self._remember_references()
+        if self.journal is not None:
+            for person, ids in self.journal.pending_enrolments().items():
+                labelling.references.setdefault(person, ids)
+        async for attempt in retry.copy():
+            with attempt:
+                self.summary.persons_enrolled = await folder_persons.enrol_new_persons(
+                    self.client, self.collection, labelling
+                )
+        if self.journal is not None:
+            self.journal.record_enrolled(labelling.references)
+
+    def _tally(self, started: float) -> None:
+        s = self.summary
+        s.images = len(self.answered)
+        s.images_with_faces = sum(1 for n in self.faces_of.values() if n)
+        s.faces = sum(self.faces_of.values())
+        order = {m: i for i, m in enumerate(self.by_media)}
+        s.errors = sorted(self.failed.items(), key=lambda item: order.get(item[0], 0))
+        if self.labelling is not None:
+            s.person_labels = dict(sum(self.folder_outcomes.values(), Counter()))
+        sources = Counter(src for src, _ in self.context_of.values())
+        s.without_caption = sources.pop("", 0)
+        s.caption_sources = dict(sources)
+        s.context_problems = [(m, why) for m, (_, ps) in self.context_of.items() for why in ps]
+        s.seconds = time.perf_counter() - started
 
 
 async def _caption_vectors(
@@ -342,13 +606,14 @@ def _image_metadata(
     root: Path,
     captions: bool,
     source: str | None,
-) -> dict[str, messages.MetadataInput]:
+) -> tuple[dict[str, messages.MetadataInput], tuple[str, ...]]:
+    """The metadata every face of the image gets, and the context files not read."""
     path = by_media.get(media_id)
     meta: dict[str, messages.MetadataInput] = {}
     if source:
         meta["source"] = source
-    if path is None:
-        return meta
-    if captions and (caption := caption_of(path)):
-        meta["caption"] = caption
-    return meta
+    if path is None or not captions:
+        return meta, ()
+    context = context_text.context_of(path)
+    meta.update(context.metadata())
+    return meta, context.problems

@@ -219,13 +219,44 @@ async def forget_person(
 
 
 async def list_clusters(
-    client: AsyncFacesearchClient, collection: str, *, min_size: int = 2, max_clusters: int = 50
+    client: AsyncFacesearchClient,
+    collection: str,
+    *,
+    min_size: int = 2,
+    max_clusters: int = 50,
+    recluster: bool = False,
 ) -> persons_pb2.ListClustersResponse:
-    """Unlabelled faces grouped into candidate persons, largest group first."""
+    """Unlabelled faces grouped into candidate persons, largest group first. The service
+    keeps the clusters and places only faces new since the last listing, so ids stay;
+    ``recluster`` groups everything again (new ids, earlier merges and splits undone)."""
     await ensure_identification(client, collection)
     return await client.persons.ListClusters(
         persons_pb2.ListClustersRequest(
-            collection=collection, min_size=min_size, max_clusters=max_clusters
+            collection=collection,
+            min_size=min_size,
+            max_clusters=max_clusters,
+            recluster=recluster,
+        )
+    )
+
+
+async def merge_clusters(
+    client: AsyncFacesearchClient, collection: str, cluster_ids: list[str]
+) -> persons_pb2.FaceCluster:
+    """Join clusters that are one person; the first id is kept."""
+    reply = await client.persons.MergeClusters(
+        persons_pb2.MergeClustersRequest(collection=collection, cluster_ids=cluster_ids)
+    )
+    return reply.cluster
+
+
+async def split_cluster(
+    client: AsyncFacesearchClient, collection: str, cluster_id: str, face_ids: list[str]
+) -> persons_pb2.SplitClusterResponse:
+    """Move ``face_ids`` out of a cluster into a new one (``.kept`` and ``.split``)."""
+    return await client.persons.SplitCluster(
+        persons_pb2.SplitClusterRequest(
+            collection=collection, cluster_id=cluster_id, face_ids=face_ids
         )
     )
 

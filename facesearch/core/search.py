@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from facesearch import messages
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.core.collections import collection_fields
-from facesearch.errors import FacesearchError, NoFaceFound
-from facesearch_contract.v1 import embedder_pb2, retriever_pb2
+from facesearch.core.persons import ensure_identification
+from facesearch.errors import CollectionMismatch, FacesearchError, NoFaceFound
+from facesearch_contract.v1 import common_pb2, embedder_pb2, persons_pb2, retriever_pb2
 
 
 async def embed_largest_face(
@@ -34,14 +36,13 @@ async def search_by_image(
     *,
     k: int = 10,
     where: messages.FilterSpec = None,
+    face: int = 0,
 ) -> list[messages.Hit]:
-    """Faces most like the largest face in ``image`` (embed, then Search)."""
-    fields = await collection_fields(client, collection)
-    face = await embed_largest_face(client, image, fields.face_model)
-    request = messages.search_request(
-        collection, [messages.vector_term(fields.face, face)], k=k, where=where
-    )
-    return await _search_one(client, request)
+    """Faces most like one face of ``image``: ``face`` 0 is the largest, 1 the next, ...
+    (FacesearchError naming the faces there are when there is no such face). Every face at
+    once, each with its box: ``search_image_faces``."""
+    (found,) = await search_image_faces(client, collection, image, k=k, where=where, face=face)
+    return found.hits
 
 
 @dataclass
@@ -156,6 +157,29 @@ async def search_by_person(
     return await _search_one(client, messages.search_request(collection, [term], k=k, where=where))
 
 
+# Person in context: unlabelled faces checked against the person per search (the nearest ones
+# by face; the notes say when there may be more), sent to Identify this many at a time
+# (persons.proto IdentifyRequest.faces).
+UNLABELLED_CANDIDATES = 256
+IDENTIFY_BATCH = 64
+# Weight of the context term beside the face term (1) in the query for unlabelled candidates:
+# enough for the faces nearest the context to be gathered and checked too, too small to reorder
+# the face ranking.
+CONTEXT_GATHER_WEIGHT = 1e-3
+
+
+class ContextHits(list[messages.Hit]):
+    """The hits of a person-in-context search, best context first. A hit's score, and its only
+    term score, is the cosine of its caption with the context. ``identified`` holds the ids of
+    unlabelled faces that are in because they identify as the person at the match operating
+    point; ``notes`` says what a user must know (e.g. that more unlabelled faces may match)."""
+
+    def __init__(self, hits: list[messages.Hit]) -> None:
+        super().__init__(hits)
+        self.identified: set[str] = set()
+        self.notes: list[str] = []
+
+
 async def search_person_in_context(
     client: AsyncFacesearchClient,
     collection: str,
@@ -163,48 +187,327 @@ async def search_person_in_context(
     context: str,
     *,
     k: int = 10,
+    include_unlabelled: bool = False,
     person_collection: str = "",
-    person_weight: float = 1.0,
-    context_weight: float = 1.0,
     where: messages.FilterSpec = None,
-) -> list[messages.Hit]:
+) -> ContextHits:
     """A named person in a context ("Anna Berg shaking hands at a summit", Id-CLIP's task):
-    the person's enrolled faces and the context text, fused in one multi-term query."""
+    only the faces of ``person_id``, ranked by how well their context text (the caption
+    indexed with the photo) matches ``context``.
+
+    The person's faces are those labelled with them; with ``include_unlabelled`` also the
+    unlabelled faces that identify as them at the ``match`` operating point (the Persons
+    service's Identify against the person's references, in ``person_collection`` when given;
+    identification is configured from the model card when it is not yet), checked among the
+    UNLABELLED_CANDIDATES unlabelled faces nearest the person's faces or the context. A face
+    without context text cannot be ranked by it and is left out. A collection without a text
+    field raises CollectionMismatch, one whose text field holds no vector is refused by the
+    retriever (FAILED_PRECONDITION): both say what to index."""
     fields = await collection_fields(client, collection)
-    name, model = fields.text_field()
+    name, model = _context_field(fields, collection)
     vector, model_id = await _embed_text(client, context, model, embedder_pb2.TEXT_ROLE_QUERY)
+    request = messages.search_request(
+        collection, [messages.text_term(name, vector, model_id)], k=k, where=where
+    )
+    request.queries[0].filter.must.append(
+        common_pb2.FieldCondition(
+            field="person_id", equals=common_pb2.MetadataValue(string_value=person_id)
+        )
+    )
+    out = ContextHits(await _search_one(client, request))
+    if include_unlabelled:
+        found = await _unlabelled_in_context(
+            client,
+            collection,
+            fields,
+            person_id,
+            (name, vector, model_id),
+            person_collection=person_collection,
+            where=where,
+            out=out,
+        )
+        out.identified = {h.id for h in found}
+        out.extend(found)
+        out.sort(key=lambda h: -h.score)
+        del out[k:]
+        out.identified &= {h.id for h in out}
+    if not out:
+        out.notes.append(
+            f"no face of {person_id!r} with context text (none labelled, or none captioned): "
+            "label their faces, index captions of their photos "
+            "(IPTC/XMP/EXIF, sidecar .txt/.json, .srt/.vtt)"
+            + ("" if include_unlabelled else ", or include unlabelled faces that identify as them")
+        )
+    return out
+
+
+def _context_field(fields: messages.CollectionFields, collection: str) -> tuple[str, str]:
+    """(field, model) of the collection's context text, or a refusal saying what to index."""
+    if not fields.text_fields:
+        raise CollectionMismatch(
+            f"collection {collection!r} has no context to rank by: it has no text field (it was "
+            "created without a text encoder). Index the photos with their captions (IPTC/XMP/"
+            "EXIF inside the files, sidecar .txt/.json, .srt/.vtt) into a collection created "
+            "while the embedder serves a text encoder (`facesearch index` adds a caption field)"
+        )
+    return fields.text_field()
+
+
+async def _unlabelled_in_context(
+    client: AsyncFacesearchClient,
+    collection: str,
+    fields: messages.CollectionFields,
+    person_id: str,
+    context: tuple[str, common_pb2.Vector, str],
+    *,
+    person_collection: str,
+    where: messages.FilterSpec,
+    out: ContextHits,
+) -> list[messages.Hit]:
+    """Unlabelled faces that identify as ``person_id`` at the match point, each scored by its
+    context (the retriever scores every candidate on both terms: face, context)."""
+    name, vector, model_id = context
     terms = [
-        messages.person_term(
-            fields.face, person_id, person_collection=person_collection, weight=person_weight
-        ),
-        messages.text_term(name, vector, model_id, weight=context_weight),
+        messages.person_term(fields.face, person_id, person_collection=person_collection),
+        messages.text_term(name, vector, model_id, weight=CONTEXT_GATHER_WEIGHT),
     ]
-    return await _search_one(client, messages.search_request(collection, terms, k=k, where=where))
+    request = messages.search_request(
+        collection, terms, k=UNLABELLED_CANDIDATES, where=where, with_vectors=True
+    )
+    request.queries[0].filter.must.append(
+        common_pb2.FieldCondition(field="person_id", exists=False)
+    )
+    candidates = list((await client.retriever.Search(request)).results[0].hits)
+    persons_of = person_collection or collection
+    await ensure_identification(client, persons_of)
+    matched = []
+    for i in range(0, len(candidates), IDENTIFY_BATCH):
+        batch = candidates[i : i + IDENTIFY_BATCH]
+        reply = await client.persons.Identify(
+            persons_pb2.IdentifyRequest(
+                collection=persons_of,
+                max_candidates=1,
+                faces=[
+                    persons_pb2.FaceProbe(
+                        vector=h.vectors[fields.face],
+                        quality=min(max(_quality(h), 0.0), 1.0),
+                        ref=h.id,
+                    )
+                    for h in batch
+                ],
+            )
+        )
+        for h, answer in zip(batch, reply.faces, strict=True):
+            top = answer.candidates[0] if answer.candidates else None
+            if (
+                answer.decision == persons_pb2.DECISION_MATCH
+                and top is not None
+                and top.person_id == person_id
+            ):
+                matched.append(h)
+    with_context = [h for h in matched if name in h.vectors]
+    if len(with_context) < len(matched):
+        out.notes.append(
+            f"{len(matched) - len(with_context)} unlabelled face(s) identify as {person_id!r} "
+            "but have no context text to rank by: left out"
+        )
+    if len(candidates) == UNLABELLED_CANDIDATES:
+        out.notes.append(
+            f"checked the {UNLABELLED_CANDIDATES} unlabelled faces nearest {person_id!r}; more "
+            "may identify as them: label them (facesearch persons) to include them all"
+        )
+    return [
+        messages.Hit(
+            h.id, h.term_scores[1], (h.term_scores[1],), messages.python_metadata(h.metadata)
+        )
+        for h in with_context
+    ]
+
+
+def _quality(hit: retriever_pb2.ScoredPoint) -> float:
+    # Unset quality reads as the poorest (persons.proto FaceProbe.quality).
+    return float(hit.metadata["quality"].double_value) if "quality" in hit.metadata else 0.0
+
+
+# TGFR fusion: the face term's weight follows the probe's quality (embedder.proto FaceQuality,
+# 0..1): FACE_WEIGHT_FLOOR for an unusable face (a 16 px face scores 0 yet still ranks its
+# person first about two times in three), 1 for a good one. Both weights were chosen on the
+# training identities of bench/tgfr with out-of-fold attribute predictions, never on the
+# held-out ones (bench/tgfr/README.md); there the attribute term barely moves rank-1, so the
+# weight is small: the attribute model is the limit, not the fusion.
+FACE_WEIGHT_FLOOR = 0.5
+# Weight of the attribute term (mean log-likelihood of the description's evidence, -3.9..0)
+# and of the caption term (cosine, today's fusion) beside a face term of weight 1.
+ATTRIBUTE_WEIGHT = 0.03
+CAPTION_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class AttributeReading:
+    """One attribute a description states (embedder.proto AttributeEvidence)."""
+
+    name: str
+    present: bool
+    confidence: float
+    phrase: str
+
+    def __str__(self) -> str:
+        return f"{'' if self.present else 'no '}{self.name} ({self.phrase!r} {self.confidence:.2f})"
+
+
+class DescriptionHits(list[messages.Hit]):
+    """The hits of a description search (a list, best first), with what was understood and
+    how it was used: ``evidence`` (the attributes the description states), ``used`` ("face",
+    "attributes", "captions": the terms, in the order of each hit's ``term_scores``),
+    ``face_quality`` and ``face_weight`` (None when the probe had no usable face), and
+    ``notes`` (what a user must know, e.g. that no face was found and the description
+    searched alone)."""
+
+    def __init__(self, hits: list[messages.Hit]) -> None:
+        super().__init__(hits)
+        self.evidence: list[AttributeReading] = []
+        self.used: list[str] = []
+        self.face_quality: float | None = None
+        self.face_weight: float | None = None
+        self.notes: list[str] = []
+
+    def face_score(self, hit: messages.Hit) -> float | None:
+        """The hit's cosine with the probe face, or None when no face term ran."""
+        return hit.term_scores[self.used.index("face")] if "face" in self.used else None
+
+    def description_score(self, hit: messages.Hit) -> float | None:
+        """How well the hit fits the description: for attributes, the geometric mean of the
+        probabilities of the stated readings (0..1); for captions, the cosine; None when no
+        description term ran."""
+        if "attributes" in self.used:
+            return math.exp(hit.term_scores[self.used.index("attributes")])
+        if "captions" in self.used:
+            return hit.term_scores[self.used.index("captions")]
+        return None
+
+
+def face_weight_for(quality: float, floor: float = FACE_WEIGHT_FLOOR) -> float:
+    """The face term's weight for a probe of this quality (0..1)."""
+    return floor + (1.0 - floor) * min(max(quality, 0.0), 1.0)
 
 
 async def search_face_with_description(
     client: AsyncFacesearchClient,
     collection: str,
-    image: messages.ImageSource,
+    image: messages.ImageSource | None,
     description: str,
     *,
     k: int = 10,
-    face_weight: float = 1.0,
-    description_weight: float = 0.5,
+    face_weight: float | None = None,
+    description_weight: float | None = None,
     where: messages.FilterSpec = None,
-) -> list[messages.Hit]:
-    """A (possibly poor) face plus a description of it (TGFR): both terms fused."""
+) -> DescriptionHits:
+    """A (possibly poor) face plus a description of it (TGFR), or a description alone
+    (``image`` None).
+
+    The description is read into attribute evidence by the embedder ("an older man with
+    glasses and no beard": young absent, male present, eyeglasses present, beard absent) and
+    scored against the attribute vectors stored with every face; a collection without them
+    falls back to captions. The face term's weight follows the probe's quality
+    (``face_weight_for``) unless ``face_weight`` is given. A photo with no detectable face is
+    searched by the description alone, and ``notes`` says so. A collection with neither
+    attribute vectors nor captions raises CollectionMismatch saying how to back-fill, never
+    the plain face result."""
     fields = await collection_fields(client, collection)
-    face = await embed_largest_face(client, image, fields.face_model)
-    name, model = fields.text_field()
-    vector, model_id = await _embed_text(
-        client, description, model, embedder_pb2.TEXT_ROLE_DESCRIPTION
+    reply = await client.embedder.EmbedText(
+        messages.embed_text_request(
+            [description],
+            model_id=fields.text_fields.get("caption", ""),
+            role=embedder_pb2.TEXT_ROLE_DESCRIPTION,
+        )
     )
-    terms = [
-        messages.vector_term(fields.face, face, weight=face_weight),
-        messages.text_term(name, vector, model_id, weight=description_weight),
-    ]
-    return await _search_one(client, messages.search_request(collection, terms, k=k, where=where))
+    parsed = reply.descriptions[0] if reply.descriptions else None
+    out = DescriptionHits([])
+    if parsed is not None:
+        out.evidence = [
+            AttributeReading(e.name, e.present, e.confidence, e.phrase) for e in parsed.evidence
+        ]
+    terms: list[retriever_pb2.QueryTerm] = []
+    if image is not None:
+        try:
+            face = await embed_largest_face(client, image, fields.face_model)
+        except NoFaceFound:
+            out.notes.append(
+                f"no face found in {messages.describe_image(image)}: searched by the "
+                "description alone"
+            )
+        else:
+            out.face_quality = float(face.quality.score)
+            out.face_weight = (
+                face_weight if face_weight is not None else face_weight_for(out.face_quality)
+            )
+            terms.append(messages.vector_term(fields.face, face, weight=out.face_weight))
+            out.used.append("face")
+    term = _description_term(fields, collection, parsed, reply, description_weight, out)
+    terms.append(term)
+    request = messages.search_request(collection, terms, k=k, where=where)
+    out.extend(await _search_one(client, request))
+    return out
+
+
+def _description_term(
+    fields: messages.CollectionFields,
+    collection: str,
+    parsed: embedder_pb2.DescriptionEvidence | None,
+    reply: embedder_pb2.EmbedTextResponse,
+    weight: float | None,
+    out: DescriptionHits,
+) -> retriever_pb2.QueryTerm:
+    """The attribute term when the collection stores attributes and the description states
+    some; else the caption term when it stores captions; else a clear refusal."""
+    has_attributes = bool(fields.attributes and fields.stored.get(fields.attributes, 0))
+    caption = fields.text_fields.get("caption") and "caption"
+    caption = caption or (next(iter(fields.text_fields)) if len(fields.text_fields) == 1 else "")
+    has_captions = bool(caption and fields.stored.get(caption, 0))
+    model = parsed.attribute_model_id if parsed is not None else ""
+    if has_attributes and model and model != fields.attributes_model:
+        raise CollectionMismatch(
+            f"collection {collection!r} stores attributes of model {fields.attributes_model!r}, "
+            f"but the embedder reads descriptions for {model!r}: search it "
+            "through an embedder serving that model, or re-index the photos into a collection "
+            "created for this one"
+        )
+    if has_attributes and out.evidence:
+        out.used.append("attributes")
+        assert parsed is not None
+        return messages.text_term(
+            fields.attributes,
+            parsed.query_vector,
+            fields.attributes_model,
+            weight=ATTRIBUTE_WEIGHT if weight is None else weight,
+        )
+    if has_captions:
+        if has_attributes:
+            out.notes.append(
+                "the description names no attribute the model knows (sex, age, beard, "
+                "moustache, goatee, glasses, bald, hair colour, hat, make-up, smile): "
+                "matched against captions instead"
+            )
+        out.used.append("captions")
+        return messages.text_term(
+            caption,
+            reply.embeddings[0],
+            reply.model_id,
+            weight=CAPTION_WEIGHT if weight is None else weight,
+        )
+    if has_attributes:
+        raise CollectionMismatch(
+            "the description names no attribute the model knows: describe sex, age, beard, "
+            "moustache, goatee, glasses, baldness, hair colour, a hat, make-up or a smile "
+            '(e.g. "an older man with glasses and no beard")'
+        )
+    raise CollectionMismatch(
+        f"collection {collection!r} has neither face attributes nor captions, so a description "
+        "cannot change the result: back-fill attributes by indexing the photos again with an "
+        "embedder that serves an attribute model (same ids replace the faces; a collection "
+        "created before attributes existed has no 'attributes' field: index into a new "
+        "collection), or index captions"
+    )
 
 
 async def _search_one(

@@ -14,7 +14,12 @@ from facesearch.core.collections import collection_fields
 from facesearch.errors import FacesearchError
 from facesearch_contract.v1 import personalizer_pb2, retriever_pb2
 
-Labels = list[personalizer_pb2.Feedback] | None
+# What on_round returns instead of labels to take back the latest answered round
+# (UndoFeedback): the session goes back to that round's candidates, and the user's head to its
+# state before it.
+UNDO = "undo"
+
+Labels = list[personalizer_pb2.Feedback] | str | None
 # What answers a round: sync (returns the labels) or async (returns an awaitable of them).
 FeedbackFn = Callable[[personalizer_pb2.SessionState], Labels | Awaitable[Labels]]
 ShowFn = Callable[[personalizer_pb2.SessionState], object]
@@ -34,8 +39,12 @@ async def run_session(
 ) -> messages.SessionOutcome:
     """An interactive search: show each round's candidates to ``on_round``, send back its
     labels, until the person is found, the collection runs out, ``on_round`` returns None or
-    an empty list, or ``max_rounds`` pass. The session is always ended, also when the flow is
-    cancelled. With ``ephemeral`` the user's stored head is neither used nor updated."""
+    an empty list, or ``max_rounds`` pass. Labels may be any FeedbackLabel, the near-miss
+    ("not this person, but similar") and "nothing like them" answers included. ``on_round``
+    may return ``UNDO`` to take back the latest answered round (while
+    ``state.undoable_rounds`` > 0; else FacesearchError): it is then shown that round again.
+    The session is always ended, also when the flow is cancelled. With ``ephemeral`` the
+    user's stored head is neither used nor updated."""
     request = messages.start_session_request(
         user_id, collection, k=k, seed=seed, where=where, ephemeral=ephemeral
     )
@@ -43,6 +52,9 @@ async def run_session(
     try:
         while not state.finished and state.round < max_rounds:
             labels = await call_back(on_round, state)
+            if labels == UNDO:
+                state = await _undo(client, state)
+                continue
             if not labels:
                 break
             feedback = personalizer_pb2.SubmitFeedbackRequest(
@@ -140,6 +152,20 @@ def _feedback(point_id: str, *, found: bool, similar: bool) -> personalizer_pb2.
     else:
         label = personalizer_pb2.FEEDBACK_LABEL_DISSIMILAR
     return personalizer_pb2.Feedback(id=point_id, label=label)  # type: ignore[arg-type]
+
+
+async def _undo(
+    client: AsyncFacesearchClient, state: personalizer_pb2.SessionState
+) -> personalizer_pb2.SessionState:
+    if not state.undoable_rounds:
+        raise FacesearchError(
+            f"round {state.round} of session {state.session_id!r} has no answered round left "
+            "to undo"
+        )
+    reply = await client.personalizer.UndoFeedback(
+        personalizer_pb2.UndoFeedbackRequest(session_id=state.session_id, round=state.round)
+    )
+    return reply.state
 
 
 async def _end_session(client: AsyncFacesearchClient, state: personalizer_pb2.SessionState) -> int:

@@ -90,9 +90,20 @@ def band_of(cal: calibration_pb2.ScoreCalibration, quality: float) -> calibratio
     return cal.bands[0] if quality < cal.bands[0].low else cal.bands[-1]
 
 
+def safety_factor(cal: calibration_pb2.ScoreCalibration) -> float:
+    """The calibration's FMR safety factor (1 when unset)."""
+    return max(float(cal.fmr_safety_factor), 1.0)
+
+
 def score_at_fmr(cal: calibration_pb2.ScoreCalibration, fmr: float, quality: float) -> float:
     """The score a face of ``quality`` needs for a 1:1 false-match rate of ``fmr``."""
     t = band_of(cal, quality).impostor
     return tail_score_at_fmr(
-        fmr, t.grid, t.log10_survival, t.threshold, t.p_threshold, t.shape, t.scale
+        fmr / safety_factor(cal),
+        t.grid,
+        t.log10_survival,
+        t.threshold,
+        t.p_threshold,
+        t.shape,
+        t.scale,
     )

@@ -6,13 +6,16 @@ Settings: EmbedderSettings (services/embedder/settings.py), tabled in services/e
 from __future__ import annotations
 
 from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
+from facesearch_server.embedder import model_files as mf
 from facesearch_server.embedder.backends.base import EncoderRuntime
 from facesearch_server.embedder.face_detection import FaceDetector
 from facesearch_server.embedder.image_decode import ImageLimits
 from facesearch_server.embedder.pipeline import DetectionSettings, FacePipeline
+from facesearch_server.embedder.pixel_budget import PixelBudget
 from facesearch_server.embedder.servicer import EmbedderServicer
 from facesearch_server.embedder.settings import EmbedderSettings
 from facesearch_server.embedder.text_encoding import TextEncoder
+from facesearch_server.runtime.readiness import ReadinessCheck
 from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_service
 
 
@@ -36,6 +39,18 @@ def build_runtime(cfg: EmbedderSettings) -> EncoderRuntime:
     )
 
 
+def models_ready(runtime: EncoderRuntime) -> ReadinessCheck:
+    """Every encoder can run: loaded in-process (local), or the Triton server reachable and
+    each model READY there (a Triton restarting or still loading is not ready)."""
+
+    async def check() -> None:
+        missing = [m for m in mf.ENCODERS if not await runtime.ready(m)]
+        if missing:
+            raise RuntimeError(f"{runtime.name} cannot run {', '.join(missing)} now")
+
+    return ReadinessCheck("models", check)
+
+
 def build(cfg: EmbedderSettings) -> ServiceDefinition:
     runtime = build_runtime(cfg)
     limits = ImageLimits(max_bytes=cfg.max_image_bytes, max_pixels=cfg.max_image_pixels)
@@ -56,6 +71,7 @@ def build(cfg: EmbedderSettings) -> ServiceDefinition:
         max_text_batch=cfg.max_text_batch,
         prepare_workers=cfg.prepare_workers,
         stream_window=cfg.stream_window,
+        pixel_budget=PixelBudget(cfg.pixel_limits()),
     )
 
     async def stop() -> None:
@@ -68,6 +84,7 @@ def build(cfg: EmbedderSettings) -> ServiceDefinition:
         ],
         on_start=[runtime.start],
         on_stop=[stop],
+        readiness=[models_ready(runtime)],
     )
 
 

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.call_stop import CallStop
 
 NMS_THRESHOLD = 0.3
 # Candidates kept before NMS; YuNet's own default.
@@ -46,14 +47,23 @@ class FaceDetector:
         return det
 
     def detect(
-        self, bgr: np.ndarray, score_threshold: float, min_face_size: float, max_faces: int
+        self,
+        bgr: np.ndarray,
+        score_threshold: float,
+        min_face_size: float,
+        max_faces: int,
+        stop: CallStop | None = None,
     ) -> list[Detection]:
+        """Faces, best first; ``stop`` is checked after the shrinking (the costly part on a
+        large photo) and raises CallStopped once the call has ended."""
         h, w = bgr.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
         small = bgr
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        if stop is not None:
+            stop.check()
         det = self._detector()
         det.setInputSize((small.shape[1], small.shape[0]))
         det.setScoreThreshold(float(score_threshold))

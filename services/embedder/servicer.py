@@ -2,15 +2,19 @@
 
 CPU preparation (decode, detect, align) runs on a small thread pool so the event loop keeps
 serving health checks and other calls; encoding goes through the configured runtime.
+
+Before anything is decoded, a call is weighed by the pixels its images declare and admitted
+by the process's pixel budget (pixel_budget.py); its deadline and cancellation reach the
+worker threads through a CallStop (call_stop.py), so a call that ended stops costing CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
 import grpc
@@ -22,20 +26,26 @@ from facesearch_contract.v1 import embedder_pb2 as pb
 from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
 from facesearch_server.embedder import model_cards
 from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.attributes import messages as attribute_messages
+from facesearch_server.embedder.attributes.description import DescriptionReader
 from facesearch_server.embedder.backends.base import EncoderRuntime
+from facesearch_server.embedder.call_stop import CallStop, CallStopped
 from facesearch_server.embedder.pipeline import (
     DetectionSettings,
     FacePipeline,
     FaceResult,
     ImageEmbedding,
 )
+from facesearch_server.embedder.pixel_budget import IMAGES_STOPPED, PixelBudget
 from facesearch_server.embedder.text_encoding import TextEncoder
 from facesearch_server.runtime.calibration_proto import calibration_to_proto
 from facesearch_server.runtime.errors import InvalidArgument, ServiceError
 from facesearch_server.runtime.validation import batch_size
 
-T = TypeVar("T")
 _END = object()
+log = logging.getLogger("facesearch.embedder")
+# Prepares one image: (data, field, stop) -> its result or its own error.
+Prepare = Callable[[bytes, str, CallStop], ImageEmbedding]
 
 # Ceilings the contract declares (embedder.proto) on what an operator may configure.
 CEILING_BATCH = max_items(pb.EmbedImagesRequest, "images")
@@ -55,6 +65,7 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         max_text_batch: int = 256,
         prepare_workers: int = 2,
         stream_window: int = 16,
+        pixel_budget: PixelBudget | None = None,
     ) -> None:
         self.runtime = runtime
         self.faces = faces
@@ -75,6 +86,9 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         # Images read ahead of the oldest unanswered one in a stream; bounds server memory.
         self.stream_window = stream_window
         self._pool = ThreadPoolExecutor(max_workers=prepare_workers, thread_name_prefix="prepare")
+        self.budget = pixel_budget or PixelBudget()
+        # Descriptions (TextRole DESCRIPTION) are read into attribute evidence (TGFR).
+        self.descriptions = DescriptionReader(text.embed) if faces.attribute_model else None
         # Model cards, read once: beside the model files the runtime loads (a model dir brings
         # its own thresholds), else the ones this package ships (Triton serves the same files).
         model_dir = getattr(runtime, "model_dir", None)
@@ -84,9 +98,6 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
             )
             for spec in mf.ENCODERS.values()
         }
-
-    async def _cpu(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     # -- request checks -------------------------------------------------------------------
     def _face_model(self, model_id: str, field: str = "model_id") -> None:
@@ -117,19 +128,70 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         )
 
     # -- preparation ----------------------------------------------------------------------
-    def _prepare_image_or_error(
-        self, data: bytes, settings: DetectionSettings, field: str
-    ) -> ImageEmbedding | ServiceError:
-        try:
-            return self.faces.prepare_image(data, settings, field)
-        except ServiceError as exc:
-            return exc
+    def _submit(
+        self, prepare: Prepare, data: bytes, field: str, pixels: int, stop: CallStop
+    ) -> Future[ImageEmbedding | ServiceError]:
+        """Prepare one image on the pool; its pixels go back to the budget when it is done.
+        A job cancelled before it started gives nothing back: ``_withdraw`` does that."""
+        loop = asyncio.get_running_loop()
 
-    def _prepare_crop_or_error(self, data: bytes, field: str) -> ImageEmbedding | ServiceError:
+        def job() -> ImageEmbedding | ServiceError:
+            try:
+                return prepare(data, field, stop)
+            except CallStopped:
+                IMAGES_STOPPED.labels(stop.why or "cancelled").inc()
+                raise
+            except ServiceError as exc:
+                return exc
+            finally:
+                try:
+                    loop.call_soon_threadsafe(self.budget.release, pixels)
+                except RuntimeError:  # the loop closed (shutdown): no call waits any more
+                    pass
+
+        return self._pool.submit(job)
+
+    def _withdraw(
+        self, jobs: dict[Future[ImageEmbedding | ServiceError], int], stop: CallStop
+    ) -> None:
+        """After a call ended: drop its jobs not yet started (their pixels go back now) and
+        tell the running ones to stop at their next check."""
+        stop.cancel()
+        skipped = 0
+        # list() of a dict is one step under the GIL, so a stream's done callbacks (popping
+        # from a worker thread) cannot change it mid-copy.
+        for job, pixels in list(jobs.items()):
+            if job.cancel():  # True also when asyncio already cancelled it: never ran
+                skipped += 1
+                self.budget.release(pixels)
+        jobs.clear()
+        if skipped:
+            IMAGES_STOPPED.labels(stop.why or "cancelled").inc(skipped)
+            log.info(
+                "call ended before its images were prepared",
+                extra={"skipped": skipped, "why": stop.why},
+            )
+
+    async def _prepare_batch(
+        self, items: Sequence[tuple[bytes, str]], field: str, prepare: Prepare, stop: CallStop
+    ) -> list[ImageEmbedding | ServiceError]:
+        """Weigh, admit and prepare the images of one request, in order."""
+        self.budget.received(sum(len(data) for data, _ in items))
+        pixels = [self.faces.declared_pixels(data) for data, _ in items]
+        total = sum(pixels)
+        self.budget.check_request(total, len(items), field)
         try:
-            return self.faces.prepare_crop(data, field)
-        except ServiceError as exc:
-            return exc
+            await self.budget.admit(total, stop)
+        except asyncio.CancelledError:  # the call ended while waiting its turn
+            IMAGES_STOPPED.labels(stop.why or "cancelled").inc(len(items))
+            raise
+        jobs: dict[Future[ImageEmbedding | ServiceError], int] = {}
+        try:
+            for (data, item_field), px in zip(items, pixels, strict=True):
+                jobs[self._submit(prepare, data, item_field, px, stop)] = px
+            return list(await asyncio.gather(*(asyncio.wrap_future(j) for j in jobs)))
+        finally:
+            self._withdraw(jobs, stop)
 
     # -- RPCs -----------------------------------------------------------------------------
     async def EmbedImages(
@@ -138,11 +200,15 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         batch_size(request.images, "images", self.max_batch)
         self._face_model(request.model_id)
         settings = self._settings(request.options)
-        prepared = await asyncio.gather(
-            *(
-                self._cpu(self._prepare_image_or_error, img.data, settings, f"images[{i}].data")
-                for i, img in enumerate(request.images)
-            )
+
+        def prepare(data: bytes, field: str, stop: CallStop) -> ImageEmbedding:
+            return self.faces.prepare_image(data, settings, field, stop)
+
+        prepared = await self._prepare_batch(
+            [(img.data, f"images[{i}].data") for i, img in enumerate(request.images)],
+            "images",
+            prepare,
+            CallStop.of(context),
         )
         if len(prepared) == 1 and isinstance(prepared[0], ServiceError):
             raise prepared[0]
@@ -159,11 +225,11 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
     ) -> pb.EmbedFacesResponse:
         batch_size(request.crops, "crops", self.max_batch)
         self._face_model(request.model_id)
-        prepared = await asyncio.gather(
-            *(
-                self._cpu(self._prepare_crop_or_error, crop.data, f"crops[{i}].data")
-                for i, crop in enumerate(request.crops)
-            )
+        prepared = await self._prepare_batch(
+            [(crop.data, f"crops[{i}].data") for i, crop in enumerate(request.crops)],
+            "crops",
+            self.faces.prepare_crop,
+            CallStop.of(context),
         )
         if len(prepared) == 1 and isinstance(prepared[0], ServiceError):
             raise prepared[0]
@@ -192,10 +258,15 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         # MiniLM is a symmetric model: queries, captions and descriptions share one encoding,
         # so the role does not change the vector.
         vectors = await self.text.embed(list(request.texts))
-        return pb.EmbedTextResponse(
+        reply = pb.EmbedTextResponse(
             embeddings=[common.Vector(values=v.tolist()) for v in vectors],
             model_id=self.text.model_id,
         )
+        if request.role == pb.TEXT_ROLE_DESCRIPTION and self.descriptions is not None:
+            model = self.faces.attribute_model or ""
+            for evidence in await self.descriptions.read_many(list(request.texts)):
+                reply.descriptions.append(attribute_messages.description_evidence(evidence, model))
+        return reply
 
     async def EmbedImagesStream(
         self,
@@ -205,8 +276,16 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         # A reader task prepares images ahead while results go out in order. The queue is the
         # backpressure: when ``stream_window`` images wait for their turn, the reader stops
         # reading, and gRPC's flow control then slows the client down.
+        # Each image is admitted by the pixel budget on its own before it is read ahead; an
+        # image that finds no room in time fails the stream with RESOURCE_EXHAUSTED (the
+        # results so far were delivered, so the caller resumes after the last one).
         queue: asyncio.Queue[object] = asyncio.Queue(maxsize=self.stream_window)
         state: dict[str, DetectionSettings] = {}
+        stop = CallStop.of(context)
+        jobs: dict[Future[ImageEmbedding | ServiceError], int] = {}
+
+        def prepare(data: bytes, field: str, stop: CallStop) -> ImageEmbedding:
+            return self.faces.prepare_image(data, state["settings"], field, stop)
 
         async def read() -> None:
             index = 0
@@ -218,12 +297,14 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                         if not req.HasField("image"):
                             continue  # an options-only first message
                     field = f"image[{index}].data"
-                    task = asyncio.ensure_future(
-                        self._cpu(
-                            self._prepare_image_or_error, req.image.data, state["settings"], field
-                        )
-                    )
-                    await queue.put((index, req.image.media_id, task))
+                    data = req.image.data  # each read of a bytes field copies it
+                    self.budget.received(len(data))
+                    pixels = self.faces.declared_pixels(data)
+                    await self.budget.admit(pixels, stop)
+                    job = self._submit(prepare, data, field, pixels, stop)
+                    jobs[job] = pixels
+                    job.add_done_callback(lambda j: jobs.pop(j, None))
+                    await queue.put((index, req.image.media_id, asyncio.wrap_future(job)))
                     index += 1
                 await queue.put(_END)
             except Exception as exc:  # handed to the writer, which fails the call with it
@@ -250,6 +331,7 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                     yield _image_result(index, media_id, p, crops)
         finally:
             reader.cancel()
+            self._withdraw(jobs, stop)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -286,6 +368,17 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                     card_json=json.dumps(card) if card else "",
                 )
             )
+        if self.faces.attribute_model:
+            card = self._cards.get(self.faces.attribute_model)
+            models.append(
+                attribute_messages.model_info(
+                    self.faces.attribute_model,
+                    self.runtime.name,
+                    await self.runtime.ready(self.faces.attribute_model),
+                    self.max_batch,
+                    json.dumps(card) if card else "",
+                )
+            )
         return pb.ListModelsResponse(models=models)
 
     async def close(self) -> None:
@@ -303,6 +396,8 @@ def _face_proto(face: FaceResult, with_crop: bool) -> pb.Face:
         embedding=common.Vector(values=np.asarray(face.embedding).tolist()),
         model_id=face.model_id,
     )
+    if face.attributes is not None:
+        out.attributes.CopyFrom(attribute_messages.face_attributes(face.attributes, mf.ATTRIBUTES))
     if face.box is not None:
         x, y, w, h = face.box
         out.box.CopyFrom(common.BoundingBox(x=x, y=y, width=w, height=h))

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from facesearch_contract.limits import max_items, value_range
 from facesearch_contract.v1 import embedder_pb2 as pb
 from facesearch_server.embedder.model_files import DEFAULT_MODEL_DIR
+from facesearch_server.embedder.pixel_budget import PixelLimits
 from facesearch_server.runtime.settings import (
     DEFAULT_METRICS_PORTS,
     DEFAULT_PORTS,
@@ -72,6 +73,32 @@ class EmbedderSettings(ServiceSettings):
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="images with more pixels are refused (read from the header)"
     )
+    # What decoding may cost (pixel_budget.py; README "Limits"): ~10 bytes and ~25 ns of CPU
+    # per pixel here, whatever the file's size.
+    max_request_pixels: int = Field(
+        PixelLimits.max_request_pixels,
+        gt=0,
+        description="decoded pixels (width x height from the headers) one request's images may "
+        "add up to; over: RESOURCE_EXHAUSTED before decoding",
+    )
+    max_inflight_pixels: int = Field(
+        PixelLimits.max_inflight_pixels,
+        gt=0,
+        description="pixels admitted and not yet prepared, all calls together; a call that "
+        "does not fit waits its turn, then RESOURCE_EXHAUSTED",
+    )
+    pixel_queue_timeout_s: float = Field(
+        PixelLimits.queue_timeout_s,
+        ge=0,
+        description="longest wait for room in `max_inflight_pixels` (never past 90% of the "
+        "caller's deadline); 0 = refuse at once when full",
+    )
+    trim_after_mb: int = Field(
+        PixelLimits.trim_after_mb,
+        ge=0,
+        description="after this many MB of images received or decoded, once none is in flight, "
+        "hand freed memory back to the OS (glibc `malloc_trim`); 0 = never",
+    )
     detect_max_side: int = Field(
         640,
         gt=0,
@@ -87,6 +114,26 @@ class EmbedderSettings(ServiceSettings):
     score_threshold: float = Field(
         0.6, ge=0, le=1, description="default: lowest detection score kept"
     )
+
+    @model_validator(mode="after")
+    def _pixel_limits_nest(self) -> EmbedderSettings:
+        # Each limit must admit what the one inside it allows, or an acceptable image or
+        # request could never be served.
+        if not self.max_image_pixels <= self.max_request_pixels <= self.max_inflight_pixels:
+            raise ValueError(
+                "the pixel limits must nest, max_image_pixels <= max_request_pixels <= "
+                f"max_inflight_pixels; they are {self.max_image_pixels:,}, "
+                f"{self.max_request_pixels:,} and {self.max_inflight_pixels:,}"
+            )
+        return self
+
+    def pixel_limits(self) -> PixelLimits:
+        return PixelLimits(
+            max_request_pixels=self.max_request_pixels,
+            max_inflight_pixels=self.max_inflight_pixels,
+            queue_timeout_s=self.pixel_queue_timeout_s,
+            trim_after_mb=self.trim_after_mb,
+        )
 
     @field_validator("backend", mode="before")
     @classmethod

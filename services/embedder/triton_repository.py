@@ -69,7 +69,8 @@ def write_repository(
     if copy_weights:
         export_all(source, only_missing=True)
     written = []
-    for spec in mf.ENCODERS.values():
+    # Fine-tuned face encoders found in the model dir get a folder of their own.
+    for spec in mf.served_encoders(source).values():
         folder = out / spec.model_id
         (folder / "1").mkdir(parents=True, exist_ok=True)
         config = folder / "config.pbtxt"
@@ -77,6 +78,8 @@ def write_repository(
         written.append(config)
         # Triton ignores extra files in a model's folder; the card ships with the model there.
         card = model_cards.card_path(spec.model_id)
+        if spec.model_id not in mf.ENCODERS:  # trained here: its card is beside its file
+            card = model_cards.card_beside(mf.encoder_path(spec, source))
         if card.exists():
             shutil.copyfile(card, folder / "card.json")
             written.append(folder / "card.json")

@@ -17,6 +17,7 @@ from facesearch_server.personalizer.servicer import PersonalizerServicer
 from facesearch_server.personalizer.session_store import SessionStore
 from facesearch_server.personalizer.sessions import Sessions, SessionsConfig
 from facesearch_server.personalizer.settings import PersonalizerSettings
+from facesearch_server.runtime.readiness import ReadinessCheck
 from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_service
 
 
@@ -29,12 +30,19 @@ def sessions_config(cfg: PersonalizerSettings) -> SessionsConfig:
             p.scoring,
             negative_weight=cfg.negative_weight,
             likelihood_weight=cfg.likelihood_weight,
+            credibility_temperature=cfg.credibility_temperature,
+            corroborated_training=cfg.corroborated_training,
+            answers=replace(
+                p.scoring.answers,
+                wrong_share=cfg.wrong_answer_share,
+                threshold=cfg.likeness_threshold,
+            ),
         ),
         training=replace(
             p.training, steps=cfg.train_steps, time_budget_s=cfg.train_budget_ms / 1000
         ),
     )
-    return SessionsConfig(default_k=cfg.k, round=p)
+    return SessionsConfig(default_k=cfg.k, round=p, undo_depth=cfg.undo_depth)
 
 
 def build(cfg: PersonalizerSettings) -> ServiceDefinition:
@@ -56,6 +64,12 @@ def build(cfg: PersonalizerSettings) -> ServiceDefinition:
         if "redis" in handle:
             await handle["redis"].close()
 
+    async def redis_answers() -> None:
+        # Every RPC reads or writes Redis: without it each one answers UNAVAILABLE. The
+        # retriever and embedder are not checked: a call that needs them says so itself, and
+        # taking every replica out of service for their outage would only add to it.
+        await handle["redis"].client.ping()
+
     return ServiceDefinition(
         servicers=[
             Servicer(
@@ -64,6 +78,7 @@ def build(cfg: PersonalizerSettings) -> ServiceDefinition:
         ],
         on_start=[start],
         on_stop=[stop],
+        readiness=[ReadinessCheck("redis", redis_answers)],
     )
 
 

@@ -18,8 +18,10 @@ one Redis Cluster slot and the script touches both without a CROSSSLOT error.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
 from typing import Protocol
 from urllib.parse import quote
 
@@ -56,7 +58,43 @@ redis.call('SADD', KEYS[2], ARGV[4])
 return cur + 1
 """
 
+# Put a head back as a snapshot had it (UndoFeedback). KEYS as _CAS. ARGV: expected version,
+# existed ('1' / '0'), weights, dim, model id, rounds, updated, applied. The version moves on
+# (cur + 1; versions only grow, so a writer that read the undone head cannot overwrite it); a
+# snapshot of no head deletes it. Returns the new version (0 when deleted), -1 on a conflict.
+_RESTORE = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if cur ~= tonumber(ARGV[1]) then return -1 end
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[5])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'w', ARGV[3], 'dim', ARGV[4], 'model_id', ARGV[5],
+           'version', cur + 1, 'rounds', ARGV[6], 'updated', ARGV[7], 'applied', ARGV[8])
+redis.call('SADD', KEYS[2], ARGV[5])
+return cur + 1
+"""
+
 Update = Callable[[Head], Awaitable[tuple[np.ndarray, int]]]
+
+
+@dataclass
+class HeadSnapshot:
+    """A stored head as it is, every field but the version bit for bit (UndoFeedback)."""
+
+    version: int  # 0 = no head stored
+    weight_b64: str = ""
+    rounds: int = 0
+    updated: str = "0"
+    applied: str = " "
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HeadSnapshot:
+        return cls(**d)
 
 
 class HeadStore(Protocol):
@@ -70,6 +108,15 @@ class HeadStore(Protocol):
         ...
 
     async def reset(self, tenant: str, user: str, model_id: str = "") -> int: ...
+
+    async def snapshot(self, tenant: str, user: str, model_id: str, dim: int) -> HeadSnapshot: ...
+
+    async def restore(
+        self, tenant: str, user: str, model_id: str, dim: int, snap: HeadSnapshot, expected: int
+    ) -> int:
+        """Put ``snap`` back if the stored version is still ``expected``: the new version, or -1
+        when another update came first (nothing written)."""
+        ...
 
     async def describe(self, tenant: str, user: str) -> list[Head]: ...
 
@@ -89,6 +136,7 @@ class RedisHeadStore:
         self.prefix = tag_free_prefix(prefix)
         self.max_retries = max_retries
         self._cas = client.register_script(_CAS)
+        self._restore = client.register_script(_RESTORE)
 
     @staticmethod
     def _tag(tenant: str, user: str) -> str:
@@ -166,6 +214,39 @@ class RedisHeadStore:
             f"the head of user {user!r} changed {self.max_retries} times while this update was "
             "computed; retry"
         )
+
+    async def snapshot(self, tenant: str, user: str, model_id: str, dim: int) -> HeadSnapshot:
+        with redis_call("reading the user's head"):
+            raw = await self.r.hgetall(self._key(tenant, user, model_id))
+        if not raw or b"w" not in raw:
+            return HeadSnapshot(int(raw.get(b"version", b"0")) if raw else 0)
+        return HeadSnapshot(
+            version=int(raw[b"version"]),
+            weight_b64=base64.b64encode(raw[b"w"]).decode(),
+            rounds=int(raw.get(b"rounds", b"0")),
+            updated=raw.get(b"updated", b"0").decode(),
+            applied=raw.get(b"applied", b" ").decode(),
+        )
+
+    async def restore(
+        self, tenant: str, user: str, model_id: str, dim: int, snap: HeadSnapshot, expected: int
+    ) -> int:
+        with redis_call("restoring the user's head"):
+            return int(
+                await self._restore(
+                    keys=[self._key(tenant, user, model_id), self._user_key(tenant, user)],
+                    args=[
+                        expected,
+                        "1" if snap.weight_b64 else "0",
+                        base64.b64decode(snap.weight_b64),
+                        dim,
+                        model_id,
+                        snap.rounds,
+                        snap.updated,
+                        snap.applied,
+                    ],
+                )
+            )
 
     async def reset(self, tenant: str, user: str, model_id: str = "") -> int:
         ukey = self._user_key(tenant, user)

@@ -34,20 +34,25 @@ def train_round(
     positives: np.ndarray,
     negatives: np.ndarray,
     params: TrainingParams = TrainingParams(),
+    pos_weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
-    """The updated W and the number of steps taken (0 when there was nothing to learn)."""
-    if len(positives) == 0:
-        # Without a positive cluster there is nothing to separate from; the head stays.
+    """The updated W and the number of steps taken (0 when there was nothing to learn).
+    ``pos_weights``: each positive's credibility (answer_model.credibility), default 1."""
+    if len(positives) == 0 or (pos_weights is not None and not np.any(pos_weights > 0)):
+        # Without a (corroborated) positive there is nothing to separate from; the head stays.
         return weight, 0
     pos = torch.from_numpy(np.asarray(positives[-params.max_examples :], np.float32))
     neg = torch.from_numpy(np.asarray(negatives[-params.max_examples :], np.float32))
+    pw = None
+    if pos_weights is not None:
+        pw = torch.from_numpy(np.asarray(pos_weights[-params.max_examples :], np.float32))
     w = torch.tensor(weight, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([w], lr=params.learning_rate)
     deadline = time.perf_counter() + params.time_budget_s
     steps = 0
     for _ in range(params.steps):
         opt.zero_grad()
-        loss = sc_loss(w, pos, neg, params.loss)
+        loss = sc_loss(w, pos, neg, params.loss, pw)
         loss.backward()
         opt.step()
         steps += 1

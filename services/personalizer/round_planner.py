@@ -10,6 +10,12 @@ A round with k faces:
   exploratory, the rest by score;
 - afterwards: all k by score s(x) (scoring.py): the top ``rescore_top`` hits of the linear
   retriever query, rescored exactly with the head, best unseen first.
+
+Rounds without a positive learn from the negatives: pool faces the answers so far rule out (answer
+log-likelihood more than ``explore_margin`` below the pool's best, answer_model.py, or the
+same person as a rejected face: head-space cosine >= tau_same) are dropped before the
+farthest-point pick, so "not this person" / "nothing like them" rounds move
+the search away from the rejected faces' region, not only from the faces themselves.
 """
 
 from __future__ import annotations
@@ -19,10 +25,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facesearch_server.personalizer.answer_model import log_likelihood
 from facesearch_server.personalizer.exploration import farthest_points
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.online_training import TrainingParams
-from facesearch_server.personalizer.scoring import Clusters, ScoringParams, rescore
+from facesearch_server.personalizer.scoring import (
+    Clusters,
+    ScoringParams,
+    answer_log_likelihood,
+    rescore,
+    retriever_query,
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,13 @@ class RoundParams:
     explore_rounds: int = 2
     pool_directions: int = 16
     pool_per_direction: int = 8
+    # Log-likelihood below the pool's best at which an exploratory face is ruled out.
+    explore_margin: float = 1.0
+    # Besides the linear query: one query per positive for the ``positive_queries`` positives
+    # the answers make likeliest to be near the person, ``per_positive_top`` hits each, so the
+    # candidates cover every region a positive points at, not only the centroid's (0 = off).
+    positive_queries: int = 0
+    per_positive_top: int = 32
     scoring: ScoringParams = field(default_factory=ScoringParams)
     training: TrainingParams = field(default_factory=TrainingParams)
 
@@ -50,6 +70,25 @@ def exploratory_count(k: int, n_positive: int, rounds_with_positive: int, p: Rou
     if rounds_with_positive < p.explore_rounds:
         return min(k, math.ceil(k * p.explore_share))
     return 0
+
+
+def scoring_queries(
+    head: Head, c: Clusters, k: int, p: RoundParams
+) -> list[tuple[np.ndarray, int]]:
+    """The retriever queries (vector, top) of a round's scored candidates: the linear query of
+    the score (scoring.retriever_query), then the head-space directions of the likeliest
+    positives (answer log-likelihood at the positive). Empty without a positive."""
+    if c.mu_pos is None:
+        return []
+    queries = [(retriever_query(head, c, p.scoring), max(p.rescore_top, k))]
+    if p.positive_queries and c.z_pos is not None and c.z_labelled is not None:
+        ll = log_likelihood(c.z_pos, c.z_labelled, c.codes, p.scoring.answers)
+        for j in np.argsort(-ll, kind="stable")[: p.positive_queries]:
+            q = head.weight.T @ c.z_pos[j]
+            queries.append(
+                ((q / max(float(np.linalg.norm(q)), 1e-12)).astype(np.float32), p.per_positive_top)
+            )
+    return queries
 
 
 def select(
@@ -79,6 +118,20 @@ def select(
             taken.add(cands[j][0])
     pool = [(i, v) for i, v in pool if i not in taken]
     want = k - len(picks)
+    if pool and want > 0 and c.mu_pos is None and c.codes is not None and len(c.codes):
+        pvecs = np.stack([v for _, v in pool])
+        ll = answer_log_likelihood(head, pvecs, c, p.scoring)
+        if c.z_neg is not None:
+            # A face of the same person as a rejected one is no candidate either.
+            z = head.apply(pvecs)
+            z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+            same = (z @ c.z_neg.T).max(1) >= p.scoring.answers.same_person_threshold
+            ll = ll - 1e3 * same
+        keep = ll >= ll.max() - p.explore_margin
+        if keep.sum() < want:  # too few left: the round takes the least ruled-out faces
+            keep = np.zeros(len(pool), bool)
+            keep[np.argsort(-ll, kind="stable")[:want]] = True
+        pool = [item for item, ok in zip(pool, keep, strict=True) if ok]
     if pool and want > 0:
         ref = [seen] if len(seen) else []
         ref += [np.stack([pk.vector for pk in picks])] if picks else []

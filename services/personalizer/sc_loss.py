@@ -15,6 +15,10 @@ between the clusters: each negative must sit at least m closer to the negative c
 the positive one. The anchor pulls W toward the identity so that a few clicks cannot collapse
 the embedding (and the stored head drifts slowly across sessions). Any of P or N may be empty:
 its terms are then left out (with neither there is nothing to learn and the loss is the anchor).
+
+Wrong answers: each positive may carry a weight w_p in (0, 1] (its credibility,
+answer_model.py); mu+ is then the w-weighted mean and the pull term the w-weighted average, so
+a "similar" that the other answers contradict neither drags the cluster nor is pulled into it.
 """
 
 from __future__ import annotations
@@ -37,24 +41,28 @@ def sc_loss(
     positives: torch.Tensor,
     negatives: torch.Tensor,
     params: SCLossParams = SCLossParams(),
+    pos_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L(W) above for positives (p, d) and negatives (n, d) of the frozen embedding."""
+    """L(W) above for positives (p, d) and negatives (n, d) of the frozen embedding, the
+    positives weighted by ``pos_weights`` (p,) when given."""
     eye = torch.eye(weight.shape[0], dtype=weight.dtype)
     loss = params.anchor * ((weight - eye) ** 2).sum()
     zp = F.normalize(positives @ weight.T, dim=1) if len(positives) else None
     zn = F.normalize(negatives @ weight.T, dim=1) if len(negatives) else None
     if zp is None:
         return loss
-    mu_pos = F.normalize(zp.mean(0), dim=0)
+    w = torch.ones(len(zp), dtype=zp.dtype) if pos_weights is None else pos_weights
+    w = w / w.sum()
+    mu_pos = F.normalize((w[:, None] * zp).sum(0), dim=0)
     t = params.temperature
     pos_logit = (zp @ mu_pos / t).unsqueeze(1)  # (p, 1)
     if zn is not None:
         neg_logits = zp @ zn.T / t  # (p, n)
         logits = torch.cat([pos_logit, neg_logits], dim=1)
-        loss = loss + (torch.logsumexp(logits, dim=1) - pos_logit.squeeze(1)).mean()
+        loss = loss + (w * (torch.logsumexp(logits, dim=1) - pos_logit.squeeze(1))).sum()
         mu_neg = F.normalize(zn.mean(0), dim=0)
         loss = loss + F.relu(zn @ mu_pos - zn @ mu_neg + params.margin).mean()
     else:
         # Only positives: tighten their cluster.
-        loss = loss + (1.0 - zp @ mu_pos).mean()
+        loss = loss + (w * (1.0 - zp @ mu_pos)).sum()
     return loss

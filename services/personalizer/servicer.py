@@ -20,7 +20,17 @@ K_RANGE = value_range(pb.StartSessionRequest, "k")
 FEEDBACK_K_RANGE = value_range(pb.SubmitFeedbackRequest, "k")
 MAX_FEEDBACK = max_items(pb.SubmitFeedbackRequest, "feedback")
 _LABELS = frozenset(
-    (pb.FEEDBACK_LABEL_SIMILAR, pb.FEEDBACK_LABEL_DISSIMILAR, pb.FEEDBACK_LABEL_FOUND)
+    (
+        pb.FEEDBACK_LABEL_SIMILAR,
+        pb.FEEDBACK_LABEL_DISSIMILAR,
+        pb.FEEDBACK_LABEL_FOUND,
+        pb.FEEDBACK_LABEL_NOT_PERSON_BUT_SIMILAR,
+        pb.FEEDBACK_LABEL_NOT_PERSON_NOTHING_LIKE,
+    )
+)
+_LABEL_NAMES = (
+    "SIMILAR, DISSIMILAR, FOUND, NOT_PERSON_BUT_SIMILAR or NOT_PERSON_NOTHING_LIKE "
+    "(FEEDBACK_LABEL_*)"
 )
 
 
@@ -62,9 +72,7 @@ class PersonalizerServicer(pb_grpc.PersonalizerServicer):
             if item.label not in _LABELS:
                 # proto3 enums are open: an unknown number arrives as is, never as an error.
                 what = f"{item.label}, not a known label" if item.label else "unspecified"
-                raise InvalidArgument(
-                    f"feedback[{i}].label", f"is {what}: use SIMILAR, DISSIMILAR or FOUND"
-                )
+                raise InvalidArgument(f"feedback[{i}].label", f"is {what}: use {_LABEL_NAMES}")
         labels: dict[str, int] = {}
         for i, item in enumerate(request.feedback):
             if labels.setdefault(item.id, item.label) != item.label:
@@ -75,6 +83,17 @@ class PersonalizerServicer(pb_grpc.PersonalizerServicer):
         state = await self.sessions.feedback(current_tenant(), request, context)
         metrics.FEEDBACK_ROUNDS.labels(str(state.finished).lower()).inc()
         return pb.SubmitFeedbackResponse(state=state)
+
+    async def UndoFeedback(
+        self, request: pb.UndoFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UndoFeedbackResponse:
+        require(request.session_id, "session_id")
+        if request.round == 0:
+            raise InvalidArgument(
+                "round", "is 0: name the session's current round (SessionState.round), 1 or more"
+            )
+        state = await self.sessions.undo(current_tenant(), request)
+        return pb.UndoFeedbackResponse(state=state)
 
     async def GetSession(
         self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext

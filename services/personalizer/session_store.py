@@ -63,7 +63,8 @@ class Session:
     finished: bool = False
     found_id: str = ""
     shown: list[str] = field(default_factory=list)
-    # +1 similar / -1 dissimilar, by shown id; a later label of the same id wins.
+    # Answer codes by shown id (answer_model.py: 1 similar, -1 dissimilar, 2 not the person
+    # but similar, -2 not the person and nothing like them); a later label of the same id wins.
     labels: dict[str, int] = field(default_factory=dict)
     # Ids shown in the latest round (unlabelled ones become dissimilar on feedback).
     last_round: list[str] = field(default_factory=list)
@@ -76,7 +77,29 @@ class Session:
     head_version: int = 0
     ephemeral_weight_b64: str = ""
     expires_unix: float = 0.0
+    # What UndoFeedback restores, oldest first, one per answered round (at most undo_depth):
+    # the session's fields before that round (``undo_snapshot``) and, under "head", the user's
+    # stored head before it (head_store.HeadSnapshot as a dict) or None when the round did
+    # not change it.
+    undo: list[dict] = field(default_factory=list)
     version: int = 0
+
+    # Fields an undo record does not copy: the vectors (cut back to "n_shown" rows instead),
+    # the undo stack itself and what the store sets.
+    _NOT_SNAPSHOT = ("vectors_b64", "undo", "version", "expires_unix")
+
+    def undo_snapshot(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in self._NOT_SNAPSHOT}
+        d["n_shown"] = len(self.shown)
+        return d
+
+    def restored(self, snapshot: dict) -> Session:
+        """This session as it was when ``snapshot`` was taken (store version kept for the CAS)."""
+        fields = {k: v for k, v in snapshot.items() if k not in ("n_shown", "head")}
+        back = Session(**fields, version=self.version, expires_unix=self.expires_unix)
+        back.set_vectors(self.vectors()[: snapshot["n_shown"]])
+        back.undo = self.undo[:-1]
+        return back
 
     @staticmethod
     def new_id() -> str:

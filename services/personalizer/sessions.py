@@ -10,6 +10,9 @@ One round (SubmitFeedback):
    face already shown;
 4. rescore exactly with the head, mix in exploratory faces (round_planner.py), store the
    session (compare-and-set) and answer.
+
+Every answered round leaves an undo record in the session (its fields before the round and the
+stored head before it, when the round changed the head); UndoFeedback puts both back.
 """
 
 from __future__ import annotations
@@ -24,31 +27,48 @@ import numpy as np
 from facesearch_contract.limits import max_items, value_range
 from facesearch_contract.v1 import common_pb2, retriever_pb2
 from facesearch_contract.v1 import personalizer_pb2 as pb
+from facesearch_server.personalizer.answer_model import (
+    DISSIMILAR,
+    NEAR_MISS,
+    NOTHING_LIKE,
+    SIMILAR,
+)
 from facesearch_server.personalizer.candidate_source import CandidateSource, FaceField, Hit
 from facesearch_server.personalizer.exploration import random_directions
 from facesearch_server.personalizer.head import Head
-from facesearch_server.personalizer.head_store import HeadStore
+from facesearch_server.personalizer.head_store import HeadSnapshot, HeadStore
 from facesearch_server.personalizer.online_training import train_round
 from facesearch_server.personalizer.round_planner import (
     Pick,
     RoundParams,
     exploratory_count,
+    scoring_queries,
     select,
 )
-from facesearch_server.personalizer.scoring import Clusters, clusters, retriever_query
+from facesearch_server.personalizer.scoring import Clusters, clusters
 from facesearch_server.personalizer.session_store import Session, SessionStore
-from facesearch_server.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from facesearch_server.runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 
 # The retriever's exclude_ids limit: a session's shown faces plus its excluded ones (a point
 # seed) never pass it, so every round's Search stays valid; a session that reaches it finishes.
 MAX_EXCLUDED = max_items(retriever_pb2.Query, "exclude_ids")
 TEXT_SEED_FACES = 5  # faces of the best text matches averaged into a text seed
+# The contract's labels as the answer model's codes (FOUND also joins the positives).
+LABEL_CODES = {
+    pb.FEEDBACK_LABEL_SIMILAR: SIMILAR,
+    pb.FEEDBACK_LABEL_DISSIMILAR: DISSIMILAR,
+    pb.FEEDBACK_LABEL_FOUND: SIMILAR,
+    pb.FEEDBACK_LABEL_NOT_PERSON_BUT_SIMILAR: NEAR_MISS,
+    pb.FEEDBACK_LABEL_NOT_PERSON_NOTHING_LIKE: NOTHING_LIKE,
+}
 
 
 @dataclass
 class SessionsConfig:
     default_k: int = 8
     round: RoundParams = field(default_factory=RoundParams)
+    # Answered rounds UndoFeedback can take back (each keeps a copy of the head: d*d*4 bytes).
+    undo_depth: int = 4
 
     def __post_init__(self) -> None:
         # Settings within what the contract allows: k as a caller could ask for it, and
@@ -98,13 +118,16 @@ class Sessions:
     def _clusters(self, s: Session, head: Head) -> tuple[Clusters, np.ndarray, np.ndarray]:
         vecs = s.vectors()
         index = {sid: i for i, sid in enumerate(s.shown)}
-        pos = [index[i] for i, lab in s.labels.items() if lab > 0 and i in index]
-        neg = [index[i] for i, lab in s.labels.items() if lab < 0 and i in index]
-        p, n = vecs[pos], vecs[neg]
+        pos = [(index[i], lab) for i, lab in s.labels.items() if lab > 0 and i in index]
+        neg = [(index[i], lab) for i, lab in s.labels.items() if lab < 0 and i in index]
+        p, n = vecs[[i for i, _ in pos]], vecs[[i for i, _ in neg]]
+        pc = np.array([lab for _, lab in pos], int)
+        nc = np.array([lab for _, lab in neg], int)
         seed = s.seed()
-        if seed is not None:
+        if seed is not None:  # the seed is one more "similar" answer
             p = np.concatenate([seed[None, :], p])
-        return clusters(head, p, n), p, n
+            pc = np.concatenate([[SIMILAR], pc]).astype(int)
+        return clusters(head, p, n, pc, nc, self.cfg.round.scoring), p, n
 
     async def _next_round(
         self, s: Session, head: Head, k: int, context: grpc.aio.ServicerContext | None
@@ -117,9 +140,7 @@ class Sessions:
         n_exp = exploratory_count(k, len(pos), s.rounds_with_positive, p)
         face = FaceField(s.field, s.model_id, s.dim)
         # One batched Search: the scoring query (top rescore_top) and the exploration pool.
-        queries: list[tuple[np.ndarray, int]] = []
-        if c.mu_pos is not None:
-            queries.append((retriever_query(head, c, p.scoring), max(p.rescore_top, k)))
+        queries = scoring_queries(head, c, k, p)
         n_scored = len(queries)
         if n_exp > 0 or c.mu_pos is None:
             dirs = random_directions(self.rng, p.pool_directions, s.dim)
@@ -157,6 +178,7 @@ class Sessions:
             finished=s.finished,
             found_id=s.found_id,
             head_version=s.head_version,
+            undoable_rounds=len(s.undo),
         )
         st.expires.FromNanoseconds(int(s.expires_unix * 1e9))
         if picks is None:  # GetSession: the latest round as stored
@@ -264,18 +286,25 @@ class Sessions:
                 )
             if item.label == pb.FEEDBACK_LABEL_FOUND:
                 found = item.id
-                new_labels[item.id] = 1
-            else:
-                new_labels[item.id] = 1 if item.label == pb.FEEDBACK_LABEL_SIMILAR else -1
+            new_labels[item.id] = LABEL_CODES[item.label]
+        record = s.undo_snapshot()
         for sid in s.last_round:  # unlabelled faces of the last round count as dissimilar
             if sid not in new_labels:
-                s.labels.setdefault(sid, -1)
+                s.labels.setdefault(sid, DISSIMILAR)
         s.labels.update(new_labels)
         s.round += 1
-        _, pos, neg = self._clusters(s, Head.identity(s.model_id, s.dim))
+        c, pos, neg = self._clusters(s, Head.identity(s.model_id, s.dim))
         if len(pos):
             s.rounds_with_positive += 1
-        head = await self._train(s, pos, neg, token=f"{s.id}:{s.round}")
+        trains_stored = not s.ephemeral and len(pos) > 0
+        before = await self._head_snapshot(s) if trains_stored and self.cfg.undo_depth else None
+        head = await self._train(s, pos, neg, c.train_weights, token=f"{s.id}:{s.round}")
+        if self.cfg.undo_depth:
+            if before is not None:
+                # Restorable only when this round's update came right after the snapshot.
+                after = head.version if head.version == before.version + 1 else -1
+                record["head"] = {**before.to_dict(), "after": after}
+            s.undo = [*s.undo, record][-self.cfg.undo_depth :]
         if found:
             s.finished, s.found_id, s.last_round = True, found, []
             await self.store.save(s)
@@ -285,14 +314,25 @@ class Sessions:
         await self.store.save(s)
         return self.state(s, picks, meta)
 
-    async def _train(self, s: Session, pos: np.ndarray, neg: np.ndarray, token: str) -> Head:
+    async def _head_snapshot(self, s: Session) -> HeadSnapshot:
+        return await self.heads.snapshot(s.tenant, s.user, s.model_id, s.dim)
+
+    async def _train(
+        self,
+        s: Session,
+        pos: np.ndarray,
+        neg: np.ndarray,
+        pos_weights: np.ndarray | None,
+        token: str,
+    ) -> Head:
         """The head for the next round. The stored head is trained at most once per ``token``
         (session round): this runs before the session's compare-and-set, so a retried or
-        doubled SubmitFeedback of one round would otherwise train it again."""
+        doubled SubmitFeedback of one round would otherwise train it again. Positives weigh
+        ``pos_weights`` (1 = corroborated, 0 = not: answer_model.corroboration)."""
         params = self.cfg.round.training
         if s.ephemeral:
             head = await self._head(s)
-            w, _ = await asyncio.to_thread(train_round, head.weight, pos, neg, params)
+            w, _ = await asyncio.to_thread(train_round, head.weight, pos, neg, params, pos_weights)
             head.weight = w
             s.ephemeral_weight_b64 = base64.b64encode(head.weight_bytes()).decode()
             return head
@@ -300,12 +340,60 @@ class Sessions:
             return await self._head(s)
 
         async def step(current: Head) -> tuple[np.ndarray, int]:
-            w, steps = await asyncio.to_thread(train_round, current.weight, pos, neg, params)
+            w, steps = await asyncio.to_thread(
+                train_round, current.weight, pos, neg, params, pos_weights
+            )
             return w, 1 if steps else 0
 
         head = await self.heads.update(s.tenant, s.user, s.model_id, s.dim, step, token=token)
         s.head_version = head.version
         return head
+
+    async def undo(self, tenant: str, req: pb.UndoFeedbackRequest) -> pb.SessionState:
+        """Take back the session's latest answered round: its fields, and the user's stored
+        head when that round changed it, exactly as they were before it."""
+        s = await self.store.load(tenant, req.session_id)
+        if req.round != s.round:
+            raise FailedPrecondition(
+                f"round is {req.round}, but session {s.id!r} is at round {s.round}: only the "
+                "latest answered round can be undone (a retried UndoFeedback that succeeded "
+                "answers this too)"
+            )
+        if not s.undo or s.undo[-1]["round"] + 1 != s.round:
+            raise FailedPrecondition(
+                f"session {s.id!r} has no answered round left to undo (at most the last "
+                f"{self.cfg.undo_depth} rounds can be)"
+            )
+        record = s.undo[-1]
+        back = s.restored(record)
+        h = record.get("head")
+        if h is None:
+            await self.store.save(back)
+            return self.state(back)
+        snap = HeadSnapshot.from_dict({k: v for k, v in h.items() if k != "after"})
+        current = await self._head_snapshot(s)
+        restored = -1
+        if h["after"] >= 0 and current.version == h["after"]:
+            restored = await self.heads.restore(
+                s.tenant, s.user, s.model_id, s.dim, snap, h["after"]
+            )
+        if restored < 0:
+            raise FailedPrecondition(
+                f"the head of user {s.user!r} was updated by another session after round "
+                f"{s.round}, so it cannot be put back exactly; nothing was changed: answer on "
+                "or end this session"
+            )
+        prev = back.undo[-1].get("head") if back.undo else None
+        if prev is not None and prev["after"] == snap.version:
+            # The head is again what the previous round made, under a new version number.
+            prev["after"] = restored
+        try:
+            await self.store.save(back)
+        except Aborted:
+            # Another call changed the session meanwhile: give the head its round back.
+            await self.heads.restore(s.tenant, s.user, s.model_id, s.dim, current, restored)
+            raise
+        return self.state(back)
 
     async def get(self, tenant: str, session_id: str) -> pb.GetSessionResponse:
         s = await self.store.load(tenant, session_id)

@@ -46,5 +46,23 @@ class PersonalizerSettings(ServiceSettings):
         0.25, ge=0, description="lambda: weight of the negative cluster in the query"
     )
     likelihood_weight: float = Field(
-        0.0, ge=0, description="gamma: weight of the answer-likelihood term (0 = off)"
+        0.0, ge=0, description="gamma: weight of the answer log-likelihood (0 = off)"
+    )
+    wrong_answer_share: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="eps: share of answers the answer model takes to be wrong (its floor)",
+    )
+    likeness_threshold: float = Field(
+        0.25, ge=-1, le=1, description="tau: head-space cosine at which 'similar' is 50/50"
+    )
+    credibility_temperature: float = Field(
+        0.0, ge=0, description="how softly contradicted positives lose weight (0 = off)"
+    )
+    corroborated_training: bool = Field(
+        True, description="train the head only on positives near another positive"
+    )
+    undo_depth: int = Field(
+        4, ge=0, le=64, description="answered rounds UndoFeedback can take back (0 = none)"
     )

@@ -29,6 +29,7 @@ from facesearch_server.retriever.settings import RetrieverSettings
 from facesearch_server.retriever.shard_factories import local_factory, queue_build, remote_factory
 from facesearch_server.retriever.shard_host import ShardHost
 from facesearch_server.retriever.shard_servicer import ShardServicer
+from facesearch_server.runtime.readiness import writable_dir
 from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_service
 
 
@@ -91,6 +92,9 @@ def build(cfg: RetrieverSettings) -> ServiceDefinition:
         servicers=servicers,
         on_start=[start],
         on_stop=[stop],
+        # Every write (upsert, delete, a new collection, the catalog) lands in the data
+        # directory first; a router's shard servers report their own readiness.
+        readiness=[writable_dir(data_dir)],
     )
 
 

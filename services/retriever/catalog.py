@@ -1,4 +1,5 @@
-"""The tenants' collections and aliases, persisted as one JSON file written atomically.
+"""The tenants' collections and aliases, each collection and each tenant's aliases persisted in
+its own file (``catalog_store.py``).
 
 Names are scoped by tenant: every lookup takes the caller's tenant, so another tenant's
 collection is simply not there (NOT_FOUND), never "forbidden". Collections and aliases share
@@ -6,41 +7,45 @@ one namespace per tenant. Re-pointing an alias is one dict assignment on the eve
 read resolves to the old or the new collection and never fails in between; a read already
 holding the old collection finishes on it.
 
-Every change is written to disk before memory: under the lock, a plain copy of the catalog as
-it will be is built on the event loop, written in a thread, and only then applied. A failed
-write therefore changes nothing a caller can see (no upserts into a collection that the next
-start-up would not know).
+Every change is written to disk before memory: under its lock, the record as it will be is
+built on the event loop, written in a thread, and only then applied. A failed write therefore
+changes nothing a caller can see (no upserts into a collection that the next start-up would not
+know).
+
+Locks are as narrow as the files: a tenant's lock orders its creates, drops and alias changes
+(its namespace); a collection's lock orders its schema changes. One tenant's writes never wait
+for another's, and a collection's schema growth never waits for its tenant's alias changes.
+A drop takes both (tenant, then collection), so a schema write cannot re-create the file of a
+collection being dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
-import os
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import validation as check
+from facesearch_server.retriever.catalog_store import CatalogStore, CollectionRecord
 from facesearch_server.retriever.collection import Collection
 from facesearch_server.retriever.shard_router import CallBudget, ShardSet
-from facesearch_server.retriever.wal import disk_error, fsync_dir, make_dirs
+from facesearch_server.retriever.wal import disk_error
 from facesearch_server.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
+from facesearch_server.runtime.validation import quote
 
 log = logging.getLogger("facesearch.retriever.catalog")
-
-Doc = dict[str, Any]  # the catalog as JSON-ready data
 
 # (tenant, collection name, uid, resolved spec, budget) -> its shards, opened or created.
 ShardFactory = Callable[
@@ -57,40 +62,60 @@ class TenantSpace:
 class Catalog:
     def __init__(self, data_dir: Path, factory: ShardFactory) -> None:
         self.dir = data_dir
-        self.path = data_dir / "catalog.json"
+        self.store = CatalogStore(data_dir)
         self.factory = factory
         self.tenants: dict[str, TenantSpace] = {}
-        self._lock = asyncio.Lock()
+        self._tenant_locks: dict[str, asyncio.Lock] = {}
+        self._collection_locks: dict[str, asyncio.Lock] = {}
+
+    def _tenant_lock(self, tenant: str) -> asyncio.Lock:
+        return self._tenant_locks.setdefault(tenant, asyncio.Lock())
+
+    def _collection_lock(self, uid: str) -> asyncio.Lock:
+        return self._collection_locks.setdefault(uid, asyncio.Lock())
 
     # ---- persistence -------------------------------------------------------------------
 
     async def load(self) -> None:
-        make_dirs(self.dir)
-        if not self.path.exists():
-            return
-        data = json.loads(self.path.read_text())
-        for tenant, space in data.get("tenants", {}).items():
-            ts = self.tenants.setdefault(tenant, TenantSpace())
-            for name, entry in space.get("collections", {}).items():
-                spec = pb.CreateCollectionRequest()
-                spec.ParseFromString(base64.b64decode(entry["spec"]))
-                shards = await self.factory(tenant, name, entry["uid"], spec, CallBudget(), False)
-                ts.collections[name] = Collection(
-                    tenant,
-                    name,
-                    entry["uid"],
-                    spec,
-                    entry["created"],
-                    shards,
-                    {k: int(v) for k, v in entry.get("schema", {}).items()},
-                    self._save_schema,
+        stored = await asyncio.to_thread(self.store.load)
+        for r in stored.collections:
+            ts = self.tenants.setdefault(r.tenant, TenantSpace())
+            if r.name in ts.collections:
+                raise RuntimeError(
+                    f"two catalog files name collection {r.name!r} of tenant {r.tenant!r} "
+                    f"({ts.collections[r.name].uid} and {r.uid}); move one collection's "
+                    "directory away"
                 )
-            ts.aliases = dict(space.get("aliases", {}))
+            shards = await self.factory(r.tenant, r.name, r.uid, r.spec, CallBudget(), False)
+            ts.collections[r.name] = self._collection(r, shards)
+        for tenant, aliases in stored.aliases.items():
+            ts = self.tenants.setdefault(tenant, TenantSpace())
+            for alias, target in aliases.items():
+                if target in ts.collections:
+                    ts.aliases[alias] = target
+                else:  # its collection's drop committed before the alias file was rewritten
+                    log.warning("alias of a dropped collection ignored", extra={"alias": alias})
         self._remove_orphans()
+
+    def _collection(self, r: CollectionRecord, shards: ShardSet) -> Collection:
+        return Collection(
+            r.tenant, r.name, r.uid, r.spec, r.created, shards, dict(r.schema), self._save_schema
+        )
+
+    @staticmethod
+    def _record(coll: Collection, schema: dict[str, int] | None = None) -> CollectionRecord:
+        return CollectionRecord(
+            coll.tenant,
+            coll.name,
+            coll.uid,
+            coll.spec,
+            coll.created,
+            dict(coll.schema if schema is None else schema),
+        )
 
     def _remove_orphans(self) -> None:
         """Directories of collections dropped (or half-created) before a crash."""
-        root = self.dir / "collections"
+        root = self.store.collections_dir
         if not root.exists():
             return
         live = {c.uid for ts in self.tenants.values() for c in ts.collections.values()}
@@ -98,69 +123,55 @@ class Catalog:
             if d.name not in live:
                 shutil.rmtree(d, ignore_errors=True)
 
-    @staticmethod
-    def _entry(c: Collection) -> Doc:
-        return {
-            "uid": c.uid,
-            "spec": base64.b64encode(c.spec.SerializeToString()).decode(),
-            "created": c.created,
-            "schema": dict(c.schema),
-        }
-
-    def _doc(self) -> Doc:
-        """The catalog as plain, freshly copied data; built on the event loop, so the writer
-        thread never reads dicts the loop is changing."""
-        return {
-            "tenants": {
-                t: {
-                    "collections": {c.name: self._entry(c) for c in ts.collections.values()},
-                    "aliases": dict(ts.aliases),
-                }
-                for t, ts in self.tenants.items()
-            }
-        }
-
-    @staticmethod
-    def _space_doc(doc: Doc, tenant: str) -> Doc:
-        return doc["tenants"].setdefault(tenant, {"collections": {}, "aliases": {}})
-
-    def _write(self, doc: Doc) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.dir)
-
-    async def _save(self, doc: Doc) -> None:
-        """Write ``doc``; the caller applies its change in memory only after this returns."""
+    async def _save(self, write: Callable[..., None], *args: Any) -> None:
+        """Run one store write; the caller applies its change in memory only after this."""
         try:
-            await asyncio.to_thread(self._write, doc)
+            await asyncio.to_thread(write, *args)
         except OSError as exc:
             raise disk_error("the catalog update", exc, "nothing changed") from exc
 
     async def _save_schema(self, coll: Collection, new: dict[str, int]) -> None:
         """Persist metadata fields first seen in an upsert, then add them to the schema; the
         upsert stores its records only after this, so a stored value always has a saved type."""
-        async with self._lock:
+        async with self._collection_lock(coll.uid):
             clash = sorted(k for k, t in new.items() if k in coll.schema and coll.schema[k] != t)
             if clash:
                 raise InvalidArgument(
                     "points",
-                    f"metadata field {clash[0]!r} was just given another type by a concurrent "
-                    "write; send values of that type",
+                    f"metadata field {quote(clash[0])} was just given another type by a "
+                    "concurrent write; send values of that type",
                 )
             fresh = {k: t for k, t in new.items() if k not in coll.schema}
-            if not fresh:
-                return
-            doc = self._doc()
-            entry = self._space_doc(doc, coll.tenant)["collections"].get(coll.name)
-            if entry is None or entry["uid"] != coll.uid:
-                raise NotFound(f"collection: {coll.name!r} was dropped")
-            entry["schema"].update(fresh)
-            await self._save(doc)
-            coll.schema.update(fresh)
+            if fresh:
+                await self._grow(coll, fresh, "nothing was stored")
+
+    async def add_metadata_fields(
+        self, coll: Collection, specs: Sequence[pb.MetadataFieldSpec]
+    ) -> list[str]:
+        """Declare ``specs`` (AddMetadataFields); the names added, sorted."""
+        wanted = check.check_field_specs(specs, "fields")
+        async with self._collection_lock(coll.uid):
+            for i, spec in enumerate(specs):
+                have = coll.schema.get(spec.name)
+                if have is not None and have != spec.type:
+                    raise InvalidArgument(
+                        f"fields[{i}].type",
+                        f"field {quote(spec.name)} is already of type {check.type_name(have)} "
+                        "in this collection; a field's type cannot change",
+                    )
+            fresh = {k: t for k, t in wanted.items() if k not in coll.schema}
+            if fresh:
+                await self._grow(coll, fresh, "nothing was added")
+            return sorted(fresh)
+
+    async def _grow(self, coll: Collection, fresh: dict[str, int], outcome: str) -> None:
+        """Write the collection's own file with ``fresh`` added, then add them in memory;
+        within the collection's max_metadata_fields only. The caller holds its lock."""
+        check.schema_room(coll.name, coll.schema, fresh, coll.max_fields, outcome)
+        if self.space(coll.tenant).collections.get(coll.name) is not coll:
+            raise NotFound(f"collection: {quote(coll.name)} was dropped")
+        await self._save(self.store.save_collection, self._record(coll, coll.schema | fresh))
+        coll.schema.update(fresh)
 
     # ---- lookups -----------------------------------------------------------------------
 
@@ -175,7 +186,7 @@ class Catalog:
         target = ts.aliases.get(name, name)
         coll = ts.collections.get(target)
         if coll is None:
-            raise NotFound(f"{path}: no collection or alias named {name!r}")
+            raise NotFound(f"{path}: no collection or alias named {quote(name)}")
         return coll
 
     def aliases_of(self, tenant: str, name: str) -> list[str]:
@@ -186,96 +197,108 @@ class Catalog:
     async def create(
         self, tenant: str, spec: pb.CreateCollectionRequest, b: CallBudget
     ) -> Collection:
-        async with self._lock:
+        async with self._tenant_lock(tenant):
             ts = self.tenants.setdefault(tenant, TenantSpace())
             if spec.name in ts.collections or spec.name in ts.aliases:
-                raise AlreadyExists(f"name: {spec.name!r} is already a collection or alias")
+                raise AlreadyExists(f"name: {quote(spec.name)} is already a collection or alias")
             uid = uuid.uuid4().hex
-            shards = await self.factory(tenant, spec.name, uid, spec, b, True)
-            coll = Collection(
-                tenant, spec.name, uid, spec, time.time(), shards, {}, self._save_schema
-            )
-            doc = self._doc()
-            self._space_doc(doc, tenant)["collections"][spec.name] = self._entry(coll)
             try:
-                await self._save(doc)
+                shards = await self.factory(tenant, spec.name, uid, spec, b, True)
+            except OSError as exc:
+                await self._remove_files(uid)
+                raise disk_error("a new collection", exc, "nothing was created") from exc
+            coll = self._collection(
+                CollectionRecord(tenant, spec.name, uid, spec, time.time()), shards
+            )
+            try:
+                await self._save(self.store.save_collection, self._record(coll))
             except Exception:
                 # Not in the catalog, so nobody can reach it: remove what the factory made.
                 try:
                     await coll.shards.drop(b)
                 except Exception:
                     log.warning("cleanup of an unsaved collection failed", exc_info=True)
-                await asyncio.to_thread(shutil.rmtree, self.dir / "collections" / uid, True)
+                await self._remove_files(uid)
                 raise
             ts.collections[spec.name] = coll
             return coll
 
+    async def _remove_files(self, uid: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.store.collections_dir / uid, True)
+
     async def drop(self, tenant: str, name: str, force: bool, b: CallBudget) -> None:
-        async with self._lock:
+        async with self._tenant_lock(tenant):
             ts = self.space(tenant)
             if name in ts.aliases:
                 raise InvalidArgument(
-                    "collection", f"{name!r} is an alias: drop the collection by name"
+                    "collection", f"{quote(name)} is an alias: drop the collection by name"
                 )
             coll = ts.collections.get(name)
             if coll is None:
-                raise NotFound(f"collection: no collection named {name!r}")
+                raise NotFound(f"collection: no collection named {quote(name)}")
             aliases = self.aliases_of(tenant, name)
             if aliases and not force:
                 raise FailedPrecondition(
-                    f"collection {name!r} is the target of aliases {aliases}: re-point or delete "
-                    "them first, or set force to delete them too"
+                    f"collection {quote(name)} is the target of aliases "
+                    f"{check.quote_names(sorted(aliases))}: re-point or delete them first, or "
+                    "set force to delete them too"
                 )
-            doc = self._doc()
-            sd = self._space_doc(doc, tenant)
-            for a in aliases:
-                del sd["aliases"][a]
-            del sd["collections"][name]
-            # The catalog forgets it first: a crash after this leaves only orphan files,
-            # which start-up removes.
-            await self._save(doc)
-            for a in aliases:
-                del ts.aliases[a]
-            del ts.collections[name]
+            if aliases:
+                kept = {a: c for a, c in ts.aliases.items() if c != name}
+                await self._save(self.store.save_aliases, tenant, kept)
+                for a in aliases:
+                    del ts.aliases[a]
+            async with self._collection_lock(coll.uid):
+                # The catalog forgets it first: a crash after this leaves only orphan files,
+                # which start-up removes.
+                await self._save(self.store.remove_collection, coll.uid)
+                del ts.collections[name]
+            self._collection_locks.pop(coll.uid, None)
         await coll.shards.drop(b)
-        await asyncio.to_thread(shutil.rmtree, self.dir / "collections" / coll.uid, True)
+        await self._remove_files(coll.uid)
 
     async def set_alias(self, tenant: str, alias: str, target: str) -> str:
-        async with self._lock:
+        async with self._tenant_lock(tenant):
             ts = self.tenants.setdefault(tenant, TenantSpace())
             if alias in ts.collections:
-                raise InvalidArgument("alias", f"{alias!r} is a collection name")
+                raise InvalidArgument("alias", f"{quote(alias)} is a collection name")
             coll = ts.collections.get(target)
             if coll is None:
-                raise NotFound(f"collection: no collection named {target!r}")
+                raise NotFound(f"collection: no collection named {quote(target)}")
             previous = ts.aliases.get(alias, "")
             if previous and previous in ts.collections:
-                old = {f.name: f.model_id for f in ts.collections[previous].spec.vector_fields}
-                new = {f.name: f.model_id for f in coll.spec.vector_fields}
+                old = _models(ts.collections[previous].spec.vector_fields)
+                new = _models(coll.spec.vector_fields)
                 if old != new:
                     raise InvalidArgument(
                         "collection",
-                        f"{target!r} holds vectors of other models ({new}) than {previous!r} "
-                        f"({old}); callers of {alias!r} would send the wrong vectors. Delete the "
-                        "alias first if that is intended",
+                        f"{quote(target)} holds vectors of other models ({_listed(new)}) than "
+                        f"{quote(previous)} ({_listed(old)}); callers of {quote(alias)} would "
+                        "send the wrong vectors. Delete the alias first if that is intended",
                     )
-            doc = self._doc()
-            self._space_doc(doc, tenant)["aliases"][alias] = target
-            await self._save(doc)
+            await self._save(self.store.save_aliases, tenant, ts.aliases | {alias: target})
             ts.aliases[alias] = target
             return previous
 
     async def delete_alias(self, tenant: str, alias: str) -> None:
-        async with self._lock:
+        async with self._tenant_lock(tenant):
             ts = self.space(tenant)
             if alias not in ts.aliases:
-                raise NotFound(f"alias: no alias named {alias!r}")
-            doc = self._doc()
-            del self._space_doc(doc, tenant)["aliases"][alias]
-            await self._save(doc)
+                raise NotFound(f"alias: no alias named {quote(alias)}")
+            kept = {a: c for a, c in ts.aliases.items() if a != alias}
+            await self._save(self.store.save_aliases, tenant, kept)
             del ts.aliases[alias]
 
     async def close(self) -> None:
         for ts in self.tenants.values():
             for c in ts.collections.values():
                 await c.shards.close()
+
+
+def _models(fields: Iterable[pb.VectorFieldSpec]) -> dict[str, str]:
+    return {f.name: f.model_id for f in fields}
+
+
+def _listed(models: dict[str, str]) -> str:
+    """Field -> model pairs for a message, a bounded few of them."""
+    return check.quote_names([f"{k}={v}" for k, v in sorted(models.items())])

@@ -1,5 +1,8 @@
 """A collection: its resolved spec, its typed metadata schema and its shards.
 
+The schema grows only within the collection's ``max_metadata_fields``, and only through the
+catalog (``on_schema``), which saves it to the collection's own file before it takes effect.
+
 Everything here is deployment-agnostic: the same code runs over in-process shards and over
 shard servers, because it talks to them only through ``ShardSet``.
 """
@@ -14,8 +17,14 @@ from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import filters
 from facesearch_server.retriever import records as rec
 from facesearch_server.retriever import validation as check
-from facesearch_server.retriever.shard_router import CallBudget, ShardSet, timestamp
+from facesearch_server.retriever.shard_router import (
+    CallBudget,
+    ShardSet,
+    merge_field_stats,
+    timestamp,
+)
 from facesearch_server.runtime.errors import InvalidArgument
+from facesearch_server.runtime.validation import quote
 
 
 @dataclass
@@ -59,12 +68,17 @@ class Collection:
         merged.update({m.name: m.type for m in self.spec.metadata_fields})
         merged.update(self.schema)
         self.schema = merged
+        # Specs saved before these settings existed hold 0: the defaults apply.
+        self.max_fields = self.spec.max_metadata_fields or check.DEFAULT_METADATA_FIELDS
+        self.declared_only = self.spec.metadata_schema == pb.METADATA_SCHEMA_MODE_DECLARED
 
     def field(self, name: str, path: str) -> pb.VectorFieldSpec:
         spec = self.fields.get(name or self.primary)
         if spec is None:
             raise InvalidArgument(
-                path, f"unknown vector field {name!r}; the collection has {sorted(self.fields)}"
+                path,
+                f"unknown vector field {quote(name)}; the collection has "
+                f"{check.quote_names(sorted(self.fields))}",
             )
         return spec
 
@@ -76,9 +90,17 @@ class Collection:
     ) -> pb.UpsertResponse:
         points = list(req.points)
         new = check.check_points(
-            points, self.fields, self.primary, self.schema, limits.max_upsert_batch
+            points,
+            self.fields,
+            self.primary,
+            self.schema,
+            limits.max_upsert_batch,
+            self.declared_only,
         )
         if new:
+            # Checked here too, so a batch that cannot fit never queues for the catalog's lock;
+            # the catalog checks again under it (concurrent upserts may add fields meanwhile).
+            check.schema_room(self.name, self.schema, new, self.max_fields, "nothing was stored")
             if self.on_schema is not None:
                 await self.on_schema(self, new)
             else:
@@ -128,36 +150,18 @@ class Collection:
             points=sum(r.points for r in reports),
             created=timestamp(self.created),
             uid=self.uid,
+            metadata_schema=(
+                pb.METADATA_SCHEMA_MODE_DECLARED
+                if self.declared_only
+                else pb.METADATA_SCHEMA_MODE_AUTO
+            ),
+            max_metadata_fields=self.max_fields,
         )
         for name, ftype in sorted(self.schema.items()):
             out.metadata_fields.add(name=name, type=ftype)
         for spec in self.spec.vector_fields:
             per = [f for r in reports for f in r.fields if f.name == spec.name]
-            agg = out.field_stats.add(name=spec.name)
-            agg.effective_index.CopyFrom(per[0].effective_index if per else spec.index)
-            # Each shard tunes its own index: show the widest width and the lowest recall.
-            agg.effective_index.nprobe = max((f.effective_index.nprobe for f in per), default=0)
-            agg.effective_index.ef_search = max(
-                (f.effective_index.ef_search for f in per), default=0
-            )
-            measured = [f.measured_recall for f in per if f.measured_recall > 0]
-            agg.measured_recall = min(measured) if len(measured) == len(per) and per else 0.0
-            states = [f.build_state for f in per] or [pb.BUILD_STATE_EXACT]
-            if pb.BUILD_STATE_BUILDING in states:
-                agg.build_state = pb.BUILD_STATE_BUILDING
-            elif all(s == pb.BUILD_STATE_READY for s in states):
-                agg.build_state = pb.BUILD_STATE_READY
-            else:
-                agg.build_state = pb.BUILD_STATE_EXACT
-            building = [f.build_progress for f in per if f.build_state == pb.BUILD_STATE_BUILDING]
-            agg.build_progress = (
-                sum(building) / len(building)
-                if building
-                else (1.0 if agg.build_state == pb.BUILD_STATE_READY else 0.0)
-            )
-            agg.tombstones = sum(f.tombstones for f in per)
-            agg.vectors = sum(f.vectors for f in per)
-            agg.index_bytes = sum(f.index_bytes for f in per)
+            out.field_stats.append(merge_field_stats(spec, per))
         for r in reports:
             s = out.shards.add(
                 shard=r.number,

@@ -24,9 +24,11 @@ class FieldIndex:
     delta: set[int] = field(default_factory=set)
     building: bool = False
     progress: float = 0.0
-    # Labels of records forgotten by a filter / person delete that the built index still holds.
-    # While any remain, a rebuild is due and the index is left out of snapshots, so a face the
-    # caller asked to forget is not kept on disk until churn happens to trigger a rebuild.
+    # Labels of deleted records (every Delete: by id, filter or person) whose vectors the built
+    # index still holds. While any remain a purge rebuild is due at once; snapshots keep the
+    # index with this set (so a restart serves at full speed and still purges), and the shard
+    # writes a fresh snapshot once the rebuild has dropped them. Records replaced by an upsert
+    # are tombstones only: the churn rule folds them in.
     purge: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -65,9 +67,17 @@ class FieldIndex:
         self.delta = set(np.setdiff1d(alive, covered, assume_unique=True).tolist())
 
     def mark_purge(self, labels: list[int]) -> None:
-        """Deleted labels the built index still holds must leave it by a rebuild."""
-        if self.ann is not None:
+        """Deleted labels the built index still holds must leave it by a rebuild. While a build
+        runs, every deleted label may be in its copy: the swap keeps those it holds."""
+        if self.building:
+            self.purge.update(labels)
+        elif self.ann is not None:
             self.purge.update(lab for lab in labels if lab in self.tombstones)
+
+    @property
+    def indexed(self) -> int:
+        """Live vectors the built index holds (the rest, the delta, are scanned exactly)."""
+        return 0 if self.ann is None else len(self.ann.covered) - len(self.tombstones)
 
 
 def batch_selector(labels: np.ndarray | list[int] | set[int]) -> faiss.IDSelector:

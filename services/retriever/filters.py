@@ -13,7 +13,9 @@ from typing import Any
 from facesearch_contract.limits import max_items
 from facesearch_contract.v1 import common_pb2 as cpb
 from facesearch_server.retriever import records as rec
+from facesearch_server.retriever.validation import quote_names
 from facesearch_server.runtime.errors import InvalidArgument
+from facesearch_server.runtime.validation import quote
 
 Predicate = Callable[[rec.Metadata], bool]
 MAX_IN_SET = max_items(cpb.MetadataValueList, "values")
@@ -85,11 +87,12 @@ def _condition(c: cpb.FieldCondition, schema: Mapping[str, int], path: str) -> P
     if not name:
         raise InvalidArgument(f"{path}.field", "is required")
     if name not in schema:
-        known = ", ".join(sorted(schema))
+        # A few known names help with a typo; every one of a large schema would not fit.
         raise InvalidArgument(
             f"{path}.field",
-            f"unknown metadata field {name!r}: this collection has no such field "
-            f"(known: {known}); declare it in metadata_fields or fix the name",
+            f"unknown metadata field {quote(name)}: this collection has no such field "
+            f"(of its {len(schema):,}: {quote_names(sorted(schema))}); declare it "
+            "(AddMetadataFields) or fix the name",
         )
     ftype = schema[name]
     which = c.WhichOneof("match")

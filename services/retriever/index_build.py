@@ -5,7 +5,10 @@ An approximate index is built from a copy of a shard field's exact vectors, in o
 thread shared by the process (so builds never compete with each other for the few cores), and
 swapped in when done. Until then the exact flat index answers. The built index is immutable:
 records deleted after it was built become tombstones filtered at search time, records added
-after it are searched exactly (the "delta"), and both are folded in by the next rebuild.
+after it are searched exactly (the "delta"). A small delta is folded in by ``extend`` (a copy of
+the index with the delta added, swapped in the same way: cost grows with the delta, not the
+index); a full rebuild (which also re-tunes the search width) folds in everything once churn or
+growth since the last full build passes ``REBUILD_FRACTION``, or deleted vectors must be purged.
 """
 
 from __future__ import annotations
@@ -34,8 +37,14 @@ FALLBACK_NPROBE = 16
 FALLBACK_EF_SEARCH = 256
 DEFAULT_TRAIN_THRESHOLD = {pb.INDEX_KIND_IVF_PQ: 20_000, pb.INDEX_KIND_HNSW: 5_000}
 MAX_NLIST = 65_536
-# Rebuild when tombstones plus un-indexed additions pass this share of the built index.
+# Rebuild when tombstones plus un-indexed additions plus vectors added by ``extend`` since the
+# last full build pass this share of that build: the width tuned then is out of date by then.
 REBUILD_FRACTION = 0.2
+# A delta this large (or this share of the index) is folded in by ``extend`` at once; a smaller
+# one once writes have paused for ``build_schedule.SETTLE_S`` (each extension copies the index,
+# so a trickle of writes must not cause one per write).
+EXTEND_MIN = 1_000
+EXTEND_FRACTION = 0.01
 _ADD_CHUNK = 2_000
 
 
@@ -62,6 +71,7 @@ def resolve_params(dim: int, p: pb.IndexParams) -> pb.IndexParams:
     if out.kind != pb.INDEX_KIND_FLAT:
         out.train_threshold = out.train_threshold or DEFAULT_TRAIN_THRESHOLD[out.kind]
         out.target_recall = out.target_recall or index_tuning.DEFAULT_TARGET_RECALL
+        out.tuning_objective = out.tuning_objective or index_tuning.RECALL_AT_K
     return out
 
 
@@ -86,10 +96,20 @@ class AnnIndex:
     tuning: index_tuning.Tuning | None = None
     # Where unfiltered searches run: a clone on every GPU when there are any, else ``index``.
     search_index: faiss.Index | None = None
+    # Vectors the last full build (and its tuning) saw; ``extend`` adds to ``covered`` only.
+    # 0: as many as ``covered`` (a fresh build, or a snapshot written before extensions).
+    built_n: int = 0
 
     def __post_init__(self) -> None:
         if self.search_index is None:
             self.search_index = gpu.search_copy(self.index) if gpu.gpu_count() else self.index
+        if not self.built_n:
+            self.built_n = len(self.covered)
+
+    @property
+    def grown(self) -> int:
+        """Vectors added by extensions since the last full build."""
+        return max(0, len(self.covered) - self.built_n)
 
     def width(self, params: pb.IndexParams) -> int:
         """nprobe / ef_search in force: the field's fixed value, else the tuned one."""
@@ -164,6 +184,8 @@ def build(
         cancelled,
         lambda p: progress(hi + (1 - hi) * p),
         fixed=fixed,
+        objective=params.tuning_objective or index_tuning.RECALL_AT_K,
+        min_score=params.min_score if params.HasField("min_score") else None,
     )
     if tuning is None:
         return None
@@ -179,6 +201,39 @@ def build(
         nbytes=nbytes,
         build_seconds=time.perf_counter() - start,
         tuning=tuning,
+    )
+
+
+def extend(
+    ann: AnnIndex,
+    labels: np.ndarray,
+    vectors: np.ndarray,
+    progress: Callable[[float], None],
+    cancelled: threading.Event,
+) -> AnnIndex | None:
+    """A copy of ``ann`` with ``vectors`` (under ``labels``, none of them in ``ann``) added; the
+    tuned width is kept (the next full rebuild re-tunes). None when cancelled."""
+    start = time.perf_counter()
+    index = faiss.clone_index(ann.index)
+    n = len(labels)
+    for lo in range(0, n, _ADD_CHUNK):
+        if cancelled.is_set():
+            return None
+        hi = min(n, lo + _ADD_CHUNK)
+        index.add_with_ids(vectors[lo:hi], labels[lo:hi])
+        progress(hi / max(n, 1))
+    covered = np.union1d(ann.covered, labels).astype(np.int64)
+    log.debug("index extended", extra={"n": n, "seconds": round(time.perf_counter() - start, 2)})
+    return AnnIndex(
+        index=index,
+        covered=covered,
+        kind=ann.kind,
+        nlist=ann.nlist,
+        # Measuring means serialising the whole index; the share it grew by is close enough.
+        nbytes=ann.nbytes * len(covered) // max(1, len(ann.covered)),
+        build_seconds=ann.build_seconds,
+        tuning=ann.tuning,
+        built_n=ann.built_n,
     )
 
 

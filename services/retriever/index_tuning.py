@@ -17,6 +17,15 @@ mean recall less one standard error reaches the target, so that new queries (a d
 sample) reach it too, not just half the time. IVF-PQ is scored after the exact
 re-ranking its searches always get, so the tuned nprobe buys routing recall, not PQ precision.
 It runs on the build thread before the index is swapped in: searches never see an untuned one.
+
+Two objectives (IndexParams.tuning_objective). RECALL_AT_K (the default) scores the whole exact
+top 10. ABOVE_THRESHOLD scores only the exact top-10 neighbours at or above ``min_score``: for a
+face field at the model's match threshold, the same person's other photos, which is what a face
+search is for; the strangers filling the rest of a face's top 10 sit at diffuse distances that
+cost most of the width (at 1M faces recall@10 0.95 needs ef_search ~900). Its figure is pooled
+over the sample (found / all such neighbours) with the ratio estimator's standard error, since
+one query may hold many of them. Both figures are measured at the chosen width whenever a
+``min_score`` is given, so Describe can show what the other objective would have said.
 """
 
 from __future__ import annotations
@@ -41,13 +50,27 @@ MAX_EF_SEARCH = 8192
 PQ_RESCORE = 100
 
 
+# Fewer above-threshold neighbours than this in the sample (a gallery of one photo per person,
+# a threshold few pairs reach) measure nothing: such a field is tuned by recall@10 instead.
+MIN_ABOVE_THRESHOLD = 50
+RECALL_AT_K = pb.TUNING_OBJECTIVE_RECALL_AT_K
+ABOVE_THRESHOLD = pb.TUNING_OBJECTIVE_ABOVE_THRESHOLD
+
+
 @dataclass(frozen=True)
 class Tuning:
-    """What the tuner chose for one built index."""
+    """What the tuner chose for one built index. Snapshots store it as a dict, so fields added
+    later need defaults (an older snapshot's tuning loads with them)."""
 
     width: int  # nprobe (IVF-PQ) or ef_search (HNSW) used when neither request nor spec set one
     recall: float  # recall@10 the held-out sample reached at ``width`` (0: too few vectors)
     target: float  # what it aimed for
+    # Share of the sample's exact top-10 neighbours scoring >= min_score found at ``width``;
+    # 0: not measured (no min_score, or fewer than MIN_ABOVE_THRESHOLD such neighbours).
+    above_threshold_recall: float = 0.0
+    # The objective the width was chosen by: RECALL_AT_K also where ABOVE_THRESHOLD was asked
+    # for but the sample had too few neighbours above the threshold to measure it.
+    objective: int = RECALL_AT_K
 
 
 def held_out_rows(n: int) -> np.ndarray:
@@ -56,11 +79,27 @@ def held_out_rows(n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, size, replace=False))
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One width's figures on the sample: each with its standard error."""
+
+    recall: float
+    recall_se: float
+    above: float  # 0 when the sample has no above-threshold neighbours to find
+    above_se: float
+
+
 class _Sample:
-    """The held-out queries and their exact top-K among the indexed vectors."""
+    """The held-out queries, their exact top-K among the indexed vectors and, with a
+    ``min_score``, those of the top-K that score at or above it."""
 
     def __init__(
-        self, vectors: np.ndarray, labels: np.ndarray, held: np.ndarray, metric: int
+        self,
+        vectors: np.ndarray,
+        labels: np.ndarray,
+        held: np.ndarray,
+        metric: int,
+        min_score: float | None = None,
     ) -> None:
         self.metric = metric
         self.vectors = vectors
@@ -70,25 +109,56 @@ class _Sample:
         fm = similarity.faiss_metric(metric)
         # Searching the whole set for K + |held| and dropping held rows is exact for the rest.
         kk = min(K + len(held), len(labels))
-        _, rows = faiss.knn(self.queries, vectors, kk, metric=fm)
+        dist, rows = faiss.knn(self.queries, vectors, kk, metric=fm)
+        # Scores as searches return them (higher is closer): L2 distances negated.
+        scores = -dist if metric == pb.METRIC_L2 else dist
         is_held = np.zeros(len(labels), bool)
         is_held[held] = True
-        self.truth = [set(labels[r[(r >= 0) & ~is_held[np.maximum(r, 0)]][:K]]) for r in rows]
+        self.truth: list[set[int]] = []
+        self.above: list[set[int]] = []
+        for r, s in zip(rows, scores, strict=True):
+            keep = (r >= 0) & ~is_held[np.maximum(r, 0)]
+            top, top_scores = labels[r[keep][:K]], s[keep][:K]
+            self.truth.append(set(top.tolist()))
+            self.above.append(
+                set(top[top_scores >= min_score].tolist()) if min_score is not None else set()
+            )
+        self.above_total = sum(len(a) for a in self.above)
 
     def rows_of(self, found: np.ndarray) -> np.ndarray:
         return self.order[np.searchsorted(self.sorted_labels, found)]
 
-    def recall(self, found: np.ndarray, rescore: bool) -> tuple[float, float]:
-        """Mean recall@K over the sample and its standard error."""
-        per_query = []
-        for q, row, truth in zip(self.queries, found, self.truth, strict=True):
+    def measure(self, found: np.ndarray, rescore: bool) -> Measured:
+        """Mean recall@K over the sample, the pooled share of above-threshold neighbours found,
+        and their standard errors."""
+        per_query, hits, totals = [], [], []
+        for q, row, truth, above in zip(self.queries, found, self.truth, self.above, strict=True):
             row = row[row >= 0]
             if rescore and len(row):
                 exact = similarity.exact_scores(self.metric, q, self.vectors[self.rows_of(row)])
                 row = row[np.argsort(-exact, kind="stable")]
-            per_query.append(len(set(row[:K].tolist()) & truth) / max(len(truth), 1))
+            top = set(row[:K].tolist())
+            per_query.append(len(top & truth) / max(len(truth), 1))
+            if above:
+                hits.append(len(top & above))
+                totals.append(len(above))
         r = np.asarray(per_query)
-        return float(r.mean()), float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else 0.0
+        recall_se = float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else 0.0
+        above, above_se = _pooled_share(np.asarray(hits, float), np.asarray(totals, float))
+        return Measured(float(r.mean()), recall_se, above, above_se)
+
+
+def _pooled_share(hits: np.ndarray, totals: np.ndarray) -> tuple[float, float]:
+    """sum(hits) / sum(totals) and its standard error as a ratio estimator over queries (the
+    neighbours of one query are found or missed together, so they are not independent)."""
+    if len(totals) == 0 or totals.sum() == 0:
+        return 0.0, 0.0
+    share = float(hits.sum() / totals.sum())
+    n = len(totals)
+    if n < 2:
+        return share, 0.0
+    resid = hits - share * totals
+    return share, float(np.sqrt(n / (n - 1) * np.sum(resid**2)) / totals.sum())
 
 
 def tune(
@@ -103,10 +173,14 @@ def tune(
     cancelled: threading.Event,
     progress: Callable[[float], None] = lambda _p: None,
     fixed: int = 0,
+    objective: int = RECALL_AT_K,
+    min_score: float | None = None,
 ) -> Tuning | None:
-    """The smallest width whose recall@10 on the ``held`` rows (not yet in ``index``; ``labels``
-    and ``vectors`` are every row) reaches ``target``; the widest tried, with the recall it got,
-    when none does; with ``fixed``, that width and its recall. None when cancelled."""
+    """The smallest width whose figure for ``objective`` on the ``held`` rows (not yet in
+    ``index``; ``labels`` and ``vectors`` are every row) reaches ``target``: recall@10, or with
+    ABOVE_THRESHOLD the share of exact top-10 neighbours scoring >= ``min_score`` found. The
+    widest tried, with what it got, when none does; with ``fixed``, that width and its figures.
+    None when cancelled."""
     ivf = kind == pb.INDEX_KIND_IVF_PQ
     lo_limit, hi_limit = (1, max(1, nlist)) if ivf else (MIN_EF_SEARCH, MAX_EF_SEARCH)
     if len(held) == 0:  # too few vectors to measure: search them all
@@ -115,10 +189,23 @@ def tune(
             recall=0.0,
             target=target,
         )
-    sample = _Sample(vectors, labels, held, metric)
+    sample = _Sample(vectors, labels, held, metric, min_score)
+    measurable = sample.above_total >= MIN_ABOVE_THRESHOLD
+    if objective == ABOVE_THRESHOLD and not measurable:
+        objective = RECALL_AT_K
     kk = min(max(PQ_RESCORE, K) if ivf else K, max(1, index.ntotal))
     tried: dict[int, float] = {}
+    above: dict[int, float] = {}
     passes: dict[int, bool] = {}
+
+    def result(width: int) -> Tuning:
+        return Tuning(
+            width=width,
+            recall=tried[width],
+            target=target,
+            above_threshold_recall=above[width] if measurable else 0.0,
+            objective=objective,
+        )
 
     def measure(width: int) -> float:
         if width not in tried:
@@ -130,11 +217,14 @@ def tune(
                 sp = faiss.SearchParametersHNSW()
                 sp.efSearch = width
             _, found = index.search(sample.queries, kk, params=sp)
-            mean, stderr = sample.recall(found, rescore=ivf)
-            tried[width] = mean
+            m = sample.measure(found, rescore=ivf)
+            tried[width], above[width] = m.recall, m.above
             # One standard error of margin: new queries are a different sample, and a width
             # that only just passes on this one would miss the target half the time on them.
-            passes[width] = mean - stderr >= target
+            if objective == ABOVE_THRESHOLD:
+                passes[width] = m.above - m.above_se >= target
+            else:
+                passes[width] = m.recall - m.recall_se >= target
         return tried[width]
 
     def reaches(width: int) -> bool:
@@ -142,7 +232,8 @@ def tune(
         return passes[width]
 
     if fixed:
-        return Tuning(width=fixed, recall=measure(fixed), target=target)
+        measure(fixed)
+        return result(fixed)
     # Doubling: the first width that passes bounds the answer from above.
     width, passed = lo_limit, None
     while True:
@@ -156,7 +247,7 @@ def tune(
         width = min(hi_limit, width * 2)
         progress(min(0.9, len(tried) / 12))
     if passed is None:
-        return Tuning(width=width, recall=tried[width], target=target)
+        return result(width)
     lo = max(lo_limit, passed // 2)
     hi = passed
     for _ in range(2):
@@ -168,4 +259,4 @@ def tune(
         else:
             lo = mid
     progress(1.0)
-    return Tuning(width=hi, recall=tried[hi], target=target)
+    return result(hi)

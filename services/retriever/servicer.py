@@ -21,12 +21,12 @@ from facesearch_server.retriever import fusion
 from facesearch_server.retriever.catalog import Catalog
 from facesearch_server.retriever.collection import Collection, Limits
 from facesearch_server.retriever.shard_router import CallBudget, LocalShardHandle, timestamp
-from facesearch_server.retriever.validation import check_create
+from facesearch_server.retriever.validation import MAX_ADD_FIELDS, check_create
 from facesearch_server.runtime.auth import current_tenant
 from facesearch_server.runtime.config import ServerConfig
 from facesearch_server.runtime.downstream import call_options
 from facesearch_server.runtime.errors import InvalidArgument, ServiceError
-from facesearch_server.runtime.validation import NAME_RE, require, require_name
+from facesearch_server.runtime.validation import NAME_RE, batch_size, require, require_name
 
 log = logging.getLogger("facesearch.retriever")
 
@@ -116,6 +116,17 @@ class RetrieverServicer(pb_grpc.RetrieverServicer):
             current_tenant(), request.collection, request.force, self._budget(context)
         )
         return pb.DropCollectionResponse()
+
+    async def AddMetadataFields(
+        self, request: pb.AddMetadataFieldsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddMetadataFieldsResponse:
+        coll = self._resolve(request.collection)
+        batch_size(request.fields, "fields", MAX_ADD_FIELDS)
+        added = await self.catalog.add_metadata_fields(coll, request.fields)
+        out = pb.AddMetadataFieldsResponse(added=added)
+        for name, ftype in sorted(coll.schema.items()):
+            out.metadata_fields.add(name=name, type=ftype)
+        return out
 
     async def SetAlias(
         self, request: pb.SetAliasRequest, context: grpc.aio.ServicerContext

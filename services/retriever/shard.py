@@ -23,7 +23,7 @@ import numpy as np
 
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import gpu, shard_persistence, shard_stats, snapshot
-from facesearch_server.retriever.build_schedule import BuildSchedule
+from facesearch_server.retriever.build_schedule import SCRUB, BuildSchedule
 from facesearch_server.retriever.filters import Predicate
 from facesearch_server.retriever.rwlock import RWLock
 from facesearch_server.retriever.shard_search import search_field
@@ -52,7 +52,11 @@ class LocalShard:
         self.builds = BuildSchedule(
             self.state.fields, self._rw, self.closed, on_needed, str(self.dir)
         )
-        self.last_snapshot = shard_persistence.recover(self.state, self.dir, self.wal)
+        recovered = shard_persistence.recover(self.state, self.dir, self.wal)
+        self.last_snapshot = recovered.created
+        if recovered.deleted or any(fi.purge for fi in self.state.fields.values()):
+            # The files still hold deleted vectors' data: scrubbed once the purge has run.
+            self.builds.note_delete()
 
     # ---- writes ------------------------------------------------------------------------
 
@@ -63,27 +67,31 @@ class LocalShard:
             self.wal.append(OP_UPSERT, payload, durable)
             with self._rw.write():
                 result = self.state.apply_upsert(points)
+        self.builds.note_write()
         self.builds.request_due()
         return result
 
     def delete_ids(self, ids: list[str]) -> int:
         with self._writer:
             present = [i for i in dict.fromkeys(ids) if i in self.state.store.ids]
-            return self._delete_logged(present)
+            n = self._delete_logged(present)
+        self.builds.request_due()
+        return n
 
     def delete_matching(self, pred: Predicate) -> int:
         with self._writer:
             with self._rw.read():
                 present = [r.id for _lab, r in self.state.store.candidates(pred) if pred(r.meta)]
-            n = self._delete_logged(present, purge=True)
+            n = self._delete_logged(present)
         self.builds.request_due()
         return n
 
-    def _delete_logged(self, ids: list[str], purge: bool = False) -> int:
+    def _delete_logged(self, ids: list[str]) -> int:
         """Caller holds ``_writer``. Deletes are always fsynced: "forget" must stick.
 
-        ``purge`` (deletes by filter or person: "forget this person") also gets the deleted
-        vectors out of the built approximate indexes by a rebuild, not only out of results.
+        Every delete (by id, filter or person) is hard: the deleted vectors are filtered from
+        results at once, leave the built approximate indexes by a purge rebuild queued at once,
+        and leave the files by the scrub snapshot that follows it (``build_schedule``).
         """
         if not ids:
             return 0
@@ -91,10 +99,8 @@ class LocalShard:
         labels = self.state.store.labels_of(ids)
         with self._rw.write():
             self.state.apply_delete(labels)
-            if purge:
-                self.state.mark_purge(labels)
-        if not purge:
-            self.builds.request_due()
+            self.state.mark_purge(labels)
+        self.builds.note_delete()
         return len(ids)
 
     def sync(self) -> None:
@@ -156,33 +162,47 @@ class LocalShard:
     # ---- approximate indexes -------------------------------------------------------------
 
     def resume_builds(self) -> None:
-        """Queue the builds that are due, e.g. after opening: an index not in the snapshot is
-        rebuilt after a restart."""
+        """Queue the builds that are due, e.g. after opening: the snapshot's index serves at
+        once; a purge it still owes, a delta replayed from the log, or an index the snapshot
+        lacks is built in the background."""
         self.builds.request_due()
 
     def build_now(self, name: str) -> None:
-        """Build (or rebuild) the approximate index of ``name``; runs on the build thread."""
-        self.builds.build(name)
+        """Run a job ``on_build_needed`` was given, on the build thread: build, rebuild or
+        extend the approximate index of field ``name``, or the scrub snapshot (``SCRUB``)."""
+        if name != SCRUB:
+            self.builds.build(name)
+            return
+        try:
+            self.snapshot(force=True)
+        finally:
+            self.builds.scrub_ran()
+        self.builds.request_due()  # a delete after the capture needs another one
 
     # ---- snapshots and stats -------------------------------------------------------------
 
-    def snapshot(self) -> int:
-        """Write a snapshot and drop the log it covers; returns the sequence covered."""
+    def snapshot(self, force: bool = False) -> int:
+        """Write a snapshot and drop the log it covers; returns the sequence covered.
+        ``force``: even when the log has not grown (a purge rebuild changed the index)."""
         with self._snapshotting:
             with self._writer, self._rw.read():
                 seq = self.wal.last_seq
                 if self.closed.is_set():
                     # Closed or being dropped: writing now would recreate a deleted directory.
                     return seq
-                if self.wal.entries == 0 and self.last_snapshot:
+                if self.wal.entries == 0 and self.last_snapshot and not force:
                     return seq
                 self.wal.rotate()
                 copy = shard_persistence.capture(self.state)
+                generation = self.builds.delete_generation
+                clean = not any(fi.purge for fi in self.state.fields.values())
             created = time.time()
             snapshot.write(self.dir, copy.state(seq, created))
             with self._writer:
                 self.wal.drop_through(seq)
             self.last_snapshot = created
+            # Clean: older snapshots and the log are gone, and this one holds no deleted vector.
+            self.builds.snapshot_written(generation, clean)
             return seq
 
     def field_stats(self) -> list[pb.VectorFieldStats]:
@@ -196,6 +216,7 @@ class LocalShard:
 
     def close(self) -> None:
         self.closed.set()
+        self.builds.stop()
         with self._writer:
             self.wal.close()
 

@@ -75,7 +75,7 @@ class ShardHost:
                 raise disk_error("a new shard", exc) from exc
             saved = fields
         shard = LocalShard(d, saved, self.on_build)
-        shard.resume_builds()  # an index not in the snapshot is rebuilt after a restart
+        shard.resume_builds()  # owed purges, a replayed delta, or an index the snapshot lacks
         return shard
 
     async def open(

@@ -23,9 +23,15 @@ from facesearch_server.retriever.wal import OP_DELETE, OP_UPSERT, WriteAheadLog
 log = logging.getLogger("facesearch.retriever.shard")
 
 
-def recover(state: ShardState, directory: Path, wal: WriteAheadLog) -> float:
-    """Load the newest snapshot into ``state`` and replay the log after it; returns when that
-    snapshot was written (0 when there is none)."""
+@dataclass
+class Recovered:
+    created: float  # when the snapshot loaded was written (0 when there is none)
+    deleted: bool  # the log replayed deletes: the files still hold those vectors' data
+
+
+def recover(state: ShardState, directory: Path, wal: WriteAheadLog) -> Recovered:
+    """Load the newest snapshot into ``state`` (its built indexes serve at once, with the
+    tombstones and purge they owe) and replay the log after it."""
     seq = 0
     created = 0.0
     path = snapshot.latest(directory)
@@ -35,6 +41,7 @@ def recover(state: ShardState, directory: Path, wal: WriteAheadLog) -> float:
         created = saved.created
         _load(state, saved)
     replayed = 0
+    deleted = False
     for _seq, op, payload in wal.replay(seq):
         if op == OP_UPSERT:
             req = pb.UpsertRequest()
@@ -45,16 +52,16 @@ def recover(state: ShardState, directory: Path, wal: WriteAheadLog) -> float:
             ids.ParseFromString(payload)
             labels = state.store.labels_of(ids.ids)
             state.apply_delete(labels)
-            # The log does not say whether this was a "forget" (filter) delete, so any
-            # deleted vector the snapshot's built index still holds is purged by a rebuild.
+            # Every delete is hard: what the snapshot's built index holds is purged.
             state.mark_purge(labels)
+            deleted = deleted or bool(labels)
         replayed += 1
     for fi in state.fields.values():
         if fi.ann is not None:
             fi.reconcile()
     if replayed:
         log.info("wal replayed", extra={"shard": str(directory), "entries": replayed})
-    return created
+    return Recovered(created, deleted)
 
 
 def _load(state: ShardState, saved: snapshot.SnapshotState) -> None:
@@ -72,7 +79,7 @@ def _load(state: ShardState, saved: snapshot.SnapshotState) -> None:
         store.add(label, Record(p.id, meta, tuple(present.get(label, ()))))
     for name, ann in saved.ann.items():
         fi = state.fields[name]
-        fi.ann = index_build.AnnIndex(
+        loaded = index_build.AnnIndex(
             snapshot.deserialize(ann.blob),
             ann.covered,
             fi.kind,
@@ -80,7 +87,12 @@ def _load(state: ShardState, saved: snapshot.SnapshotState) -> None:
             int(ann.blob.nbytes),
             ann.build_seconds,
             ann.tuning,
+            built_n=ann.built_n,
         )
+        fi.ann = loaded
+        # Deleted before the snapshot: tombstones again after the replay's reconcile, and
+        # still owed their purge.
+        fi.purge = {lab for lab in ann.purge.tolist() if loaded.covers(lab)}
 
 
 @dataclass
@@ -105,8 +117,10 @@ class Capture:
 
 
 def capture(state: ShardState) -> Capture:
-    """Copy ``state``; the caller holds the shard's writer lock and read lock. A built index
-    that still holds forgotten vectors is left out (a restart rebuilds it)."""
+    """Copy ``state``; the caller holds the shard's writer lock and read lock. Built indexes
+    are kept even while they hold deleted vectors (a restart must not rebuild them to serve at
+    full speed), with the labels still to purge: until the purge rebuild runs, the deleted
+    vectors are tombstones after a restart too, and the purge is queued again."""
     recs = state.store.records
     return Capture(
         next_label=state.store.next_label,
@@ -120,8 +134,10 @@ def capture(state: ShardState) -> Capture:
                 fi.ann.nlist,
                 fi.ann.build_seconds,
                 fi.ann.tuning,
+                np.fromiter(sorted(fi.purge), dtype=np.int64, count=len(fi.purge)),
+                fi.ann.built_n,
             )
             for n, fi in state.fields.items()
-            if fi.ann is not None and not fi.purge
+            if fi.ann is not None
         },
     )

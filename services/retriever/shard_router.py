@@ -310,6 +310,40 @@ class RemoteShardHandle:
         return None
 
 
+def merge_field_stats(
+    spec: pb.VectorFieldSpec, per: list[pb.VectorFieldStats]
+) -> pb.VectorFieldStats:
+    """One vector field's stats over the shards that reported it (``per``)."""
+    agg = pb.VectorFieldStats(name=spec.name)
+    agg.effective_index.CopyFrom(per[0].effective_index if per else spec.index)
+    # Each shard tunes its own index: show the widest width and the lowest recall.
+    agg.effective_index.nprobe = max((f.effective_index.nprobe for f in per), default=0)
+    agg.effective_index.ef_search = max((f.effective_index.ef_search for f in per), default=0)
+    measured = [f.measured_recall for f in per if f.measured_recall > 0]
+    agg.measured_recall = min(measured) if len(measured) == len(per) and per else 0.0
+    above = [f.measured_above_threshold_recall for f in per if f.measured_above_threshold_recall]
+    agg.measured_above_threshold_recall = min(above) if len(above) == len(per) and per else 0.0
+    states = [f.build_state for f in per] or [pb.BUILD_STATE_EXACT]
+    if pb.BUILD_STATE_BUILDING in states:
+        agg.build_state = pb.BUILD_STATE_BUILDING
+    elif all(s == pb.BUILD_STATE_READY for s in states):
+        agg.build_state = pb.BUILD_STATE_READY
+    else:
+        agg.build_state = pb.BUILD_STATE_EXACT
+    building = [f.build_progress for f in per if f.build_state == pb.BUILD_STATE_BUILDING]
+    agg.build_progress = (
+        sum(building) / len(building)
+        if building
+        else (1.0 if agg.build_state == pb.BUILD_STATE_READY else 0.0)
+    )
+    agg.tombstones = sum(f.tombstones for f in per)
+    agg.vectors = sum(f.vectors for f in per)
+    agg.indexed_vectors = sum(f.indexed_vectors for f in per)
+    agg.pending_purge = sum(f.pending_purge for f in per)
+    agg.index_bytes = sum(f.index_bytes for f in per)
+    return agg
+
+
 def shard_of(point_id: str, count: int) -> int:
     """Stable across processes and restarts (Python's hash() is salted per process)."""
     return zlib.crc32(point_id.encode()) % count

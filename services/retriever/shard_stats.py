@@ -25,6 +25,10 @@ def field_stats(fields: dict[str, FieldIndex]) -> list[pb.VectorFieldStats]:
                 eff.nprobe = fi.ann.width(fi.spec.index)
             else:
                 eff.ef_search = fi.ann.width(fi.spec.index)
+            if fi.ann.tuning and eff.tuning_objective:
+                # The objective the width was chosen by: RECALL_AT_K where ABOVE_THRESHOLD had
+                # too few neighbours above min_score in the sample to measure.
+                eff.tuning_objective = fi.ann.tuning.objective
         elif fi.building:
             state = pb.BUILD_STATE_BUILDING
         else:
@@ -38,8 +42,13 @@ def field_stats(fields: dict[str, FieldIndex]) -> list[pb.VectorFieldStats]:
                 effective_index=eff,
                 tombstones=len(fi.tombstones),
                 vectors=fi.flat.ntotal,
+                indexed_vectors=fi.indexed,
+                pending_purge=len(fi.purge) if fi.ann is not None else 0,
                 index_bytes=flat_bytes + (fi.ann.nbytes if fi.ann else 0),
                 measured_recall=fi.ann.tuning.recall if fi.ann and fi.ann.tuning else 0.0,
+                measured_above_threshold_recall=(
+                    fi.ann.tuning.above_threshold_recall if fi.ann and fi.ann.tuning else 0.0
+                ),
             )
         )
     return out

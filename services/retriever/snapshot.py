@@ -3,7 +3,9 @@
 A snapshot is written into ``snapshot-<seq>.tmp/``, every file fsynced, then the directory is
 renamed to ``snapshot-<seq>/`` and the parent fsynced: a directory without ``.tmp`` is complete
 by construction, and start-up takes the one with the highest sequence. Older snapshots and
-stray ``.tmp`` directories (a crash mid-write) are deleted.
+stray ``.tmp`` directories (a crash mid-write) are deleted. A snapshot rewritten at the same
+sequence (a purge rebuild changed the index, not the log) gets a ``-NNNNNN`` suffix that sorts
+after the one it replaces.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class SavedAnn:
     nlist: int
     build_seconds: float
     tuning: index_tuning.Tuning | None
+    # Deleted labels the index still holds, owed a purge rebuild (empty in older snapshots).
+    purge: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    built_n: int = 0  # vectors its last full build saw (0: as many as ``covered``)
 
 
 @dataclass
@@ -53,11 +58,18 @@ def _write(path: Path, data: bytes | np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+def _name(shard_dir: Path, seq: int) -> str:
+    """``snapshot-<seq>``, or with the next suffix when that sequence is on disk already."""
+    base = f"snapshot-{seq:020d}"
+    taken = [p.name for p in shard_dir.glob(base + "*") if not p.name.endswith(".tmp")]
+    if not taken:
+        return base
+    return f"{base}-{max(int(n[len(base) + 1 :] or 0) for n in taken) + 1:06d}"
+
+
 def write(shard_dir: Path, state: SnapshotState) -> Path:
-    final = shard_dir / f"snapshot-{state.seq:020d}"
-    if final.exists():
-        return final
-    tmp = shard_dir / f"snapshot-{state.seq:020d}.tmp"
+    final = shard_dir / _name(shard_dir, state.seq)
+    tmp = shard_dir / f"{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()  # never parents: a shard directory removed by a drop must stay removed
     _write(tmp / "labels.i64", state.labels.astype(np.int64))
@@ -67,6 +79,7 @@ def write(shard_dir: Path, state: SnapshotState) -> Path:
     for name, saved in state.ann.items():
         _write(tmp / f"ann-{name}.faiss", saved.blob)
         _write(tmp / f"covered-{name}.i64", saved.covered.astype(np.int64))
+        _write(tmp / f"purge-{name}.i64", saved.purge.astype(np.int64))
     manifest = {
         "seq": state.seq,
         "next_label": state.next_label,
@@ -77,6 +90,7 @@ def write(shard_dir: Path, state: SnapshotState) -> Path:
                 "nlist": v.nlist,
                 "build_seconds": v.build_seconds,
                 "tuning": dataclasses.asdict(v.tuning) if v.tuning else None,
+                "built_n": v.built_n,
             }
             for k, v in state.ann.items()
         },
@@ -111,6 +125,8 @@ def load(path: Path) -> SnapshotState:
             int(info["nlist"]),
             float(info["build_seconds"]),
             index_tuning.Tuning(**info["tuning"]) if info.get("tuning") else None,
+            _labels(path / f"purge-{n}.i64"),
+            int(info.get("built_n", 0)),
         )
         for n, info in manifest["ann"].items()
     }
@@ -123,6 +139,12 @@ def load(path: Path) -> SnapshotState:
         ann=ann,
         created=float(manifest["created"]),
     )
+
+
+def _labels(path: Path) -> np.ndarray:
+    if not path.exists():  # written before purges were kept
+        return np.empty(0, dtype=np.int64)
+    return np.fromfile(path, dtype=np.int64)
 
 
 def deserialize(blob: np.ndarray) -> faiss.Index:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -15,8 +15,8 @@ from facesearch_contract.v1 import common_pb2 as cpb
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import index_build
 from facesearch_server.retriever import records as rec
-from facesearch_server.runtime.errors import InvalidArgument
-from facesearch_server.runtime.validation import batch_size, require, require_name
+from facesearch_server.runtime.errors import FailedPrecondition, InvalidArgument
+from facesearch_server.runtime.validation import batch_size, quote, require, require_name
 
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # The caller-facing limits, as the contract declares them on their fields (retriever.proto).
@@ -38,10 +38,93 @@ MAX_DELETE_IDS = max_items(pb.IdList, "ids")
 MAX_DELETE_ID_BYTES = max_bytes(pb.IdList, "ids")
 MAX_GET_IDS = max_items(pb.GetRequest, "ids")
 MAX_GET_ID_BYTES = max_bytes(pb.GetRequest, "ids")
+_, CEILING_METADATA_FIELDS = value_range(pb.CreateCollectionRequest, "max_metadata_fields")
+MAX_ADD_FIELDS = max_items(pb.AddMetadataFieldsRequest, "fields")
+# A collection's max_metadata_fields when its creator set none: room for every field a real
+# archive declares, while a writer minting keys per record is stopped within a few batches.
+DEFAULT_METADATA_FIELDS = 256
+# Names quoted in one message: a few say what is wrong; thousands would not fit gRPC's trailer.
+NAMES_SHOWN = 5
 # Ceilings of the operator's settings (collection.Limits): a server may allow less, never more.
 _, CEILING_K = value_range(pb.Query, "k")
 CEILING_UPSERT_BATCH = max_items(pb.UpsertRequest, "points")
 CEILING_SEARCH_BATCH = max_items(pb.SearchRequest, "queries")
+
+
+def quote_names(names: Iterable[str], shown: int = NAMES_SHOWN) -> str:
+    """The first ``shown`` names, each quoted (bounded), and how many more there are."""
+    items = list(names)
+    head = ", ".join(quote(n, MAX_KEY_BYTES) for n in items[:shown])
+    rest = len(items) - shown
+    return f"{head} and {rest:,} more" if rest > 0 else head
+
+
+def type_name(ftype: int) -> str:
+    return rec.TYPE_NAMES.get(ftype, f"unknown type {ftype}")
+
+
+def check_field_specs(specs: Sequence[pb.MetadataFieldSpec], path: str) -> dict[str, int]:
+    """Declared metadata fields (at create or AddMetadataFields): name -> type. The same field
+    given twice with one type is accepted once."""
+    declared: dict[str, int] = {}
+    for i, m in enumerate(specs):
+        fpath = f"{path}[{i}]"
+        if not m.name or len(m.name.encode()) > MAX_KEY_BYTES:
+            raise InvalidArgument(f"{fpath}.name", f"must be 1..{MAX_KEY_BYTES} bytes")
+        if m.type not in rec.TYPE_NAMES:
+            raise InvalidArgument(f"{fpath}.type", "set a field type (string, int, double, ...)")
+        builtin = rec.BUILTIN_FIELDS.get(m.name)
+        if builtin is not None and builtin != m.type:
+            raise InvalidArgument(
+                f"{fpath}.type", f"{quote(m.name)} is built in as {rec.TYPE_NAMES[builtin]}"
+            )
+        if declared.get(m.name, m.type) != m.type:
+            raise InvalidArgument(f"{fpath}.name", f"{quote(m.name)} is declared twice")
+        declared[m.name] = m.type
+    return declared
+
+
+def schema_room(
+    collection: str, schema: Mapping[str, int], fresh: Mapping[str, int], cap: int, outcome: str
+) -> None:
+    """FAILED_PRECONDITION when adding ``fresh`` would take ``schema`` past ``cap`` fields."""
+    if len(schema) + len(fresh) <= cap:
+        return
+    raise FailedPrecondition(
+        f"collection {quote(collection)} may hold {cap:,} metadata fields "
+        f"(max_metadata_fields) and has {len(schema):,}; the {len(fresh):,} new keys "
+        f"{quote_names(sorted(fresh))} would pass that, so {outcome}. Keep values that vary "
+        "per record in metadata values, not in keys; or create a collection with a larger "
+        f"max_metadata_fields (at most {CEILING_METADATA_FIELDS:,})"
+    )
+
+
+def check_tuning_objective(p: pb.IndexParams, metric: int, path: str) -> None:
+    """tuning_objective and min_score (retriever.proto, IndexParams)."""
+    if p.tuning_objective not in pb.TuningObjective.values():
+        raise InvalidArgument(
+            f"{path}.tuning_objective", f"unknown tuning objective {p.tuning_objective}"
+        )
+    if not p.HasField("min_score"):
+        if p.tuning_objective == pb.TUNING_OBJECTIVE_ABOVE_THRESHOLD:
+            raise InvalidArgument(
+                f"{path}.min_score",
+                "is required by TUNING_OBJECTIVE_ABOVE_THRESHOLD: set the score at or above "
+                "which a result counts (for a face field, the model's match threshold)",
+            )
+        return
+    if p.kind in (pb.INDEX_KIND_UNSPECIFIED, pb.INDEX_KIND_FLAT):
+        raise InvalidArgument(
+            f"{path}.min_score",
+            "applies to IVF_PQ and HNSW only: exact search has no width to tune",
+        )
+    score = p.min_score
+    if metric == pb.METRIC_L2:
+        ok, rule = math.isfinite(score) and score <= 0, "at most 0 (a negated squared distance)"
+    else:
+        ok, rule = -1.0 <= score <= 1.0, "in [-1, 1] (a cosine of unit vectors)"  # NaN fails
+    if not ok:
+        raise InvalidArgument(f"{path}.min_score", f"is {score}; it must be {rule}")
 
 
 def check_create(
@@ -78,6 +161,7 @@ def check_create(
                 f"{path}.index.target_recall",
                 f"is {f.index.target_recall}; it must be in (0, 1], or 0 for the default 0.95",
             )
+        check_tuning_objective(f.index, f.metric, f"{path}.index")
         f.index.CopyFrom(index_build.resolve_params(f.dimension, f.index))
         if f.index.kind == pb.INDEX_KIND_IVF_PQ:
             if f.dimension % f.index.pq_m:
@@ -103,21 +187,24 @@ def check_create(
             raise InvalidArgument(
                 "shard_count", f"is {out.shard_count}; it must be 1..{MAX_SHARDS}"
             )
-    declared: dict[str, int] = {}
-    for i, m in enumerate(out.metadata_fields):
-        path = f"metadata_fields[{i}]"
-        if not m.name or len(m.name.encode()) > MAX_KEY_BYTES:
-            raise InvalidArgument(f"{path}.name", f"must be 1..{MAX_KEY_BYTES} bytes")
-        if m.type not in rec.TYPE_NAMES:
-            raise InvalidArgument(f"{path}.type", "set a field type (string, int, double, ...)")
-        builtin = rec.BUILTIN_FIELDS.get(m.name)
-        if builtin is not None and builtin != m.type:
-            raise InvalidArgument(
-                f"{path}.type", f"{m.name!r} is built in as {rec.TYPE_NAMES[builtin]}"
-            )
-        if declared.get(m.name, m.type) != m.type:
-            raise InvalidArgument(f"{path}.name", f"{m.name!r} is declared twice")
-        declared[m.name] = m.type
+    if out.metadata_schema not in pb.MetadataSchemaMode.values():
+        raise InvalidArgument("metadata_schema", f"unknown mode {out.metadata_schema}")
+    if out.metadata_schema == pb.METADATA_SCHEMA_MODE_UNSPECIFIED:
+        out.metadata_schema = pb.METADATA_SCHEMA_MODE_AUTO
+    out.max_metadata_fields = out.max_metadata_fields or DEFAULT_METADATA_FIELDS
+    if out.max_metadata_fields > CEILING_METADATA_FIELDS:
+        raise InvalidArgument(
+            "max_metadata_fields",
+            f"is {out.max_metadata_fields:,}; at most {CEILING_METADATA_FIELDS:,} (0 = "
+            f"{DEFAULT_METADATA_FIELDS})",
+        )
+    declared = rec.BUILTIN_FIELDS | check_field_specs(out.metadata_fields, "metadata_fields")
+    if len(declared) > out.max_metadata_fields:
+        raise InvalidArgument(
+            "metadata_fields",
+            f"declares {len(declared):,} fields with the {len(rec.BUILTIN_FIELDS)} built-in ones; "
+            f"max_metadata_fields is {out.max_metadata_fields:,}: raise it or declare fewer",
+        )
     return out
 
 
@@ -159,8 +246,10 @@ def check_points(
     primary: str,
     schema: Mapping[str, int],
     max_batch: int,
+    declared_only: bool = False,
 ) -> dict[str, int]:
-    """Validate an upsert batch; returns metadata fields seen for the first time, typed."""
+    """Validate an upsert batch; returns metadata fields seen for the first time, typed (none
+    when ``declared_only``: an undeclared key is refused)."""
     batch_size(points, "points", max_batch)
     seen: dict[str, int] = {}
     new_fields: dict[str, int] = {}
@@ -178,20 +267,25 @@ def check_points(
             spec = fields.get(name)
             if spec is None:
                 raise InvalidArgument(
-                    f"{path}.vectors[{name}]",
-                    f"unknown vector field {name!r}; the collection has {sorted(fields)}",
+                    f"{path}.vectors[{quote(name)}]",
+                    f"unknown vector field {quote(name)}; the collection has "
+                    f"{quote_names(sorted(fields))}",
                 )
             check_vector(vec.values, spec.dimension, f"{path}.vectors[{name}]")
             check_model(p.model_ids.get(name, ""), spec, f"{path}.model_ids[{name}]")
         for name in p.model_ids:
             if name not in p.vectors:
                 raise InvalidArgument(f"{path}.model_ids[{name}]", "names a field with no vector")
-        check_metadata(p.metadata, schema, new_fields, f"{path}.metadata")
+        check_metadata(p.metadata, schema, new_fields, f"{path}.metadata", declared_only)
     return new_fields
 
 
 def check_metadata(
-    meta: Mapping[str, cpb.MetadataValue], schema: Mapping[str, int], new: dict[str, int], path: str
+    meta: Mapping[str, cpb.MetadataValue],
+    schema: Mapping[str, int],
+    new: dict[str, int],
+    path: str,
+    declared_only: bool = False,
 ) -> None:
     if len(meta) > MAX_META_KEYS:
         raise InvalidArgument(path, f"has {len(meta)} keys; at most {MAX_META_KEYS}")
@@ -199,11 +293,17 @@ def check_metadata(
     for key, value in meta.items():
         fpath = f"{path}[{key}]"
         if not key or len(key.encode()) > MAX_KEY_BYTES:
-            raise InvalidArgument(fpath, f"keys are 1..{MAX_KEY_BYTES} bytes")
+            raise InvalidArgument(f"{path}[{quote(key)}]", f"keys are 1..{MAX_KEY_BYTES} bytes")
         kind = rec.kind_type(value)
         if kind is None:
             raise InvalidArgument(fpath, "has no value: set one kind")
         want = schema.get(key, new.get(key))
+        if want is None and declared_only:
+            raise InvalidArgument(
+                fpath,
+                f"{quote(key)} is not a metadata field of this collection (its metadata_schema "
+                "is DECLARED): declare it with AddMetadataFields first, or fix the key",
+            )
         if want is None:
             new[key] = kind
         elif want != kind and not (want == rec.DOUBLE and kind == rec.INT):

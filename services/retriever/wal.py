@@ -20,7 +20,12 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from facesearch_server.runtime.errors import ResourceExhausted, ServiceError, Unavailable
+from facesearch_server.runtime.errors import (
+    FailedPrecondition,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
 
 _HEADER = struct.Struct("<IIQB")
 OP_UPSERT = 1
@@ -50,10 +55,17 @@ def make_dirs(path: Path) -> None:
 
 def disk_error(what: str, exc: OSError, outcome: str = "nothing was stored") -> ServiceError:
     """The status a refused disk write maps to: full disk or quota -> RESOURCE_EXHAUSTED (free
-    space), anything else -> UNAVAILABLE (retry, or move the shard)."""
+    space); a directory that is read-only or gone -> FAILED_PRECONDITION (a retry cannot help
+    until an operator fixes it); anything else -> UNAVAILABLE (retry, or move the shard)."""
     why = f"the disk refused {what}: {exc.strerror or exc}; {outcome}"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ResourceExhausted(f"{why}. Free disk space, then retry")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
+        where = f" (at {exc.filename})" if exc.filename else ""
+        return FailedPrecondition(
+            f"{why}. The data directory is not writable{where}: check that it exists, its "
+            "permissions, and that its disk is mounted read-write"
+        )
     return Unavailable(f"{why}. Retry")
 
 

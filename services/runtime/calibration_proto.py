@@ -4,6 +4,7 @@ embedder reports it and a collection stores it) and runtime.open_set's form."""
 from __future__ import annotations
 
 import json
+import math
 
 from facesearch_contract.v1 import calibration_pb2 as cpb
 from facesearch_server.runtime.errors import InvalidArgument
@@ -15,6 +16,7 @@ def calibration_to_proto(cal: ScoreCalibration) -> cpb.ScoreCalibration:
     return cpb.ScoreCalibration(
         model_id=cal.model_id,
         source_json=json.dumps(cal.source, sort_keys=True),
+        fmr_safety_factor=cal.fmr_safety_factor,
         bands=[
             cpb.QualityBand(
                 low=b.low,
@@ -80,4 +82,7 @@ def calibration_from_proto(
             )
         )
     source = json.loads(cal.source_json) if cal.source_json else {}
-    return ScoreCalibration(cal.model_id, tuple(bands), source)
+    factor = cal.fmr_safety_factor or 1.0
+    if not (math.isfinite(factor) and factor >= 1.0):
+        raise InvalidArgument(f"{path}.fmr_safety_factor", f"is {factor}; it must be >= 1")
+    return ScoreCalibration(cal.model_id, tuple(bands), source, factor)

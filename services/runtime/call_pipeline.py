@@ -1,5 +1,11 @@
-"""What happens around every RPC handler, in one place: authentication, error mapping and
-metrics. A grpc.aio server interceptor wraps each method handler with it.
+"""What happens around every RPC handler, in one place: authentication, request parsing,
+error mapping and metrics. A grpc.aio server interceptor wraps each method handler with it.
+
+Requests are parsed here, inside the handler, rather than by grpc: grpc answers a request its
+deserializer refuses with UNKNOWN and the Python exception's name, while bytes that are not a
+valid message (invalid UTF-8 in a string, nesting past the parser's limit) are the caller's
+error: INVALID_ARGUMENT naming the message type. Parsing after authentication also means an
+unauthenticated caller learns nothing about what the server expects.
 """
 
 from __future__ import annotations
@@ -8,7 +14,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -73,6 +79,38 @@ class _Call:
         )
 
 
+Deserializer = Callable[[bytes], Any]
+
+
+def _parser(deserializer: Deserializer | None) -> Deserializer:
+    """``deserializer`` with its failures as INVALID_ARGUMENT; identity when there is none."""
+    if deserializer is None:
+        return lambda raw: raw
+    cls = getattr(deserializer, "__self__", None)  # the message class of ``X.FromString``
+    descriptor = getattr(cls, "DESCRIPTOR", None)
+    name = getattr(descriptor, "full_name", "") or "request message"
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:
+            # Only the caller's bytes reach the parser, so any failure is theirs; the parser's
+            # own words name no field, and its exception class is not the caller's business.
+            raise errors.InvalidArgument(
+                "request",
+                f"is not a valid {name}: the bytes do not parse (invalid UTF-8 in a string "
+                "field, nesting past the parser's depth limit, or a truncated or corrupt "
+                "encoding); send messages built by protobuf stubs of the published contract",
+            ) from exc
+
+    return parse
+
+
+async def _parsed(raw: AsyncIterable[bytes], parse: Deserializer) -> AsyncIterator[Any]:
+    async for item in raw:
+        yield parse(item)
+
+
 class CallPipeline(grpc.aio.ServerInterceptor):
     def __init__(self, service: str, authenticator: Authenticator) -> None:
         self.service = service
@@ -87,26 +125,30 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = details.method
+        parse = _parser(handler.request_deserializer)
+        streamed_request = handler.request_streaming
+
+        def request_of(raw: Any) -> Any:
+            """The parsed request, or for a streamed one an iterator that parses each."""
+            return _parsed(raw, parse) if streamed_request else parse(raw)
 
         def unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def wrapped(raw: Any, context: grpc.aio.ServicerContext) -> Any:
                 with _Call(self, method, context) as call:
                     try:
                         call.authenticate()
-                        return await behavior(request, context)
+                        return await behavior(request_of(raw), context)
                     except BaseException as exc:
                         await call.fail(exc)
 
             return wrapped
 
         def stream_response(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
-            async def wrapped(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
+            async def wrapped(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 with _Call(self, method, context) as call:
                     try:
                         call.authenticate()
-                        answer = behavior(request, context)
+                        answer = behavior(request_of(raw), context)
                         if inspect.isasyncgen(answer):
                             async for item in answer:
                                 yield item
@@ -121,8 +163,9 @@ class CallPipeline(grpc.aio.ServerInterceptor):
 
             return wrapped
 
+        # No deserializer: grpc hands over the raw bytes and ``request_of`` parses them.
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": None,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:

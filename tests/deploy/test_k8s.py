@@ -71,6 +71,11 @@ def test_every_facesearch_workload_is_probed_limited_scaled_and_protected() -> N
         port = container["ports"][0]["containerPort"]
         assert container["readinessProbe"]["grpc"]["port"] == port, name
         assert container["livenessProbe"]["grpc"]["port"] == port, name
+        # Readiness follows the dependencies (health name "readiness"); liveness and start-up
+        # are the process's own health (""), so a dependency's outage never restarts a pod.
+        assert container["readinessProbe"]["grpc"]["service"] == "readiness", name
+        for probe in ("livenessProbe", "startupProbe"):
+            assert container[probe]["grpc"].get("service", "") == "", (name, probe)
         assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
         assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
         assert workload["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"]
@@ -80,6 +85,8 @@ def test_shards_own_volumes_and_router_lists_every_shard() -> None:
     docs = render("base")
     shards = by_kind(docs, "StatefulSet")["retriever-shard"]
     assert shards["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    # A shard that is not ready (its disk refuses writes) still answers the router's searches.
+    assert by_kind(docs, "Service")["retriever-shard"]["spec"]["publishNotReadyAddresses"]
     env = {
         e["name"]: e.get("value")
         for e in _containers(by_kind(docs, "Deployment")["retriever"])[0]["env"]

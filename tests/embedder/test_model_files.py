@@ -58,6 +58,9 @@ def test_triton_repository_matches_the_model_files(model_dir: Path, tmp_path: Pa
         "minilm-l6-v2/config.pbtxt",
         "minilm-l6-v2/card.json",
         "minilm-l6-v2/1/model.onnx",
+        "celeba-attr-sface-v1/config.pbtxt",
+        "celeba-attr-sface-v1/card.json",
+        "celeba-attr-sface-v1/1/model.onnx",
     }
     for spec in mf.ENCODERS.values():
         config = (tmp_path / spec.model_id / "config.pbtxt").read_text()

@@ -166,7 +166,16 @@ def test_text_matches_sentence_transformers(model_dir: Path) -> None:
 
 def test_list_models_reports_ready_defaults(stub) -> None:
     models = {m.model_id: m for m in stub.ListModels(pb.ListModelsRequest(), timeout=10).models}
-    assert set(models) == {"yunet-2023mar", "sface-2021dec", "minilm-l6-v2"}
+    assert set(models) == {
+        "yunet-2023mar",
+        "sface-2021dec",
+        "minilm-l6-v2",
+        "celeba-attr-sface-v1",
+    }
+    attributes = models["celeba-attr-sface-v1"]
+    assert attributes.kind == pb.MODEL_KIND_FACE_ATTRIBUTES
+    assert list(attributes.attribute_names)[:3] == ["male", "young", "beard"]
+    assert attributes.dimension == 2 * len(attributes.attribute_names)
     assert models["sface-2021dec"].dimension == 128
     assert models["sface-2021dec"].kind == pb.MODEL_KIND_FACE_ENCODER
     assert models["minilm-l6-v2"].dimension == 384

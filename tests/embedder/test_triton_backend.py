@@ -22,6 +22,7 @@ import pytest
 
 from facesearch_contract.v1 import embedder_pb2 as pb
 from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
+from facesearch_server.embedder import model_files as mf
 from harness.service_process import ServiceProcess, free_port, start_service
 from tests.embedder.conftest import MODEL_DIR, REPO, embedder_env, package_photos
 
@@ -65,7 +66,7 @@ class PyTritonServer:
             if self.proc.poll() is not None:
                 raise AssertionError(f"pytriton exited: {self.log.read_text()[-3000:]}")
             try:
-                if all(client.is_model_ready(m) for m in ("sface-2021dec", "minilm-l6-v2")):
+                if all(client.is_model_ready(m) for m in mf.ENCODERS):
                     return
             except Exception:  # not listening yet
                 pass
@@ -139,8 +140,40 @@ def test_triton_and_local_backends_give_the_same_embeddings(stub, triton_stub) -
     assert (texts_t * texts_l).sum(1).min() >= 0.999
     models = triton_stub.ListModels(pb.ListModelsRequest(), timeout=10).models
     encoders = [m for m in models if m.kind != pb.MODEL_KIND_FACE_DETECTOR]
-    assert {m.model_id for m in encoders} == {"sface-2021dec", "minilm-l6-v2"}
+    assert {m.model_id for m in encoders} == {
+        "sface-2021dec",
+        "minilm-l6-v2",
+        "celeba-attr-sface-v1",
+    }
     assert all(m.backend == "triton" and m.ready for m in encoders)
+
+
+def test_triton_and_local_backends_give_the_same_attributes(stub, triton_stub) -> None:
+    """The attribute model (Face.attributes) and the description reader (EmbedText, role
+    DESCRIPTION) answer the same through Triton as in-process."""
+    request = pb.EmbedImagesRequest(
+        images=[pb.ImageInput(data=p.read_bytes()) for p in package_photos()[:6]]
+    )
+    local = stub.EmbedImages(request, timeout=60).results
+    remote = triton_stub.EmbedImages(request, timeout=60).results
+    for a, b in zip(local, remote, strict=True):
+        pa, pb_ = a.faces[0].attributes, b.faces[0].attributes
+        assert pa.model_id == pb_.model_id == "celeba-attr-sface-v1"
+        assert len(pa.probabilities) == 14
+        assert np.allclose(pa.probabilities, pb_.probabilities, atol=1e-4)
+        assert np.allclose(pa.vector.values, pb_.vector.values, atol=1e-3)
+    # Not a constant model: the six faces (men and women) do not all get the same answer.
+    male = [r.faces[0].attributes.probabilities[0] for r in local]
+    assert max(male) - min(male) > 0.3
+    described = pb.EmbedTextRequest(
+        texts=["an older man with glasses and no beard"], role=pb.TEXT_ROLE_DESCRIPTION
+    )
+    ev_l = stub.EmbedText(described, timeout=60).descriptions[0]
+    ev_t = triton_stub.EmbedText(described, timeout=60).descriptions[0]
+    assert [(e.name, e.present) for e in ev_l.evidence] == [
+        (e.name, e.present) for e in ev_t.evidence
+    ]
+    assert np.allclose(ev_l.query_vector.values, ev_t.query_vector.values)
 
 
 def test_unreachable_triton_is_unavailable_in_time_then_recovers(

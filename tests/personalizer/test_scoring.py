@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from facesearch_server.personalizer.answer_model import AnswerModel
 from facesearch_server.personalizer.exploration import farthest_points, random_directions
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.online_training import TrainingParams, train_round
@@ -24,7 +25,8 @@ def _gallery(n: int = 3000, d: int = 64, seed: int = 0) -> np.ndarray:
 def test_score_formula() -> None:
     g = _gallery(200)
     h = Head.identity("m", g.shape[1])
-    c = clusters(h, g[:3], g[3:10])
+    # Every label trusted (credibility off): the formula as FaIRCoP states it.
+    c = clusters(h, g[:3], g[3:10], params=ScoringParams(credibility_temperature=0.0))
     lam, beta, eta = 0.7, 0.4, 0.2
     s = rescore(h, g, c, ScoringParams(lam, 0.0, 0.0, 0.0))
     expect = g @ c.mu_pos - lam * (g @ c.mu_neg)
@@ -34,9 +36,10 @@ def test_score_formula() -> None:
     np.testing.assert_allclose(s, expect, atol=1e-5)
     # A rejected face and its near-duplicates rank below where the centroids alone put them.
     assert s[5] < (g[5] @ c.mu_pos - lam * g[5] @ c.mu_neg)
-    # The soft answer likelihood (PicHunter's user model) on top.
+    # The soft answer likelihood (PicHunter's user model; no floor for wrong answers) on top.
     gamma, tau = 0.02, 0.25
-    s2 = rescore(h, g, c, ScoringParams(lam, beta, eta, gamma, tau))
+    model = AnswerModel(threshold=tau, wrong_share=0.0)
+    s2 = rescore(h, g, c, ScoringParams(lam, beta, eta, gamma, model))
 
     def log_sig(a: np.ndarray) -> np.ndarray:
         return -np.log1p(np.exp(-a))

@@ -192,7 +192,9 @@ def test_a_session_finds_the_person_and_trains_the_head(stack) -> None:
     desc = s.DescribeUser(ppb.DescribeUserRequest(user_id=user), metadata=ALPHA, timeout=10)
     assert desc.active_sessions == 1
     assert len(desc.heads) == 1 and desc.heads[0].model_id == MODEL
-    assert desc.heads[0].version == st.head_version and desc.heads[0].rounds_trained == 5
+    # Every round stores the head; round 1's lone positive (the person's one face in a diverse
+    # round) is not corroborated yet, so it may not train it (answer_model.corroboration).
+    assert desc.heads[0].version == st.head_version and desc.heads[0].rounds_trained >= 4
     assert desc.heads[0].drift > 0 and desc.heads[0].updated.seconds > time.time() - 300
     found = st.candidates[0].id  # "found" may name any face of the current round
     done = s.SubmitFeedback(
@@ -497,13 +499,20 @@ def test_twenty_concurrent_sessions_of_one_user_lose_no_head_update(stack) -> No
 
     s = _stub(stack["p1"])
     user = f"crowd-{uuid.uuid4().hex[:6]}"
+    # Seeded by a face of person i, whose faces the user then marks: positives the seed
+    # corroborates, so every round trains the head.
     states = [
         s.StartSession(
-            ppb.StartSessionRequest(user_id=user, collection="faces", k=4),
+            ppb.StartSessionRequest(
+                user_id=user,
+                collection="faces",
+                k=4,
+                seed=ppb.SessionSeed(point_id=f"p{PER_CLUSTER * i}"),
+            ),
             metadata=ALPHA,
             timeout=30,
         ).state
-        for _ in range(20)
+        for i in range(20)
     ]
 
     def submit(st: ppb.SessionState) -> int:
@@ -688,10 +697,16 @@ def test_one_session_round_trains_the_head_once(stack) -> None:
 
     user = f"once-{uuid.uuid4().hex[:6]}"
     s = _stub(stack["p1"])
+    # Seeded by a face of the person whose faces the user marks: each round's positives are
+    # corroborated (by the seed), so each round trains the head.
     st = s.StartSession(
-        ppb.StartSessionRequest(user_id=user, collection="faces"), metadata=ALPHA, timeout=30
+        ppb.StartSessionRequest(
+            user_id=user, collection="faces", seed=ppb.SessionSeed(point_id="p0")
+        ),
+        metadata=ALPHA,
+        timeout=30,
     ).state
-    target = _label(st.candidates[0].id)
+    target = _label("p0")
 
     class HeldSource(GrpcCandidateSource):
         """The real retriever source; search() waits for both calls, or fails once."""

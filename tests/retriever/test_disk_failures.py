@@ -28,7 +28,7 @@ from facesearch_server.retriever.shard_factories import local_factory
 from facesearch_server.retriever.shard_router import CallBudget
 from facesearch_server.retriever.validation import check_create
 from facesearch_server.retriever.wal import OP_UPSERT, WriteAheadLog
-from facesearch_server.runtime.errors import ResourceExhausted, Unavailable
+from facesearch_server.runtime.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from tests.retriever.conftest import DIM, MODEL, point, unit
 
 SPEC = pb.VectorFieldSpec(name="face", dimension=DIM, model_id=MODEL)
@@ -147,26 +147,31 @@ def test_catalog_changes_nothing_in_memory_when_its_file_write_fails(tmp_path: P
         cat = Catalog(tmp_path, local_factory(tmp_path))
         await cat.load()
         b = CallBudget()
-        real_write = cat._write
+        store = cat.store
+        real = (store.write_file, store.remove_collection)
 
-        def full(*_doc: Any) -> None:
+        def full(*_args: Any) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
+
+        def disk_full(on: bool) -> None:
+            """Every catalog file write (and the removal that commits a drop) fails or not."""
+            store.write_file, store.remove_collection = (full, full) if on else real  # type: ignore[method-assign]
 
         spec = check_create(
             pb.CreateCollectionRequest(name="faces", shard_count=1, vector_fields=[SPEC]), None
         )
-        cat._write = full  # type: ignore[method-assign]
+        disk_full(True)
         with pytest.raises(ResourceExhausted):
             await cat.create("t", spec, b)
         assert "faces" not in cat.space("t").collections
         assert not list((tmp_path / "collections").iterdir())  # its shard files are removed
 
-        cat._write = real_write  # type: ignore[method-assign]
+        disk_full(False)
         coll = await cat.create("t", spec, b)
         x = unit(np.random.default_rng(1), 2)
         await coll.upsert(_upsert_req("faces", "a", x[0]), Limits(), b)
 
-        cat._write = full  # type: ignore[method-assign]
+        disk_full(True)
         # A new metadata field needs a catalog write first; the record is not stored without it.
         with pytest.raises(ResourceExhausted):
             await coll.upsert(_upsert_req("faces", "b", x[1], team="red"), Limits(), b)
@@ -179,7 +184,7 @@ def test_catalog_changes_nothing_in_memory_when_its_file_write_fails(tmp_path: P
             await cat.drop("t", "faces", False, b)
         assert cat.resolve("t", "faces") is coll
 
-        cat._write = real_write  # type: ignore[method-assign]
+        disk_full(False)
         await coll.upsert(_upsert_req("faces", "b", x[1], team="red"), Limits(), b)
         await cat.close()
 
@@ -189,5 +194,104 @@ def test_catalog_changes_nothing_in_memory_when_its_file_write_fails(tmp_path: P
         assert kept.schema["team"] == coll.schema["team"]
         assert sorted(p.id for p in await kept.shards.get(["a", "b"], False, b)) == ["a", "b"]
         await again.close()
+
+    asyncio.run(scenario())
+
+
+# ---- a data directory that is read-only (or gone): a permanent condition, not "retry" -------
+#
+# Tests may run as root, where chmod does not stop a write, so the refusal is injected at the
+# system call, as a read-only mount or a directory without write permission answers it.
+
+
+def refusing(name: str, real: Any, under: Path, code: int) -> Any:
+    """``os.<name>`` that fails with ``code`` for paths under ``under`` (creating or writing
+    there), and behaves as usual elsewhere and for reads."""
+
+    def fake(path: Any, *args: Any, **kw: Any) -> Any:
+        writes = name != "open" or (args and args[0] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        if writes and str(path).startswith(str(under)):
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, *args, **kw)
+
+    return fake
+
+
+async def _catalog_with_collection(data: Path) -> Catalog:
+    cat = Catalog(data, local_factory(data))
+    await cat.load()
+    spec = check_create(
+        pb.CreateCollectionRequest(name="faces", shard_count=1, vector_fields=[SPEC]), None
+    )
+    await cat.create("t", spec, CallBudget())
+    await cat.close()
+    again = Catalog(data, local_factory(data))  # a restart: no log file is open yet
+    await again.load()
+    return again
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_upsert_into_a_read_only_data_directory_is_failed_precondition(
+    tmp_path: Path, code: int
+) -> None:
+    async def scenario() -> None:
+        cat = await _catalog_with_collection(tmp_path)
+        coll = cat.resolve("t", "faces")
+        b = CallBudget()
+        x = unit(np.random.default_rng(2), 1)
+        with patched("open", refusing("open", os.open, tmp_path, code)):
+            with pytest.raises(FailedPrecondition) as err:
+                await coll.upsert(_upsert_req("faces", "a", x[0]), Limits(), b)
+        message = str(err.value)
+        assert "not writable" in message and str(tmp_path) in message, message
+        assert "Retry" not in message, message
+        assert not await coll.shards.get(["a"], False, b)
+        await coll.upsert(_upsert_req("faces", "a", x[0]), Limits(), b)  # writable again
+        await cat.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_create_in_a_read_only_data_directory_is_failed_precondition(
+    tmp_path: Path, code: int
+) -> None:
+    async def scenario() -> None:
+        cat = await _catalog_with_collection(tmp_path)
+        spec = check_create(
+            pb.CreateCollectionRequest(name="more", shard_count=2, vector_fields=[SPEC]), None
+        )
+        with patched("mkdir", refusing("mkdir", os.mkdir, tmp_path, code)):
+            with pytest.raises(FailedPrecondition) as err:
+                await cat.create("t", spec, CallBudget())
+        message = str(err.value)
+        assert "not writable" in message and "nothing was created" in message, message
+        assert "more" not in cat.space("t").collections
+        assert [d.name for d in (tmp_path / "collections").iterdir()] == [
+            cat.resolve("t", "faces").uid
+        ]
+        await cat.close()
+
+    asyncio.run(scenario())
+
+
+def test_schema_growth_on_a_read_only_catalog_is_failed_precondition(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cat = await _catalog_with_collection(tmp_path)
+        coll = cat.resolve("t", "faces")
+        b = CallBudget()
+        x = unit(np.random.default_rng(3), 1)
+
+        def read_only(path: Path, _doc: Any) -> None:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+        # The collection's catalog file cannot be replaced (its log could be written).
+        cat.store.write_file = read_only  # type: ignore[method-assign]
+        with pytest.raises(FailedPrecondition) as err:
+            await coll.upsert(_upsert_req("faces", "a", x[0], team="red"), Limits(), b)
+        assert "not writable" in str(err.value) and "collection.json" in str(err.value)
+        assert "team" not in coll.schema
+        assert not await coll.shards.get(["a"], False, b)
+        await cat.close()
 
     asyncio.run(scenario())

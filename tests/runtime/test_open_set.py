@@ -125,3 +125,38 @@ def test_calibration_round_trips_through_a_dict(tail: ImpostorTail) -> None:
     again = ScoreCalibration.from_dict(cal.to_dict())
     assert again == cal
     assert again.band(0.7).low == 0.5 and again.band(-1.0).low == 0.0
+
+
+def test_the_safety_factor_multiplies_every_fmr_the_calibration_gives(tail: ImpostorTail) -> None:
+    from facesearch_contract import calibration as contract
+    from facesearch_server.runtime.calibration_proto import (
+        calibration_from_proto,
+        calibration_to_proto,
+    )
+    from facesearch_server.runtime.errors import InvalidArgument
+
+    plain = ScoreCalibration("m", (band(tail),))
+    safe = ScoreCalibration("m", (band(tail),), fmr_safety_factor=4.0)
+    # A 4x safety factor: a promise of FMR f needs the score the bare curve gives f / 4.
+    for m in (1, 1_000):
+        assert safe.threshold(1e-3, 0.9, m) == pytest.approx(
+            plain.band(0.9).impostor.score_at_fmr(fmr_for_fpir(1e-3, m) / 4)
+        )
+        assert safe.threshold(1e-3, 0.9, m) > plain.threshold(1e-3, 0.9, m)
+    assert safe.fmr(0.4, 0.9) == pytest.approx(4 * plain.fmr(0.4, 0.9))
+    # The contract's reader (the SDK's 1:1 thresholds) applies it the same way.
+    proto = calibration_to_proto(safe)
+    assert proto.fmr_safety_factor == 4.0
+    assert contract.score_at_fmr(proto, 1e-4, 0.9) == pytest.approx(safe.threshold(1e-4, 0.9, 1))
+    back = calibration_from_proto(proto)  # float32 fields: equal to float32 precision
+    assert back.fmr_safety_factor == 4.0
+    assert back.threshold(1e-3, 0.9, 100) == pytest.approx(safe.threshold(1e-3, 0.9, 100), abs=1e-5)
+    assert ScoreCalibration.from_dict(safe.to_dict()) == safe
+    proto.fmr_safety_factor = 0.0  # unset: no factor
+    assert calibration_from_proto(proto).fmr_safety_factor == 1.0
+    for bad in (0.5, math.nan, math.inf):
+        proto.fmr_safety_factor = bad
+        with pytest.raises(InvalidArgument, match="fmr_safety_factor"):
+            calibration_from_proto(proto)
+    with pytest.raises(ValueError, match="at least 1"):
+        ScoreCalibration.from_dict({**safe.to_dict(), "fmr_safety_factor": 0.9})

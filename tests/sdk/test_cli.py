@@ -59,8 +59,12 @@ def test_serve_and_index_arguments() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["search"], ["search", "x.jpg", "--text", "t"], ["search", "--description", "d"]],
-    ids=["nothing", "image-and-text", "description-alone"],
+    [
+        ["search"],
+        ["search", "x.jpg", "--text", "t"],
+        ["search", "--description", "d", "--text", "t"],
+    ],
+    ids=["nothing", "image-and-text", "description-and-text"],
 )
 def test_search_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
     assert run(*argv)[0] == 2
@@ -188,6 +192,11 @@ def test_index_search_and_session_commands(suite: dict[str, ServiceProcess], gal
     assert code == 0 and sorted(p["person_id"] for p in json.loads(out)) == sorted(GALLERY)
     code, out = run("clusters", "list", "-c", "cli-gallery", *conn)
     assert code == 0 and "unlabelled face(s)" in out.splitlines()[-1], out
+    code, out = run("clusters", "list", "-c", "cli-gallery", "--recluster", "--json", *conn)
+    listed = json.loads(out)
+    assert code == 0 and int(listed.get("new_faces", 0)) == int(listed.get("unlabelled_faces", 0))
+    code, out = run("clusters", "merge", "c-none", "c-nothing", "-c", "cli-gallery", *conn)
+    assert code == 1  # clusters that are not current: refused, nothing merged
     code, out = run("collections", "list", *conn)
     assert code == 0 and "cli-gallery" in out
     code, out = run("collections", "drop", "cli-gallery", *conn)

@@ -62,6 +62,14 @@ def test_enrol_identify_and_forget(api: Any, gallery: Path, tmp_path: Path) -> N
         "Aaron_Peirsol", "Angela_Merkel", "Abdullah_Gul", "Andre_Agassi"
     }  # fmt: skip
     peirsol = next(c for c, f in zip(clusters, folders, strict=True) if f == {"Aaron_Peirsol"})
+    gul = next(c for c, f in zip(clusters, folders, strict=True) if f == {"Abdullah_Gul"})
+    # A user's merge and split: the first id is kept, and a split gives the faces a new id.
+    merged = api.merge_clusters(collection, [peirsol.cluster_id, gul.cluster_id])
+    assert merged.cluster_id == peirsol.cluster_id
+    assert sorted(merged.face_ids) == sorted([*peirsol.face_ids, *gul.face_ids])
+    parted = api.split_cluster(collection, peirsol.cluster_id, list(gul.face_ids))
+    assert sorted(parted.kept.face_ids) == sorted(peirsol.face_ids)
+    assert parted.split.cluster_id not in (peirsol.cluster_id, gul.cluster_id)
     named = api.name_cluster(collection, peirsol.cluster_id, "aaron-peirsol")
     assert named.labelled_faces == len(peirsol.face_ids) and 1 <= len(named.reference_ids) <= 3
     assert (
@@ -88,6 +96,11 @@ def test_enrol_identify_and_forget(api: Any, gallery: Path, tmp_path: Path) -> N
     assert [f.box for f in searched] == [f.box for f in faces]  # every face, largest first
     assert all(len(f.hits) == 3 for f in searched)
     (largest,) = api.search_image_faces(collection, pair, k=5, face=0, by_person=True)
+    # One face by number: the same hits as that face's list among all faces.
+    second = api.search_by_image(collection, pair, k=3, face=1)
+    assert [h.id for h in second] == [h.id for h in searched[1].hits]
+    with pytest.raises(FacesearchError, match="has faces 0"):
+        api.search_by_image(collection, pair, k=3, face=len(searched))
     assert largest.box == faces[0].box
     right = [f for f in faces if f.box[0] >= width]
     assert [(f.decision, f.person_id) for f in right] == [("match", "angela-merkel")]

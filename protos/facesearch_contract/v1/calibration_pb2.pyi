@@ -41,11 +41,13 @@ class QualityBand(_message.Message):
     def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ..., impostor: _Optional[_Union[ImpostorTail, _Mapping]] = ..., genuine_percentiles: _Optional[_Iterable[float]] = ..., genuine_pairs: _Optional[int] = ..., probes: _Optional[int] = ...) -> None: ...
 
 class ScoreCalibration(_message.Message):
-    __slots__ = ("model_id", "bands", "source_json")
+    __slots__ = ("model_id", "bands", "source_json", "fmr_safety_factor")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     BANDS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    FMR_SAFETY_FACTOR_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     bands: _containers.RepeatedCompositeFieldContainer[QualityBand]
     source_json: str
-    def __init__(self, model_id: _Optional[str] = ..., bands: _Optional[_Iterable[_Union[QualityBand, _Mapping]]] = ..., source_json: _Optional[str] = ...) -> None: ...
+    fmr_safety_factor: float
+    def __init__(self, model_id: _Optional[str] = ..., bands: _Optional[_Iterable[_Union[QualityBand, _Mapping]]] = ..., source_json: _Optional[str] = ..., fmr_safety_factor: _Optional[float] = ...) -> None: ...

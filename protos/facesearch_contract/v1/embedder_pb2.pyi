@@ -24,6 +24,7 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_FACE_ENCODER: _ClassVar[ModelKind]
     MODEL_KIND_TEXT_ENCODER: _ClassVar[ModelKind]
     MODEL_KIND_IMAGE_TEXT_ENCODER: _ClassVar[ModelKind]
+    MODEL_KIND_FACE_ATTRIBUTES: _ClassVar[ModelKind]
 TEXT_ROLE_UNSPECIFIED: TextRole
 TEXT_ROLE_QUERY: TextRole
 TEXT_ROLE_CAPTION: TextRole
@@ -33,6 +34,7 @@ MODEL_KIND_FACE_DETECTOR: ModelKind
 MODEL_KIND_FACE_ENCODER: ModelKind
 MODEL_KIND_TEXT_ENCODER: ModelKind
 MODEL_KIND_IMAGE_TEXT_ENCODER: ModelKind
+MODEL_KIND_FACE_ATTRIBUTES: ModelKind
 
 class ImageInput(_message.Message):
     __slots__ = ("data", "media_id")
@@ -65,7 +67,7 @@ class FaceQuality(_message.Message):
     def __init__(self, score: _Optional[float] = ..., face_size: _Optional[float] = ..., sharpness: _Optional[float] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("box", "landmarks", "detection_score", "quality", "embedding", "model_id", "aligned_crop")
+    __slots__ = ("box", "landmarks", "detection_score", "quality", "embedding", "model_id", "aligned_crop", "attributes")
     BOX_FIELD_NUMBER: _ClassVar[int]
     LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     DETECTION_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +75,7 @@ class Face(_message.Message):
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ALIGNED_CROP_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     box: _common_pb2.BoundingBox
     landmarks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Point2D]
     detection_score: float
@@ -80,7 +83,18 @@ class Face(_message.Message):
     embedding: _common_pb2.Vector
     model_id: str
     aligned_crop: bytes
-    def __init__(self, box: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[_common_pb2.Point2D, _Mapping]]] = ..., detection_score: _Optional[float] = ..., quality: _Optional[_Union[FaceQuality, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., model_id: _Optional[str] = ..., aligned_crop: _Optional[bytes] = ...) -> None: ...
+    attributes: FaceAttributes
+    def __init__(self, box: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[_common_pb2.Point2D, _Mapping]]] = ..., detection_score: _Optional[float] = ..., quality: _Optional[_Union[FaceQuality, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., model_id: _Optional[str] = ..., aligned_crop: _Optional[bytes] = ..., attributes: _Optional[_Union[FaceAttributes, _Mapping]] = ...) -> None: ...
+
+class FaceAttributes(_message.Message):
+    __slots__ = ("model_id", "probabilities", "vector")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    vector: _common_pb2.Vector
+    def __init__(self, model_id: _Optional[str] = ..., probabilities: _Optional[_Iterable[float]] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class ImageResult(_message.Message):
     __slots__ = ("media_id", "faces", "width", "height", "error_code", "error_message", "index")
@@ -149,12 +163,36 @@ class EmbedTextRequest(_message.Message):
     def __init__(self, texts: _Optional[_Iterable[str]] = ..., role: _Optional[_Union[TextRole, str]] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class EmbedTextResponse(_message.Message):
-    __slots__ = ("embeddings", "model_id")
+    __slots__ = ("embeddings", "model_id", "descriptions")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vector]
     model_id: str
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., model_id: _Optional[str] = ...) -> None: ...
+    descriptions: _containers.RepeatedCompositeFieldContainer[DescriptionEvidence]
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., model_id: _Optional[str] = ..., descriptions: _Optional[_Iterable[_Union[DescriptionEvidence, _Mapping]]] = ...) -> None: ...
+
+class AttributeEvidence(_message.Message):
+    __slots__ = ("name", "present", "confidence", "phrase")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PHRASE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    present: bool
+    confidence: float
+    phrase: str
+    def __init__(self, name: _Optional[str] = ..., present: _Optional[bool] = ..., confidence: _Optional[float] = ..., phrase: _Optional[str] = ...) -> None: ...
+
+class DescriptionEvidence(_message.Message):
+    __slots__ = ("evidence", "attribute_model_id", "query_vector")
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    evidence: _containers.RepeatedCompositeFieldContainer[AttributeEvidence]
+    attribute_model_id: str
+    query_vector: _common_pb2.Vector
+    def __init__(self, evidence: _Optional[_Iterable[_Union[AttributeEvidence, _Mapping]]] = ..., attribute_model_id: _Optional[str] = ..., query_vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class EmbedStreamRequest(_message.Message):
     __slots__ = ("image", "options", "model_id")
@@ -167,7 +205,7 @@ class EmbedStreamRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[ImageInput, _Mapping]] = ..., options: _Optional[_Union[DetectionOptions, _Mapping]] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "kind", "dimension", "backend", "ready", "is_default", "max_batch", "calibration", "card_json")
+    __slots__ = ("model_id", "kind", "dimension", "backend", "ready", "is_default", "max_batch", "calibration", "card_json", "attribute_names")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +215,7 @@ class ModelInfo(_message.Message):
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     CARD_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_NAMES_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     kind: ModelKind
     dimension: int
@@ -186,7 +225,8 @@ class ModelInfo(_message.Message):
     max_batch: int
     calibration: _calibration_pb2.ScoreCalibration
     card_json: str
-    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., backend: _Optional[str] = ..., ready: _Optional[bool] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., calibration: _Optional[_Union[_calibration_pb2.ScoreCalibration, _Mapping]] = ..., card_json: _Optional[str] = ...) -> None: ...
+    attribute_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., backend: _Optional[str] = ..., ready: _Optional[bool] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., calibration: _Optional[_Union[_calibration_pb2.ScoreCalibration, _Mapping]] = ..., card_json: _Optional[str] = ..., attribute_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

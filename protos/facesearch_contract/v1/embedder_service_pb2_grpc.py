@@ -67,7 +67,10 @@ class EmbedderServicer:
     def EmbedImages(self, request, context):
         """Detect, align and embed every face in a batch of images.
         INVALID_ARGUMENT: empty batch, or the only image is undecodable / too large / a
-        decompression bomb. RESOURCE_EXHAUSTED: batch over the maximum.
+        decompression bomb. RESOURCE_EXHAUSTED: batch over the maximum; the pixels the images
+        declare over the server's max_request_pixels (split the request, or send smaller
+        images; checked before decoding); or the server busy with max_inflight_pixels for
+        longer than pixel_queue_timeout_s or 90 % of the deadline (retry with backoff).
         UNAVAILABLE: the inference server cannot be reached within its timeout (retry later).
         DEADLINE_EXCEEDED / CANCELLED: as the caller set.
         """
@@ -83,7 +86,8 @@ class EmbedderServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EmbedText(self, request, context):
-        """Embed texts (queries, captions, descriptions).
+        """Embed texts (queries, captions, descriptions). With role TEXT_ROLE_DESCRIPTION the reply
+        also carries what each text says about a face's attributes (EmbedTextResponse.descriptions).
         INVALID_ARGUMENT: empty batch, empty text, text over the token limit, unknown model_id.
         RESOURCE_EXHAUSTED: batch over the maximum. UNAVAILABLE: as EmbedImages.
         """
@@ -95,7 +99,8 @@ class EmbedderServicer:
         """Bulk indexing: stream images in, results stream out in order, one per image. Flow control
         is gRPC's: the server reads the next image only when a result has room, so a fast client
         is slowed, not buffered without bound. A bad image yields a result with error_code set
-        and the stream goes on.
+        and the stream goes on. Each image is admitted to the pixel budget on its own: one that
+        finds no room ends the stream with RESOURCE_EXHAUSTED after the results already sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -27,7 +27,7 @@ from facesearch_contract.v1 import limits_pb2 as facesearch_dot_v1_dot_limits__p
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n facesearch/v1/personalizer.proto\x12\rfacesearch.v1\x1a\x1a\x66\x61\x63\x65search/v1/common.proto\x1a\x1a\x66\x61\x63\x65search/v1/limits.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0bSessionSeed\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12,\n\x0b\x66\x61\x63\x65_vector\x18\x02 \x01(\x0b\x32\x15.facesearch.v1.VectorH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x13\n\tperson_id\x18\x04 \x01(\tH\x00\x12\x12\n\x08point_id\x18\x05 \x01(\tH\x00\x12\x10\n\x08model_id\x18\x06 \x01(\tB\x06\n\x04seed\"\xbc\x01\n\x13StartSessionRequest\x12\x18\n\x07user_id\x18\x01 \x01(\tB\x07\xb2\xa2\x19\x03\x10\x80\x02\x12\x12\n\ncollection\x18\x02 \x01(\t\x12(\n\x04seed\x18\x03 \x01(\x0b\x32\x1a.facesearch.v1.SessionSeed\x12\x13\n\x01k\x18\x04 \x01(\rB\x08\xb2\xa2\x19\x04\x18\x01 @\x12%\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x15.facesearch.v1.Filter\x12\x11\n\tephemeral\x18\x06 \x01(\x08\"\xc4\x01\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x38\n\x08metadata\x18\x03 \x03(\x0b\x32&.facesearch.v1.Candidate.MetadataEntry\x12\x13\n\x0b\x65xploratory\x18\x04 \x01(\x08\x1aM\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValue:\x02\x38\x01\"\xc6\x01\n\x0cSessionState\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12,\n\ncandidates\x18\x03 \x03(\x0b\x32\x18.facesearch.v1.Candidate\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\x12\x10\n\x08\x66ound_id\x18\x05 \x01(\t\x12\x14\n\x0chead_version\x18\x06 \x01(\x04\x12+\n\x07\x65xpires\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x14StartSessionResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.facesearch.v1.SessionState\"C\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x05label\x18\x02 \x01(\x0e\x32\x1c.facesearch.v1.FeedbackLabel\"t\n\x15SubmitFeedbackRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x32\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x03(\x0b\x32\x17.facesearch.v1.FeedbackB\x07\xb2\xa2\x19\x03\x08\x80\x02\x12\x13\n\x01k\x18\x03 \x01(\rB\x08\xb2\xa2\x19\x04\x18\x01 @\"D\n\x16SubmitFeedbackResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.facesearch.v1.SessionState\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"x\n\x12GetSessionResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.facesearch.v1.SessionState\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x11\n\tshown_ids\x18\x04 \x03(\t\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"$\n\x12\x45ndSessionResponse\x12\x0e\n\x06rounds\x18\x01 \x01(\r\">\n\x10ResetUserRequest\x12\x18\n\x07user_id\x18\x01 \x01(\tB\x07\xb2\xa2\x19\x03\x10\x80\x02\x12\x10\n\x08model_id\x18\x02 \x01(\t\"*\n\x11ResetUserResponse\x12\x15\n\rheads_deleted\x18\x01 \x01(\r\"/\n\x13\x44\x65scribeUserRequest\x12\x18\n\x07user_id\x18\x01 \x01(\tB\x07\xb2\xa2\x19\x03\x10\x80\x02\"\x81\x01\n\x08HeadInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x16\n\x0erounds_trained\x18\x03 \x01(\x04\x12+\n\x07updated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x64rift\x18\x05 \x01(\x02\"h\n\x14\x44\x65scribeUserResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x05heads\x18\x02 \x03(\x0b\x32\x17.facesearch.v1.HeadInfo\x12\x17\n\x0f\x61\x63tive_sessions\x18\x03 \x01(\r*\x84\x01\n\rFeedbackLabel\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_LABEL_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x45\x45\x44\x42\x41\x43K_LABEL_SIMILAR\x10\x01\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_LABEL_DISSIMILAR\x10\x02\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_LABEL_FOUND\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n facesearch/v1/personalizer.proto\x12\rfacesearch.v1\x1a\x1a\x66\x61\x63\x65search/v1/common.proto\x1a\x1a\x66\x61\x63\x65search/v1/limits.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0bSessionSeed\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12,\n\x0b\x66\x61\x63\x65_vector\x18\x02 \x01(\x0b\x32\x15.facesearch.v1.VectorH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x13\n\tperson_id\x18\x04 \x01(\tH\x00\x12\x12\n\x08point_id\x18\x05 \x01(\tH\x00\x12\x10\n\x08model_id\x18\x06 \x01(\tB\x06\n\x04seed\"\xbc\x01\n\x13StartSessionRequest\x12\x18\n\x07user_id\x18\x01 \x01(\tB\x07\xb2\xa2\x19\x03\x10\x80\x02\x12\x12\n\ncollection\x18\x02 \x01(\t\x12(\n\x04seed\x18\x03 \x01(\x0b\x32\x1a.facesearch.v1.SessionSeed\x12\x13\n\x01k\x18\x04 \x01(\rB\x08\xb2\xa2\x19\x04\x18\x01 @\x12%\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x15.facesearch.v1.Filter\x12\x11\n\tephemeral\x18\x06 \x01(\x08\"\xc4\x01\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x38\n\x08metadata\x18\x03 \x03(\x0b\x32&.facesearch.v1.Candidate.MetadataEntry\x12\x13\n\x0b\x65xploratory\x18\x04 \x01(\x08\x1aM\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.facesearch.v1.MetadataValue:\x02\x38\x01\"\xdf\x01\n\x0cSessionState\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12,\n\ncandidates\x18\x03 \x03(\x0b\x32\x18.facesearch.v1.Candidate\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\x12\x10\n\x08\x66ound_id\x18\x05 \x01(\t\x12\x14\n\x0chead_version\x18\x06 \x01(\x04\x12+\n\x07\x65xpires\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fundoable_rounds\x18\x08 \x01(\r\"B\n\x14StartSessionResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.facesearch.v1.SessionState\"C\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x05label\x18\x02 \x01(\x0e\x32\x1c.facesearch.v1.FeedbackLabel\"t\n\x15SubmitFeedbackRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x32\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x03(\x0b\x32\x17.facesearch.v1.FeedbackB\x07\xb2\xa2\x19\x03\x08\x80\x02\x12\x13\n\x01k\x18\x03 \x01(\rB\x08\xb2\xa2\x19\x04\x18\x01 @\"D\n\x16SubmitFeedbackResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.facesearch.v1.SessionState\"8\n\x13UndoFeedbackRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\"B\n\x14UndoFeedbackResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.facesearch.v1.SessionState\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"x\n\x12GetSessionResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.facesearch.v1.SessionState\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x11\n\tshown_ids\x18\x04 \x03(\t\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"$\n\x12\x45ndSessionResponse\x12\x0e\n\x06rounds\x18\x01 \x01(\r\">\n\x10ResetUserRequest\x12\x18\n\x07user_id\x18\x01 \x01(\tB\x07\xb2\xa2\x19\x03\x10\x80\x02\x12\x10\n\x08model_id\x18\x02 \x01(\t\"*\n\x11ResetUserResponse\x12\x15\n\rheads_deleted\x18\x01 \x01(\r\"/\n\x13\x44\x65scribeUserRequest\x12\x18\n\x07user_id\x18\x01 \x01(\tB\x07\xb2\xa2\x19\x03\x10\x80\x02\"\x81\x01\n\x08HeadInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x16\n\x0erounds_trained\x18\x03 \x01(\x04\x12+\n\x07updated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x64rift\x18\x05 \x01(\x02\"h\n\x14\x44\x65scribeUserResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x05heads\x18\x02 \x03(\x0b\x32\x17.facesearch.v1.HeadInfo\x12\x17\n\x0f\x61\x63tive_sessions\x18\x03 \x01(\r*\xdb\x01\n\rFeedbackLabel\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_LABEL_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x45\x45\x44\x42\x41\x43K_LABEL_SIMILAR\x10\x01\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_LABEL_DISSIMILAR\x10\x02\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_LABEL_FOUND\x10\x03\x12)\n%FEEDBACK_LABEL_NOT_PERSON_BUT_SIMILAR\x10\x04\x12*\n&FEEDBACK_LABEL_NOT_PERSON_NOTHING_LIKE\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,8 +48,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESETUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\262\242\031\003\020\200\002'
   _globals['_DESCRIBEUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
   _globals['_DESCRIBEUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\262\242\031\003\020\200\002'
-  _globals['_FEEDBACKLABEL']._serialized_start=1856
-  _globals['_FEEDBACKLABEL']._serialized_end=1988
+  _globals['_FEEDBACKLABEL']._serialized_start=2007
+  _globals['_FEEDBACKLABEL']._serialized_end=2226
   _globals['_SESSIONSEED']._serialized_start=141
   _globals['_SESSIONSEED']._serialized_end=300
   _globals['_STARTSESSIONREQUEST']._serialized_start=303
@@ -59,31 +59,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANDIDATE_METADATAENTRY']._serialized_start=613
   _globals['_CANDIDATE_METADATAENTRY']._serialized_end=690
   _globals['_SESSIONSTATE']._serialized_start=693
-  _globals['_SESSIONSTATE']._serialized_end=891
-  _globals['_STARTSESSIONRESPONSE']._serialized_start=893
-  _globals['_STARTSESSIONRESPONSE']._serialized_end=959
-  _globals['_FEEDBACK']._serialized_start=961
-  _globals['_FEEDBACK']._serialized_end=1028
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=1030
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1146
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1148
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1216
-  _globals['_GETSESSIONREQUEST']._serialized_start=1218
-  _globals['_GETSESSIONREQUEST']._serialized_end=1257
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1259
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1379
-  _globals['_ENDSESSIONREQUEST']._serialized_start=1381
-  _globals['_ENDSESSIONREQUEST']._serialized_end=1420
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=1422
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=1458
-  _globals['_RESETUSERREQUEST']._serialized_start=1460
-  _globals['_RESETUSERREQUEST']._serialized_end=1522
-  _globals['_RESETUSERRESPONSE']._serialized_start=1524
-  _globals['_RESETUSERRESPONSE']._serialized_end=1566
-  _globals['_DESCRIBEUSERREQUEST']._serialized_start=1568
-  _globals['_DESCRIBEUSERREQUEST']._serialized_end=1615
-  _globals['_HEADINFO']._serialized_start=1618
-  _globals['_HEADINFO']._serialized_end=1747
-  _globals['_DESCRIBEUSERRESPONSE']._serialized_start=1749
-  _globals['_DESCRIBEUSERRESPONSE']._serialized_end=1853
+  _globals['_SESSIONSTATE']._serialized_end=916
+  _globals['_STARTSESSIONRESPONSE']._serialized_start=918
+  _globals['_STARTSESSIONRESPONSE']._serialized_end=984
+  _globals['_FEEDBACK']._serialized_start=986
+  _globals['_FEEDBACK']._serialized_end=1053
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=1055
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1171
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1173
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1241
+  _globals['_UNDOFEEDBACKREQUEST']._serialized_start=1243
+  _globals['_UNDOFEEDBACKREQUEST']._serialized_end=1299
+  _globals['_UNDOFEEDBACKRESPONSE']._serialized_start=1301
+  _globals['_UNDOFEEDBACKRESPONSE']._serialized_end=1367
+  _globals['_GETSESSIONREQUEST']._serialized_start=1369
+  _globals['_GETSESSIONREQUEST']._serialized_end=1408
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1410
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1530
+  _globals['_ENDSESSIONREQUEST']._serialized_start=1532
+  _globals['_ENDSESSIONREQUEST']._serialized_end=1571
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=1573
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=1609
+  _globals['_RESETUSERREQUEST']._serialized_start=1611
+  _globals['_RESETUSERREQUEST']._serialized_end=1673
+  _globals['_RESETUSERRESPONSE']._serialized_start=1675
+  _globals['_RESETUSERRESPONSE']._serialized_end=1717
+  _globals['_DESCRIBEUSERREQUEST']._serialized_start=1719
+  _globals['_DESCRIBEUSERREQUEST']._serialized_end=1766
+  _globals['_HEADINFO']._serialized_start=1769
+  _globals['_HEADINFO']._serialized_end=1898
+  _globals['_DESCRIBEUSERRESPONSE']._serialized_start=1900
+  _globals['_DESCRIBEUSERRESPONSE']._serialized_end=2004
 # @@protoc_insertion_point(module_scope)

@@ -18,10 +18,14 @@ class FeedbackLabel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEEDBACK_LABEL_SIMILAR: _ClassVar[FeedbackLabel]
     FEEDBACK_LABEL_DISSIMILAR: _ClassVar[FeedbackLabel]
     FEEDBACK_LABEL_FOUND: _ClassVar[FeedbackLabel]
+    FEEDBACK_LABEL_NOT_PERSON_BUT_SIMILAR: _ClassVar[FeedbackLabel]
+    FEEDBACK_LABEL_NOT_PERSON_NOTHING_LIKE: _ClassVar[FeedbackLabel]
 FEEDBACK_LABEL_UNSPECIFIED: FeedbackLabel
 FEEDBACK_LABEL_SIMILAR: FeedbackLabel
 FEEDBACK_LABEL_DISSIMILAR: FeedbackLabel
 FEEDBACK_LABEL_FOUND: FeedbackLabel
+FEEDBACK_LABEL_NOT_PERSON_BUT_SIMILAR: FeedbackLabel
+FEEDBACK_LABEL_NOT_PERSON_NOTHING_LIKE: FeedbackLabel
 
 class SessionSeed(_message.Message):
     __slots__ = ("image", "face_vector", "text", "person_id", "point_id", "model_id")
@@ -75,7 +79,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, _common_pb2.MetadataValue]] = ..., exploratory: _Optional[bool] = ...) -> None: ...
 
 class SessionState(_message.Message):
-    __slots__ = ("session_id", "round", "candidates", "finished", "found_id", "head_version", "expires")
+    __slots__ = ("session_id", "round", "candidates", "finished", "found_id", "head_version", "expires", "undoable_rounds")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +87,7 @@ class SessionState(_message.Message):
     FOUND_ID_FIELD_NUMBER: _ClassVar[int]
     HEAD_VERSION_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    UNDOABLE_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
@@ -90,7 +95,8 @@ class SessionState(_message.Message):
     found_id: str
     head_version: int
     expires: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., finished: _Optional[bool] = ..., found_id: _Optional[str] = ..., head_version: _Optional[int] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    undoable_rounds: int
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., finished: _Optional[bool] = ..., found_id: _Optional[str] = ..., head_version: _Optional[int] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., undoable_rounds: _Optional[int] = ...) -> None: ...
 
 class StartSessionResponse(_message.Message):
     __slots__ = ("state",)
@@ -117,6 +123,20 @@ class SubmitFeedbackRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., feedback: _Optional[_Iterable[_Union[Feedback, _Mapping]]] = ..., k: _Optional[int] = ...) -> None: ...
 
 class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: SessionState
+    def __init__(self, state: _Optional[_Union[SessionState, _Mapping]] = ...) -> None: ...
+
+class UndoFeedbackRequest(_message.Message):
+    __slots__ = ("session_id", "round")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    round: int
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+
+class UndoFeedbackResponse(_message.Message):
     __slots__ = ("state",)
     STATE_FIELD_NUMBER: _ClassVar[int]
     state: SessionState

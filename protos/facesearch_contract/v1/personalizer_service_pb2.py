@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from facesearch_contract.v1 import personalizer_pb2 as facesearch_dot_v1_dot_personalizer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(facesearch/v1/personalizer_service.proto\x12\rfacesearch.v1\x1a facesearch/v1/personalizer.proto2\xa4\x04\n\x0cPersonalizer\x12W\n\x0cStartSession\x12\".facesearch.v1.StartSessionRequest\x1a#.facesearch.v1.StartSessionResponse\x12]\n\x0eSubmitFeedback\x12$.facesearch.v1.SubmitFeedbackRequest\x1a%.facesearch.v1.SubmitFeedbackResponse\x12V\n\nGetSession\x12 .facesearch.v1.GetSessionRequest\x1a!.facesearch.v1.GetSessionResponse\"\x03\x90\x02\x02\x12Q\n\nEndSession\x12 .facesearch.v1.EndSessionRequest\x1a!.facesearch.v1.EndSessionResponse\x12S\n\tResetUser\x12\x1f.facesearch.v1.ResetUserRequest\x1a .facesearch.v1.ResetUserResponse\"\x03\x90\x02\x02\x12\\\n\x0c\x44\x65scribeUser\x12\".facesearch.v1.DescribeUserRequest\x1a#.facesearch.v1.DescribeUserResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(facesearch/v1/personalizer_service.proto\x12\rfacesearch.v1\x1a facesearch/v1/personalizer.proto2\xfd\x04\n\x0cPersonalizer\x12W\n\x0cStartSession\x12\".facesearch.v1.StartSessionRequest\x1a#.facesearch.v1.StartSessionResponse\x12]\n\x0eSubmitFeedback\x12$.facesearch.v1.SubmitFeedbackRequest\x1a%.facesearch.v1.SubmitFeedbackResponse\x12W\n\x0cUndoFeedback\x12\".facesearch.v1.UndoFeedbackRequest\x1a#.facesearch.v1.UndoFeedbackResponse\x12V\n\nGetSession\x12 .facesearch.v1.GetSessionRequest\x1a!.facesearch.v1.GetSessionResponse\"\x03\x90\x02\x02\x12Q\n\nEndSession\x12 .facesearch.v1.EndSessionRequest\x1a!.facesearch.v1.EndSessionResponse\x12S\n\tResetUser\x12\x1f.facesearch.v1.ResetUserRequest\x1a .facesearch.v1.ResetUserResponse\"\x03\x90\x02\x02\x12\\\n\x0c\x44\x65scribeUser\x12\".facesearch.v1.DescribeUserRequest\x1a#.facesearch.v1.DescribeUserResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,5 +39,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PERSONALIZER'].methods_by_name['DescribeUser']._loaded_options = None
   _globals['_PERSONALIZER'].methods_by_name['DescribeUser']._serialized_options = b'\220\002\001'
   _globals['_PERSONALIZER']._serialized_start=94
-  _globals['_PERSONALIZER']._serialized_end=642
+  _globals['_PERSONALIZER']._serialized_end=731
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class PersonalizerStub:
                 request_serializer=facesearch_dot_v1_dot_personalizer__pb2.SubmitFeedbackRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_personalizer__pb2.SubmitFeedbackResponse.FromString,
                 _registered_method=True)
+        self.UndoFeedback = channel.unary_unary(
+                '/facesearch.v1.Personalizer/UndoFeedback',
+                request_serializer=facesearch_dot_v1_dot_personalizer__pb2.UndoFeedbackRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_personalizer__pb2.UndoFeedbackResponse.FromString,
+                _registered_method=True)
         self.GetSession = channel.unary_unary(
                 '/facesearch.v1.Personalizer/GetSession',
                 request_serializer=facesearch_dot_v1_dot_personalizer__pb2.GetSessionRequest.SerializeToString,
@@ -82,7 +87,24 @@ class PersonalizerServicer:
     def SubmitFeedback(self, request, context):
         """Label shown faces; the head is updated (atomically, never losing a concurrent update) and
         the next round returned. NOT_FOUND: unknown or expired session. INVALID_ARGUMENT: empty
-        feedback, an id not shown in this session, an unspecified label.
+        feedback, an id not shown in this session, an unspecified or unknown label (the five of
+        FeedbackLabel are accepted). FAILED_PRECONDITION: the session is finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndoFeedback(self, request, context):
+        """Take back the latest answered round (a wrong click, a FOUND included): the session returns
+        exactly to its state before that SubmitFeedback (round, shown faces, labels, candidates),
+        and the user's stored head to its weights and rounds trained before that round (its
+        version still moves forward: versions only grow). Up to undo_depth (default 4) rounds, one
+        call each. INVALID_ARGUMENT: empty session_id, round 0. NOT_FOUND: unknown or expired
+        session. FAILED_PRECONDITION: round is not the session's current round (e.g. a retry of an
+        Undo that succeeded), no answered round is left to undo (or it is older than undo_depth),
+        or another session of the user updated the head since that round (the head cannot be
+        restored exactly; nothing is changed: end this session or answer on). ABORTED: another
+        call changed the session at the same time; fetch it with GetSession and retry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +151,11 @@ def add_PersonalizerServicer_to_server(servicer, server):
                     servicer.SubmitFeedback,
                     request_deserializer=facesearch_dot_v1_dot_personalizer__pb2.SubmitFeedbackRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_personalizer__pb2.SubmitFeedbackResponse.SerializeToString,
+            ),
+            'UndoFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndoFeedback,
+                    request_deserializer=facesearch_dot_v1_dot_personalizer__pb2.UndoFeedbackRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_personalizer__pb2.UndoFeedbackResponse.SerializeToString,
             ),
             'GetSession': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSession,
@@ -205,6 +232,33 @@ class Personalizer:
             '/facesearch.v1.Personalizer/SubmitFeedback',
             facesearch_dot_v1_dot_personalizer__pb2.SubmitFeedbackRequest.SerializeToString,
             facesearch_dot_v1_dot_personalizer__pb2.SubmitFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndoFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.Personalizer/UndoFeedback',
+            facesearch_dot_v1_dot_personalizer__pb2.UndoFeedbackRequest.SerializeToString,
+            facesearch_dot_v1_dot_personalizer__pb2.UndoFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

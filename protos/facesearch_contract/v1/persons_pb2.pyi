@@ -351,21 +351,61 @@ class FaceCluster(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ..., face_ids: _Optional[_Iterable[str]] = ..., representative_id: _Optional[str] = ...) -> None: ...
 
 class ListClustersRequest(_message.Message):
-    __slots__ = ("collection", "min_size", "max_clusters")
+    __slots__ = ("collection", "min_size", "max_clusters", "recluster")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    RECLUSTER_FIELD_NUMBER: _ClassVar[int]
     collection: str
     min_size: int
     max_clusters: int
-    def __init__(self, collection: _Optional[str] = ..., min_size: _Optional[int] = ..., max_clusters: _Optional[int] = ...) -> None: ...
+    recluster: bool
+    def __init__(self, collection: _Optional[str] = ..., min_size: _Optional[int] = ..., max_clusters: _Optional[int] = ..., recluster: _Optional[bool] = ...) -> None: ...
 
 class ListClustersResponse(_message.Message):
-    __slots__ = ("clusters", "unlabelled_faces", "truncated")
+    __slots__ = ("clusters", "unlabelled_faces", "truncated", "new_faces", "departed_faces", "total_clusters")
     CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     UNLABELLED_FACES_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    NEW_FACES_FIELD_NUMBER: _ClassVar[int]
+    DEPARTED_FACES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     clusters: _containers.RepeatedCompositeFieldContainer[FaceCluster]
     unlabelled_faces: int
     truncated: bool
-    def __init__(self, clusters: _Optional[_Iterable[_Union[FaceCluster, _Mapping]]] = ..., unlabelled_faces: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    new_faces: int
+    departed_faces: int
+    total_clusters: int
+    def __init__(self, clusters: _Optional[_Iterable[_Union[FaceCluster, _Mapping]]] = ..., unlabelled_faces: _Optional[int] = ..., truncated: _Optional[bool] = ..., new_faces: _Optional[int] = ..., departed_faces: _Optional[int] = ..., total_clusters: _Optional[int] = ...) -> None: ...
+
+class MergeClustersRequest(_message.Message):
+    __slots__ = ("collection", "cluster_ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    cluster_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., cluster_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MergeClustersResponse(_message.Message):
+    __slots__ = ("cluster",)
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    cluster: FaceCluster
+    def __init__(self, cluster: _Optional[_Union[FaceCluster, _Mapping]] = ...) -> None: ...
+
+class SplitClusterRequest(_message.Message):
+    __slots__ = ("collection", "cluster_id", "face_ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FACE_IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    cluster_id: str
+    face_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., cluster_id: _Optional[str] = ..., face_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SplitClusterResponse(_message.Message):
+    __slots__ = ("kept", "split")
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    kept: FaceCluster
+    split: FaceCluster
+    def __init__(self, kept: _Optional[_Union[FaceCluster, _Mapping]] = ..., split: _Optional[_Union[FaceCluster, _Mapping]] = ...) -> None: ...

@@ -94,6 +94,16 @@ class PersonsStub:
                 request_serializer=facesearch_dot_v1_dot_persons__pb2.ListClustersRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_persons__pb2.ListClustersResponse.FromString,
                 _registered_method=True)
+        self.MergeClusters = channel.unary_unary(
+                '/facesearch.v1.Persons/MergeClusters',
+                request_serializer=facesearch_dot_v1_dot_persons__pb2.MergeClustersRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_persons__pb2.MergeClustersResponse.FromString,
+                _registered_method=True)
+        self.SplitCluster = channel.unary_unary(
+                '/facesearch.v1.Persons/SplitCluster',
+                request_serializer=facesearch_dot_v1_dot_persons__pb2.SplitClusterRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_persons__pb2.SplitClusterResponse.FromString,
+                _registered_method=True)
         self.Identify = channel.unary_unary(
                 '/facesearch.v1.Persons/Identify',
                 request_serializer=facesearch_dot_v1_dot_persons__pb2.IdentifyRequest.SerializeToString,
@@ -193,9 +203,30 @@ class PersonsServicer:
     def ListClusters(self, request, context):
         """Group the collection's unlabelled faces into candidate persons: average-linkage
         clustering cut at the face model's 1:1 threshold for FMR 1e-4 (bench/identify: BCubed F
-        0.99 on LFW). Computed on request over at most 10,000 unlabelled faces. Name a cluster by
-        LabelFaces + EnrollPerson (the SDK's name_cluster). FAILED_PRECONDITION: identification
-        is not configured (the threshold comes from its calibration).
+        0.99 on LFW). The clusters are kept: each call places only the faces that arrived since
+        the last one (and drops the faces that were labelled or deleted), so cluster ids stay
+        while their faces change; recluster=true groups everything again. At most 100,000
+        unlabelled faces. Name a cluster by LabelFaces + EnrollPerson (the SDK's name_cluster).
+        FAILED_PRECONDITION: identification is not configured (the threshold comes from its
+        calibration). INVALID_ARGUMENT: min_size or max_clusters out of range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MergeClusters(self, request, context):
+        """Join clusters a person recognises as one. NOT_FOUND: a cluster id that is not current
+        (list again). INVALID_ARGUMENT: fewer than two ids, or one id twice.
+        FAILED_PRECONDITION: identification is not configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SplitCluster(self, request, context):
+        """Move some faces of a cluster into a new cluster. NOT_FOUND: unknown cluster id.
+        INVALID_ARGUMENT: no faces, a face not in that cluster, or every face of it.
+        FAILED_PRECONDITION: identification is not configured.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -273,6 +304,16 @@ def add_PersonsServicer_to_server(servicer, server):
                     servicer.ListClusters,
                     request_deserializer=facesearch_dot_v1_dot_persons__pb2.ListClustersRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_persons__pb2.ListClustersResponse.SerializeToString,
+            ),
+            'MergeClusters': grpc.unary_unary_rpc_method_handler(
+                    servicer.MergeClusters,
+                    request_deserializer=facesearch_dot_v1_dot_persons__pb2.MergeClustersRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_persons__pb2.MergeClustersResponse.SerializeToString,
+            ),
+            'SplitCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.SplitCluster,
+                    request_deserializer=facesearch_dot_v1_dot_persons__pb2.SplitClusterRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_persons__pb2.SplitClusterResponse.SerializeToString,
             ),
             'Identify': grpc.unary_unary_rpc_method_handler(
                     servicer.Identify,
@@ -604,6 +645,60 @@ class Persons:
             '/facesearch.v1.Persons/ListClusters',
             facesearch_dot_v1_dot_persons__pb2.ListClustersRequest.SerializeToString,
             facesearch_dot_v1_dot_persons__pb2.ListClustersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MergeClusters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.Persons/MergeClusters',
+            facesearch_dot_v1_dot_persons__pb2.MergeClustersRequest.SerializeToString,
+            facesearch_dot_v1_dot_persons__pb2.MergeClustersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SplitCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.Persons/SplitCluster',
+            facesearch_dot_v1_dot_persons__pb2.SplitClusterRequest.SerializeToString,
+            facesearch_dot_v1_dot_persons__pb2.SplitClusterResponse.FromString,
             options,
             channel_credentials,
             insecure,

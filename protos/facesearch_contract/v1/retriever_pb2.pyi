@@ -25,6 +25,12 @@ class IndexKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_KIND_IVF_PQ: _ClassVar[IndexKind]
     INDEX_KIND_HNSW: _ClassVar[IndexKind]
 
+class TuningObjective(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TUNING_OBJECTIVE_UNSPECIFIED: _ClassVar[TuningObjective]
+    TUNING_OBJECTIVE_RECALL_AT_K: _ClassVar[TuningObjective]
+    TUNING_OBJECTIVE_ABOVE_THRESHOLD: _ClassVar[TuningObjective]
+
 class FieldType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FIELD_TYPE_UNSPECIFIED: _ClassVar[FieldType]
@@ -34,6 +40,12 @@ class FieldType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FIELD_TYPE_BOOL: _ClassVar[FieldType]
     FIELD_TYPE_TIME: _ClassVar[FieldType]
     FIELD_TYPE_STRING_LIST: _ClassVar[FieldType]
+
+class MetadataSchemaMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METADATA_SCHEMA_MODE_UNSPECIFIED: _ClassVar[MetadataSchemaMode]
+    METADATA_SCHEMA_MODE_AUTO: _ClassVar[MetadataSchemaMode]
+    METADATA_SCHEMA_MODE_DECLARED: _ClassVar[MetadataSchemaMode]
 
 class BuildState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -60,6 +72,9 @@ INDEX_KIND_UNSPECIFIED: IndexKind
 INDEX_KIND_FLAT: IndexKind
 INDEX_KIND_IVF_PQ: IndexKind
 INDEX_KIND_HNSW: IndexKind
+TUNING_OBJECTIVE_UNSPECIFIED: TuningObjective
+TUNING_OBJECTIVE_RECALL_AT_K: TuningObjective
+TUNING_OBJECTIVE_ABOVE_THRESHOLD: TuningObjective
 FIELD_TYPE_UNSPECIFIED: FieldType
 FIELD_TYPE_STRING: FieldType
 FIELD_TYPE_INT: FieldType
@@ -67,6 +82,9 @@ FIELD_TYPE_DOUBLE: FieldType
 FIELD_TYPE_BOOL: FieldType
 FIELD_TYPE_TIME: FieldType
 FIELD_TYPE_STRING_LIST: FieldType
+METADATA_SCHEMA_MODE_UNSPECIFIED: MetadataSchemaMode
+METADATA_SCHEMA_MODE_AUTO: MetadataSchemaMode
+METADATA_SCHEMA_MODE_DECLARED: MetadataSchemaMode
 BUILD_STATE_UNSPECIFIED: BuildState
 BUILD_STATE_EXACT: BuildState
 BUILD_STATE_BUILDING: BuildState
@@ -79,7 +97,7 @@ FUSION_WEIGHTED_SUM: Fusion
 FUSION_RRF: Fusion
 
 class IndexParams(_message.Message):
-    __slots__ = ("kind", "nlist", "pq_m", "nprobe", "hnsw_m", "ef_construction", "ef_search", "train_threshold", "target_recall")
+    __slots__ = ("kind", "nlist", "pq_m", "nprobe", "hnsw_m", "ef_construction", "ef_search", "train_threshold", "target_recall", "tuning_objective", "min_score")
     KIND_FIELD_NUMBER: _ClassVar[int]
     NLIST_FIELD_NUMBER: _ClassVar[int]
     PQ_M_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +107,8 @@ class IndexParams(_message.Message):
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
     TRAIN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TARGET_RECALL_FIELD_NUMBER: _ClassVar[int]
+    TUNING_OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     kind: IndexKind
     nlist: int
     pq_m: int
@@ -98,7 +118,9 @@ class IndexParams(_message.Message):
     ef_search: int
     train_threshold: int
     target_recall: float
-    def __init__(self, kind: _Optional[_Union[IndexKind, str]] = ..., nlist: _Optional[int] = ..., pq_m: _Optional[int] = ..., nprobe: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., train_threshold: _Optional[int] = ..., target_recall: _Optional[float] = ...) -> None: ...
+    tuning_objective: TuningObjective
+    min_score: float
+    def __init__(self, kind: _Optional[_Union[IndexKind, str]] = ..., nlist: _Optional[int] = ..., pq_m: _Optional[int] = ..., nprobe: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., train_threshold: _Optional[int] = ..., target_recall: _Optional[float] = ..., tuning_objective: _Optional[_Union[TuningObjective, str]] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class VectorFieldSpec(_message.Message):
     __slots__ = ("name", "dimension", "metric", "model_id", "index")
@@ -123,21 +145,25 @@ class MetadataFieldSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "vector_fields", "shard_count", "metadata_fields", "description")
+    __slots__ = ("name", "vector_fields", "shard_count", "metadata_fields", "description", "metadata_schema", "max_metadata_fields")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELDS_FIELD_NUMBER: _ClassVar[int]
     SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    METADATA_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    MAX_METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     vector_fields: _containers.RepeatedCompositeFieldContainer[VectorFieldSpec]
     shard_count: int
     metadata_fields: _containers.RepeatedCompositeFieldContainer[MetadataFieldSpec]
     description: str
-    def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
+    metadata_schema: MetadataSchemaMode
+    max_metadata_fields: int
+    def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ..., metadata_schema: _Optional[_Union[MetadataSchemaMode, str]] = ..., max_metadata_fields: _Optional[int] = ...) -> None: ...
 
 class VectorFieldStats(_message.Message):
-    __slots__ = ("name", "build_state", "build_progress", "effective_index", "tombstones", "index_bytes", "measured_recall", "vectors")
+    __slots__ = ("name", "build_state", "build_progress", "effective_index", "tombstones", "index_bytes", "measured_recall", "vectors", "indexed_vectors", "pending_purge", "measured_above_threshold_recall")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUILD_STATE_FIELD_NUMBER: _ClassVar[int]
     BUILD_PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +172,9 @@ class VectorFieldStats(_message.Message):
     INDEX_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEASURED_RECALL_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_PURGE_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_ABOVE_THRESHOLD_RECALL_FIELD_NUMBER: _ClassVar[int]
     name: str
     build_state: BuildState
     build_progress: float
@@ -154,7 +183,10 @@ class VectorFieldStats(_message.Message):
     index_bytes: int
     measured_recall: float
     vectors: int
-    def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ..., measured_recall: _Optional[float] = ..., vectors: _Optional[int] = ...) -> None: ...
+    indexed_vectors: int
+    pending_purge: int
+    measured_above_threshold_recall: float
+    def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ..., measured_recall: _Optional[float] = ..., vectors: _Optional[int] = ..., indexed_vectors: _Optional[int] = ..., pending_purge: _Optional[int] = ..., measured_above_threshold_recall: _Optional[float] = ...) -> None: ...
 
 class ShardStats(_message.Message):
     __slots__ = ("shard", "points", "location", "available", "wal_entries", "last_snapshot")
@@ -173,7 +205,7 @@ class ShardStats(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., points: _Optional[int] = ..., location: _Optional[str] = ..., available: _Optional[bool] = ..., wal_entries: _Optional[int] = ..., last_snapshot: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "vector_fields", "shard_count", "metadata_fields", "description", "aliases", "points", "field_stats", "shards", "created", "uid")
+    __slots__ = ("name", "vector_fields", "shard_count", "metadata_fields", "description", "aliases", "points", "field_stats", "shards", "created", "uid", "metadata_schema", "max_metadata_fields")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELDS_FIELD_NUMBER: _ClassVar[int]
     SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +217,8 @@ class CollectionInfo(_message.Message):
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    MAX_METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     vector_fields: _containers.RepeatedCompositeFieldContainer[VectorFieldSpec]
     shard_count: int
@@ -196,13 +230,31 @@ class CollectionInfo(_message.Message):
     shards: _containers.RepeatedCompositeFieldContainer[ShardStats]
     created: _timestamp_pb2.Timestamp
     uid: str
-    def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., points: _Optional[int] = ..., field_stats: _Optional[_Iterable[_Union[VectorFieldStats, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uid: _Optional[str] = ...) -> None: ...
+    metadata_schema: MetadataSchemaMode
+    max_metadata_fields: int
+    def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., points: _Optional[int] = ..., field_stats: _Optional[_Iterable[_Union[VectorFieldStats, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uid: _Optional[str] = ..., metadata_schema: _Optional[_Union[MetadataSchemaMode, str]] = ..., max_metadata_fields: _Optional[int] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection",)
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     collection: CollectionInfo
     def __init__(self, collection: _Optional[_Union[CollectionInfo, _Mapping]] = ...) -> None: ...
+
+class AddMetadataFieldsRequest(_message.Message):
+    __slots__ = ("collection", "fields")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    fields: _containers.RepeatedCompositeFieldContainer[MetadataFieldSpec]
+    def __init__(self, collection: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ...) -> None: ...
+
+class AddMetadataFieldsResponse(_message.Message):
+    __slots__ = ("metadata_fields", "added")
+    METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    metadata_fields: _containers.RepeatedCompositeFieldContainer[MetadataFieldSpec]
+    added: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., added: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
     __slots__ = ("page",)

@@ -54,6 +54,11 @@ class RetrieverStub:
                 request_serializer=facesearch_dot_v1_dot_retriever__pb2.DropCollectionRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_retriever__pb2.DropCollectionResponse.FromString,
                 _registered_method=True)
+        self.AddMetadataFields = channel.unary_unary(
+                '/facesearch.v1.Retriever/AddMetadataFields',
+                request_serializer=facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsResponse.FromString,
+                _registered_method=True)
         self.SetAlias = channel.unary_unary(
                 '/facesearch.v1.Retriever/SetAlias',
                 request_serializer=facesearch_dot_v1_dot_retriever__pb2.SetAliasRequest.SerializeToString,
@@ -111,7 +116,10 @@ class RetrieverServicer:
 
     def CreateCollection(self, request, context):
         """Create a collection. INVALID_ARGUMENT: bad name, no vector field, bad dimension or index
-        parameters. ALREADY_EXISTS: the name is taken in this tenant.
+        parameters, more declared metadata fields than max_metadata_fields. ALREADY_EXISTS: the
+        name is taken in this tenant. FAILED_PRECONDITION: the server's data directory is not
+        writable (an operator must fix its permissions or mount). RESOURCE_EXHAUSTED: its disk is
+        full. UNAVAILABLE: another disk error, or a shard server is down; retry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,6 +141,17 @@ class RetrieverServicer:
 
     def DropCollection(self, request, context):
         """Drop a collection and its files. NOT_FOUND; FAILED_PRECONDITION when aliased (see force).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddMetadataFields(self, request, context):
+        """Declare metadata fields of an existing collection: how a DECLARED schema grows (an AUTO
+        one may declare ahead too). All or nothing. INVALID_ARGUMENT: a bad name or type, a name
+        given two types, or a field the schema has with another type. FAILED_PRECONDITION: the
+        schema would pass the collection's max_metadata_fields. NOT_FOUND: unknown collection.
+        RESOURCE_EXHAUSTED: more fields in one request than AddMetadataFieldsRequest.fields allows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,7 +181,10 @@ class RetrieverServicer:
     def Upsert(self, request, context):
         """Insert or replace points; acknowledged after the write-ahead log is durable.
         INVALID_ARGUMENT: wrong dimension, model id mismatch, NaN/Inf, duplicate ids, metadata of
-        the wrong type. RESOURCE_EXHAUSTED: batch too large. NOT_FOUND: unknown collection.
+        the wrong type, an undeclared metadata key in a DECLARED collection. FAILED_PRECONDITION:
+        new metadata keys would take an AUTO schema past max_metadata_fields, or the server's data
+        directory is not writable. RESOURCE_EXHAUSTED: batch too large, or the disk is full.
+        NOT_FOUND: unknown collection. A refused upsert stores nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,6 +258,11 @@ def add_RetrieverServicer_to_server(servicer, server):
                     servicer.DropCollection,
                     request_deserializer=facesearch_dot_v1_dot_retriever__pb2.DropCollectionRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_retriever__pb2.DropCollectionResponse.SerializeToString,
+            ),
+            'AddMetadataFields': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMetadataFields,
+                    request_deserializer=facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsResponse.SerializeToString,
             ),
             'SetAlias': grpc.unary_unary_rpc_method_handler(
                     servicer.SetAlias,
@@ -396,6 +423,33 @@ class Retriever:
             '/facesearch.v1.Retriever/DropCollection',
             facesearch_dot_v1_dot_retriever__pb2.DropCollectionRequest.SerializeToString,
             facesearch_dot_v1_dot_retriever__pb2.DropCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMetadataFields(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.Retriever/AddMetadataFields',
+            facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsRequest.SerializeToString,
+            facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,7 @@ class LocalRuntime:
         # decodes images and serves gRPC on the same few cores, that steals their CPU.
         self.spinning = spinning
         self.sessions: dict[str, ort.InferenceSession] = {}
+        self.specs: dict[str, mf.EncoderSpec] = dict(mf.ENCODERS)
         # onnxruntime already spreads one batch over the cores; running several batches at once
         # on a small machine only makes them contend, so the default is one at a time.
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ort")
@@ -60,7 +61,9 @@ class LocalRuntime:
         opts.log_severity_level = 3
         if not self.spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        for spec in mf.ENCODERS.values():
+        # Fine-tuned face encoders in the model dir (embedder/training) are served too.
+        self.specs = mf.served_encoders(self.model_dir)
+        for spec in self.specs.values():
             self.sessions[spec.model_id] = ort.InferenceSession(
                 str(mf.encoder_path(spec, self.model_dir)), opts, providers=["CPUExecutionProvider"]
             )
@@ -72,7 +75,7 @@ class LocalRuntime:
         session = self.sessions.get(model_id)
         if session is None:
             raise InvalidArgument("model_id", f"{model_id!r} is not served here")
-        spec = mf.ENCODERS[model_id]
+        spec = self.specs[model_id]
         return session.run([spec.output.name], inputs)[0]
 
     async def _run(self, model_id: str, inputs: dict[str, np.ndarray]) -> np.ndarray:

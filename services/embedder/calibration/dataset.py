@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facesearch_server.embedder.calibration import label_errors
 from facesearch_server.embedder.calibration.degradations import CONDITIONS, Degradation
 from facesearch_server.embedder.face_quality import face_quality
 from facesearch_server.embedder.pipeline import DetectionSettings, FacePipeline
@@ -24,7 +25,8 @@ _DETECT = DetectionSettings(min_face_size=8, score_threshold=0.5)
 @dataclass
 class EmbeddedSet:
     """Row i: image ``paths[i]`` of ``identities[i]``; per condition an embedding (NaN when no
-    face was found), the face's quality score, size and detection score."""
+    face was found), the face's quality score, size and detection score. Loading corrects the
+    labelled set's known errors (``label_errors``)."""
 
     paths: np.ndarray
     identities: np.ndarray
@@ -49,7 +51,7 @@ class EmbeddedSet:
         names = [k.split(":", 1)[1] for k in z.files if k.startswith("emb:")]
         return cls(
             paths=z["paths"],
-            identities=z["identities"],
+            identities=label_errors.corrected(z["paths"], z["identities"]),
             embeddings={n: z[f"emb:{n}"] for n in names},
             quality={n: z[f"q:{n}"] for n in names},
             face_size={n: z[f"size:{n}"] for n in names},

@@ -9,6 +9,7 @@ probe against the other photos of its identity (never its own source photo).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import stats
 
+from facesearch_server.embedder.calibration import safety_factor
 from facesearch_server.embedder.calibration.dataset import EmbeddedSet
 from facesearch_server.runtime.open_set import ImpostorTail, QualityBand, ScoreCalibration
 
@@ -86,6 +88,28 @@ def fit_tail(hist: np.ndarray, edges: np.ndarray, kept: np.ndarray, pairs: int) 
 
 
 def fit_calibration(
+    data: EmbeddedSet,
+    identities: set[str],
+    model_id: str,
+    band_edges: Sequence[float] = DEFAULT_BAND_EDGES,
+    conditions: Sequence[str] | None = None,
+) -> ScoreCalibration:
+    """The bands fitted on every identity given, and the FMR safety factor learned by
+    cross-validation over halves of them (safety_factor.py)."""
+    conditions = list(conditions or data.conditions)
+    cal = fit_bands(data, identities, model_id, band_edges, conditions)
+    factor, seen = safety_factor.cross_validated_factor(
+        data,
+        identities,
+        lambda half: fit_bands(data, half, model_id, band_edges, conditions),
+        conditions,
+    )
+    return dataclasses.replace(
+        cal, fmr_safety_factor=factor, source={**cal.source, "fmr_safety_cv": seen}
+    )
+
+
+def fit_bands(
     data: EmbeddedSet,
     identities: set[str],
     model_id: str,

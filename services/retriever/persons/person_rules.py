@@ -21,6 +21,9 @@ MAX_PROBES = max_items(pb.IdentifyRequest, "faces")
 _, MAX_CANDIDATES = value_range(pb.IdentifyRequest, "max_candidates")
 _, MAX_PAGE = value_range(pb.ListPersonsRequest, "page_size")
 _, MAX_CLUSTER_LIST = value_range(pb.ListClustersRequest, "max_clusters")
+MAX_MERGED_CLUSTERS = max_items(pb.MergeClustersRequest, "cluster_ids")
+CLUSTER_ID_BYTES = max_bytes(pb.MergeClustersRequest, "cluster_ids")
+MAX_SPLIT_FACES = max_items(pb.SplitClusterRequest, "face_ids")
 ATTRIBUTE_KEY_BYTES, ATTRIBUTE_VALUE_BYTES = 64, 1024
 DEFAULT_CANDIDATES = 3
 DEFAULT_PAGE = 100
@@ -101,3 +104,14 @@ def points_to_proto(points: OperatingPoints) -> pb.OperatingPoints:
         possible_fpir=points.possible_fpir,
         min_match_quality=points.min_match_quality,
     )
+
+
+def check_cluster_ids(values: list[str], field: str) -> list[str]:
+    batch_size(values, field, MAX_MERGED_CLUSTERS)
+    for i, v in enumerate(values):
+        require(v, f"{field}[{i}]")
+        if len(v.encode()) > CLUSTER_ID_BYTES:
+            raise InvalidArgument(
+                f"{field}[{i}]", f"is {len(v.encode())} bytes; at most {CLUSTER_ID_BYTES}"
+            )
+    return values

@@ -22,8 +22,9 @@ from facesearch_contract.v1 import persons_service_pb2_grpc as pb_grpc
 from facesearch_contract.v1 import retriever_pb2 as rpb
 from facesearch_server.retriever.catalog import Catalog
 from facesearch_server.retriever.collection import Collection, person_filter
-from facesearch_server.retriever.persons import face_clusters
+from facesearch_server.retriever.persons import cluster_book, face_clusters
 from facesearch_server.retriever.persons import person_rules as rules
+from facesearch_server.retriever.persons.cluster_store import ClusterStore
 from facesearch_server.retriever.persons.person_store import PersonRecord, PersonStore
 from facesearch_server.retriever.persons.reference_index import ReferenceIndex
 from facesearch_server.retriever.shard_router import CallBudget, ShardSearch, timestamp
@@ -36,6 +37,7 @@ from facesearch_server.runtime.errors import (
     NotFound,
 )
 from facesearch_server.runtime.open_set import Decision, OperatingPoints, ScoreCalibration
+from facesearch_server.runtime.validation import batch_size
 
 SETTINGS_KEY = "identification"
 STORE_FILE = "persons.sqlite3"
@@ -43,8 +45,9 @@ STORE_FILE = "persons.sqlite3"
 MAX_PERSON_FACES = 1_000_000
 # Unlabelled faces searched per reference when forgetting the faces that match a person.
 UNLABELLED_PER_REFERENCE = 1_000
-# Unlabelled faces one ListClusters groups (their distance matrix: 0.8 GB in float64).
-MAX_CLUSTERED_FACES = 10_000
+# Unlabelled faces kept in clusters (each listing reads their vectors: 51 MB of 128-d SFace).
+MAX_CLUSTERED_FACES = 100_000
+CLUSTER_FILE = "clusters.sqlite3"
 _DECISIONS = {
     Decision.MATCH: pb.DECISION_MATCH,
     Decision.POSSIBLE: pb.DECISION_POSSIBLE,
@@ -58,6 +61,7 @@ class PersonsServicer(pb_grpc.PersonsServicer):
         self._stores: dict[str, PersonStore] = {}
         self._indexes: dict[str, tuple[int, ReferenceIndex]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._cluster_stores: dict[str, ClusterStore] = {}
 
     # ---- plumbing ------------------------------------------------------------------------
     @staticmethod
@@ -83,6 +87,9 @@ class PersonsServicer(pb_grpc.PersonsServicer):
         for store in self._stores.values():
             store.close()
         self._stores.clear()
+        for clusters in self._cluster_stores.values():
+            clusters.close()
+        self._cluster_stores.clear()
 
     def _settings(self, store: PersonStore) -> pb.IdentificationSettings:
         raw = store.get_setting(SETTINGS_KEY)
@@ -535,48 +542,104 @@ class PersonsServicer(pb_grpc.PersonsServicer):
         return out
 
     # ---- candidate persons ---------------------------------------------------------------
+    def _clusters(self, coll: Collection) -> ClusterStore:
+        store = self._cluster_stores.get(coll.uid)
+        if store is None:
+            path = Path(self.catalog.dir) / "collections" / coll.uid / CLUSTER_FILE
+            store = self._cluster_stores[coll.uid] = ClusterStore(path)
+        return store
+
+    async def _refresh_clusters(
+        self, coll: Collection, recluster: bool, context: grpc.aio.ServicerContext
+    ) -> tuple[cluster_book.Refresh, dict[str, float], bool]:
+        """The kept clusters brought up to date with the unlabelled faces now."""
+        store = self._store(coll)
+        settings, calibration, _ = self._decider(store)
+        field = coll.field(settings.vector_field, "settings.vector_field")
+        flt = cpb.Filter(must=[cpb.FieldCondition(field="person_id", exists=False)])
+        pred = coll.compile(flt, "filter")
+        assert pred is not None
+        points, _ = await coll.shards.get_matching(
+            flt, pred, field.name, MAX_CLUSTERED_FACES + 1, self._budget(context)
+        )
+        truncated = len(points) > MAX_CLUSTERED_FACES
+        points = points[:MAX_CLUSTERED_FACES]
+        ids = [p.id for p in points]
+        vectors = np.array([p.vectors[field.name].values for p in points], np.float32)
+        quality = {
+            p.id: p.metadata["quality"].double_value if "quality" in p.metadata else 0.0
+            for p in points
+        }
+        # One cut for all: the clean band's threshold (bands differ by ~0.01 on SFace).
+        threshold = calibration.threshold(face_clusters.CLUSTER_FMR, 1.0, 1)
+        refreshed = await asyncio.to_thread(
+            cluster_book.refresh,
+            self._clusters(coll),
+            ids,
+            vectors.reshape(len(ids), -1),
+            threshold,
+            recluster,
+        )
+        return refreshed, quality, truncated
+
+    @staticmethod
+    def _cluster_proto(
+        cluster_id: str, faces: list[str], quality: dict[str, float]
+    ) -> pb.FaceCluster:
+        ordered = sorted(faces, key=lambda f: (-quality.get(f, 0.0), f))
+        return pb.FaceCluster(cluster_id=cluster_id, face_ids=ordered, representative_id=ordered[0])
+
     async def ListClusters(
         self, request: pb.ListClustersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListClustersResponse:
         coll = self._collection(request.collection)
-        store = self._store(coll)
-        settings, calibration, _ = self._decider(store)
         min_size = request.min_size or 2
         most = request.max_clusters or 50
         if not 2 <= min_size <= rules.MAX_CLUSTER_LIST:
             raise InvalidArgument("min_size", f"is {min_size}; it is 2..{rules.MAX_CLUSTER_LIST}")
         if most > rules.MAX_CLUSTER_LIST:
             raise InvalidArgument("max_clusters", f"is {most}; at most {rules.MAX_CLUSTER_LIST}")
-        field = coll.field(settings.vector_field, "settings.vector_field")
-        flt = cpb.Filter(must=[cpb.FieldCondition(field="person_id", exists=False)])
-        pred = coll.compile(flt, "filter")
-        assert pred is not None
-        b = self._budget(context)
-        points, _ = await coll.shards.get_matching(
-            flt, pred, field.name, MAX_CLUSTERED_FACES + 1, b
-        )
-        truncated = len(points) > MAX_CLUSTERED_FACES
-        points = points[:MAX_CLUSTERED_FACES]
-        ids = [p.id for p in points]
-        vectors = np.array([p.vectors[field.name].values for p in points], np.float32)
-        quality = np.array(
-            [p.metadata["quality"].double_value if "quality" in p.metadata else 0.0 for p in points]
-        )
-        # One cut for all: the clean band's threshold (bands differ by ~0.01 on SFace).
-        threshold = calibration.threshold(face_clusters.CLUSTER_FMR, 1.0, 1)
-        clusters = await asyncio.to_thread(
-            face_clusters.cluster_faces, ids, vectors.reshape(len(ids), -1), quality, threshold,
-            min_size,
-        )  # fmt: skip
+        async with self._lock(coll):
+            refreshed, quality, truncated = await self._refresh_clusters(
+                coll, request.recluster, context
+            )
+        clusters = face_clusters.listing(refreshed.assignment, quality, min_size)
         return pb.ListClustersResponse(
             clusters=[
-                pb.FaceCluster(
-                    cluster_id=c.cluster_id, face_ids=c.face_ids, representative_id=c.face_ids[0]
-                )
-                for c in clusters[:most]
+                self._cluster_proto(c.cluster_id, c.face_ids, quality) for c in clusters[:most]
             ],
-            unlabelled_faces=len(ids),
+            unlabelled_faces=len(refreshed.assignment),
             truncated=truncated,
+            new_faces=refreshed.new_faces,
+            departed_faces=refreshed.departed_faces,
+            total_clusters=len(set(refreshed.assignment.values())),
+        )
+
+    async def MergeClusters(
+        self, request: pb.MergeClustersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MergeClustersResponse:
+        coll = self._collection(request.collection)
+        ids = rules.check_cluster_ids(list(request.cluster_ids), "cluster_ids")
+        async with self._lock(coll):
+            _, quality, _ = await self._refresh_clusters(coll, False, context)
+            faces = await asyncio.to_thread(cluster_book.merge, self._clusters(coll), ids)
+        return pb.MergeClustersResponse(cluster=self._cluster_proto(ids[0], faces, quality))
+
+    async def SplitCluster(
+        self, request: pb.SplitClusterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SplitClusterResponse:
+        coll = self._collection(request.collection)
+        (cluster_id,) = rules.check_cluster_ids([request.cluster_id], "cluster_id")
+        moving = list(request.face_ids)
+        batch_size(moving, "face_ids", rules.MAX_SPLIT_FACES)
+        async with self._lock(coll):
+            _, quality, _ = await self._refresh_clusters(coll, False, context)
+            kept, new_id = await asyncio.to_thread(
+                cluster_book.split, self._clusters(coll), cluster_id, moving
+            )
+        return pb.SplitClusterResponse(
+            kept=self._cluster_proto(cluster_id, kept, quality),
+            split=self._cluster_proto(new_id, moving, quality),
         )
 
     # ---- identification ------------------------------------------------------------------
