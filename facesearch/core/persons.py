@@ -15,7 +15,8 @@ import grpc
 from facesearch import messages
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.core.collections import collection_fields
-from facesearch.errors import FacesearchError, NoFaceFound
+from facesearch.core.image_faces import embed_image_faces
+from facesearch.errors import FacesearchError
 from facesearch_contract.v1 import common_pb2, embedder_pb2, persons_pb2, retriever_pb2
 
 DECISIONS = {
@@ -94,15 +95,7 @@ async def identify_image(
 ) -> list[IdentifiedFace]:
     """Every face of ``image``, identified among the collection's persons (largest first)."""
     fields = await collection_fields(client, collection)
-    reply = await client.embedder.EmbedImages(
-        messages.embed_images_request([image], model_id=fields.face_model)
-    )
-    result = reply.results[0]
-    if result.error_code:
-        raise FacesearchError(f"{messages.describe_image(image)}: {result.error_message}")
-    faces = sorted(result.faces, key=lambda f: -(f.box.width * f.box.height))
-    if not faces:
-        raise NoFaceFound(messages.describe_image(image))
+    faces = await embed_image_faces(client, image, fields.face_model)
     await ensure_identification(client, collection)
     request = persons_pb2.IdentifyRequest(
         collection=collection,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from facesearch import messages
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.core.collections import collection_fields
+from facesearch.core.image_faces import embed_image_faces
 from facesearch.core.persons import ensure_identification
 from facesearch.errors import CollectionMismatch, FacesearchError, NoFaceFound
 from facesearch_contract.v1 import common_pb2, embedder_pb2, persons_pb2, retriever_pb2
@@ -69,15 +70,7 @@ async def search_image_faces(
     ``face`` picks one (0 = the largest). With ``by_person`` each list holds a person's best
     face once (faces without a label stay one by one), not ten copies of one person."""
     fields = await collection_fields(client, collection)
-    reply = await client.embedder.EmbedImages(
-        messages.embed_images_request([image], model_id=fields.face_model)
-    )
-    result = reply.results[0]
-    if result.error_code:
-        raise FacesearchError(f"{messages.describe_image(image)}: {result.error_message}")
-    faces = sorted(result.faces, key=lambda f: -(f.box.width * f.box.height))
-    if not faces:
-        raise NoFaceFound(messages.describe_image(image))
+    faces = await embed_image_faces(client, image, fields.face_model)
     chosen = list(enumerate(faces))
     if face is not None:
         if not 0 <= face < len(faces):
