@@ -5,6 +5,10 @@
                                                  resumes, sending only what is not stored)
     facesearch search IMAGE --collection NAME    the closest faces, with scores
     facesearch session --collection NAME         interactive search with your feedback
+    facesearch backfill COLLECTION               fill the attributes of faces stored before
+                                                 they existed (again: resumes)
+    facesearch reembed COLLECTION --model NEW    rebuild with another face model, move the
+                                                 aliases to it (again: resumes)
     facesearch status                            health and counts of every service
     facesearch quickstart [--keep-running]       the main job on the embedded default
 
@@ -27,7 +31,15 @@ from typing import Any, TextIO
 
 import grpc
 
-from facesearch import cli_persons, flows, index_resume, messages
+from facesearch import (
+    cli_attributes,
+    cli_backfill,
+    cli_persons,
+    cli_reembed,
+    flows,
+    index_resume,
+    messages,
+)
 from facesearch.client import FacesearchClient
 from facesearch.core.search import ContextHits, DescriptionHits
 from facesearch.errors import FacesearchError, explain
@@ -143,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(match operating point)",
     )
     search.add_argument(
+        "--identity-token",
+        action="store_true",
+        help="with --person and --text: name the person inside the scene query by the "
+        "image-text model's Id-CLIP translator (facesearch train idclip)",
+    )
+    search.add_argument(
         "--description",
         help="a description of the face (TGFR: 'an older man with glasses and no beard'), "
         "with IMAGE or alone",
@@ -157,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--by-person", action="store_true", help="with IMAGE: a person's best face once"
     )
     search.add_argument("--json", action="store_true", help="print JSON")
+    search.add_argument(
+        "--show-attributes",
+        action="store_true",
+        help="per hit, the attributes stored with the face (sex, age, beard, glasses, ...) "
+        "with their probabilities",
+    )
 
     session = sub.add_parser("session", parents=[common], help="interactive feedback search")
     session.add_argument("--collection", "-c", default=DEFAULT_COLLECTION)
@@ -173,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="no questions: a simulated user looking for this person answers each round",
     )
     session.add_argument("--target", metavar="ID", help="with --simulate: the face to find")
+    session.add_argument(
+        "--describe",
+        action="store_true",
+        help="no session: show what --user's past sessions taught (their lasting head)",
+    )
+    session.add_argument(
+        "--reset",
+        action="store_true",
+        help="no session: forget --user's lasting head (the next session starts untrained)",
+    )
 
     quick = sub.add_parser(
         "quickstart", help="start the services, index sample photos, search, run a session"
@@ -191,13 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     # Offline: trains in this process (needs facesearch-server[train]); its own options are
     # parsed by the training module, so `facesearch train face-encoder --help` lists them.
     train = sub.add_parser(
-        "train", help="fine-tune a model on labelled faces (e.g. train face-encoder DIR)"
+        "train",
+        help="fine-tune a model: train face-encoder DIR (labelled faces), or train idclip "
+        "(Id-CLIP's identity translator; `facesearch train idclip --help`)",
     )
-    train.add_argument("train_args", nargs=argparse.REMAINDER, metavar="face-encoder ...")
+    train.add_argument(
+        "train_args", nargs=argparse.REMAINDER, metavar="face-encoder ... | idclip ..."
+    )
 
     status = sub.add_parser("status", parents=[common], help="health and counts of services")
     status.add_argument("--json", action="store_true", help="print JSON")
     COMMANDS.update(cli_persons.add_parsers(sub, common, DEFAULT_COLLECTION))
+    COMMANDS.update(cli_reembed.add_parsers(sub, common))
+    COMMANDS.update(cli_backfill.add_parsers(sub, common))
     return parser
 
 
@@ -371,6 +411,22 @@ def print_index_summary(
             "no context text (IPTC/XMP/EXIF, sidecar .txt/.json/.srt/.vtt)",
             file=out,
         )
+    if summary.without_attributes:
+        print(
+            f"attributes: {summary.without_attributes} face(s) stored without them "
+            f"({summary.attributes_note}), so a --description search cannot score them; fill "
+            "them with `facesearch backfill COLLECTION --field attributes` (through an embedder "
+            "serving the collection's attribute model)",
+            file=out,
+        )
+    if summary.without_scene:
+        print(
+            f"scene: {summary.without_scene} face(s) stored without their photo's scene vector "
+            f"({summary.scene_note}), so context queries match only their captions; fill them "
+            "with `facesearch backfill COLLECTION --field scene` (through an embedder serving "
+            "the collection's image-text model)",
+            file=out,
+        )
     for media_id, why in summary.context_problems[:SHOW_FAILED]:
         print(f"  context not read for {media_id}: {why}", file=out)
     if summary.errors:
@@ -406,6 +462,8 @@ def run_search(args: argparse.Namespace, client: FacesearchClient) -> list[messa
         )
     if args.unlabelled and not (args.person and args.text):
         raise UsageError("--unlabelled goes with --person and --text")
+    if args.identity_token and not (args.person and args.text):
+        raise UsageError("--identity-token goes with --person and --text")
     if args.person and args.text:
         return flows.search_person_in_context(
             client,
@@ -413,6 +471,7 @@ def run_search(args: argparse.Namespace, client: FacesearchClient) -> list[messa
             args.person,
             args.text,
             include_unlabelled=args.unlabelled,
+            identity_token=args.identity_token,
             **common,
         )
     if args.text:
@@ -456,17 +515,22 @@ def cmd_search_image_faces(args: argparse.Namespace, client: FacesearchClient, o
         face=args.face,
         by_person=args.by_person,
     )
+    every = [h for f in faces for h in f.hits]
+    attrs = cli_attributes.stored(client, args.collection, every) if args.show_attributes else None
     if args.json:
         payload = [
             {"face": f.index, "box": list(f.box), "quality": f.quality, "hits": _hits_json(f.hits)}
             for f in faces
         ]
-        print(json.dumps(payload, default=str, indent=2), file=out)
+        text = json.dumps(payload, default=str, indent=2)
+        print(text if attrs is None else cli_attributes.add_to_json(text, attrs), file=out)
         return 0
     for f in faces:
         x, y, w, h = (round(v) for v in f.box)
         print(f"face {f.index} at ({x},{y}) {w}x{h}px, quality {f.quality:.2f}:", file=out)
         print(format_hits(f.hits), file=out)
+        if attrs is not None:
+            print(cli_attributes.format_block(f.hits, attrs), file=out)
     return 0
 
 
@@ -477,24 +541,34 @@ def cmd_search(args: argparse.Namespace, client: FacesearchClient, out: TextIO) 
         raise UsageError("--face and --by-person go with IMAGE alone")
     hits = run_search(args, client)
     if isinstance(hits, DescriptionHits):
-        print(_described_json(hits) if args.json else format_described(hits), file=out)
+        text = _described_json(hits) if args.json else format_described(hits)
     elif isinstance(hits, ContextHits):
-        print(_in_context_json(hits) if args.json else format_in_context(hits), file=out)
+        text = _in_context_json(hits) if args.json else format_in_context(hits)
     elif args.json:
-        print(json.dumps(_hits_json(hits), default=str, indent=2), file=out)
+        text = json.dumps(_hits_json(hits), default=str, indent=2)
     else:
-        print(format_hits(hits), file=out)
+        text = format_hits(hits)
+    if args.show_attributes:
+        attrs = cli_attributes.stored(client, args.collection, hits)
+        text = (
+            cli_attributes.add_to_json(text, attrs)
+            if args.json
+            else f"{text}\n{cli_attributes.format_block(hits, attrs)}"
+        )
+    print(text, file=out)
     return 0
 
 
 def format_in_context(found: ContextHits) -> str:
-    """Person-in-context hits (score: the context's cosine with the caption), unlabelled
-    faces that identify as the person marked, then the notes."""
+    """Person-in-context hits (score: the weighted sum of the context's cosines with the
+    caption and the photo's scene vector, as ``found.used`` says), unlabelled faces that
+    identify as the person marked, then the notes."""
     lines = format_hits(found).splitlines()
     for i, hit in enumerate(found, 1):
         if hit.id in found.identified:
             lines[i] += "  (unlabelled: identified)"
-    return "\n".join(lines + [f"note: {n}" for n in found.notes])
+    matched = [f"context matched by: {' + '.join(found.used)}"] if found.used else []
+    return "\n".join(matched + lines + [f"note: {n}" for n in found.notes])
 
 
 def _in_context_json(found: ContextHits) -> str:
@@ -601,6 +675,32 @@ def terminal_feedback(
     return on_round
 
 
+def format_user(desc: personalizer_pb2.DescribeUserResponse) -> str:
+    """A user's lasting heads, one line per face model."""
+    lines = [f"user {desc.user_id}: {desc.active_sessions} live session(s)"]
+    if not desc.heads:
+        lines.append("  no lasting head: sessions start from the plain embedding")
+    for h in desc.heads:
+        when = h.updated.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")
+        lines.append(
+            f"  {h.model_id}: distance from identity {h.distance_from_identity:.4f}, "
+            f"mean cosine change {h.probe_cosine_change:.4f}; trained on "
+            f"{h.sessions_trained} session(s), {h.rounds_trained} round(s); version "
+            f"{h.version}, updated {when}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_user_head(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
+    """``session --describe`` / ``--reset``: the user's lasting head, no session."""
+    if args.reset:
+        n = flows.reset_user(client, args.user)
+        print(f"forgot {n} lasting head(s) of user {args.user}", file=out)
+    if args.describe:
+        print(format_user(flows.describe_user(client, args.user)), file=out)
+    return 0
+
+
 def cmd_session(
     args: argparse.Namespace,
     client: FacesearchClient,
@@ -609,6 +709,8 @@ def cmd_session(
 ) -> int:
     if args.target and not args.simulate:
         raise UsageError("--target goes with --simulate PERSON_ID")
+    if args.describe or args.reset:
+        return cmd_user_head(args, client, out)
     seed = messages.seed_from(
         image=args.seed_image, text=args.seed_text, person_id=args.seed_person
     )
@@ -723,6 +825,8 @@ def run_training(train_args: list[str]) -> int:
     import subprocess
 
     module = "facesearch_server.embedder.training"
+    if train_args[:1] == ["idclip"]:  # Id-CLIP's translator has its own command
+        module, train_args = "facesearch_server.embedder.idclip_train", train_args[1:]
     if importlib.util.find_spec("facesearch_server") is None:
         print(
             "facesearch train: the server package is not installed here; install "

@@ -316,8 +316,13 @@ def cmd_collections(args: argparse.Namespace, client: FacesearchClient, out: Tex
             print(json.dumps(_json(info), indent=2), file=out)
         else:
             print(f"{info.name}: {info.points} points, {info.shard_count} shard(s)", file=out)
+            lacking = {s.name: s.points_without for s in info.field_stats}
             for f in info.vector_fields:
-                print(f"  field {f.name}: {f.dimension}-d, model {f.model_id}", file=out)
+                line = f"  field {f.name}: {f.dimension}-d, model {f.model_id}"
+                if lacking.get(f.name):
+                    # Added after faces were stored, or optional (captions): not silent.
+                    line += f"; {lacking[f.name]:,} point(s) without it"
+                print(line, file=out)
         return 0
     if not args.yes:
         raise FacesearchError(

@@ -29,15 +29,25 @@ from facesearch.core import (
     HELPERS,
     STREAMING_FLOWS,
     AttributeReading,
+    BackfillIncomplete,
+    BackfillProgress,
+    BackfillSummary,
     ContextHits,
     DescriptionHits,
     FaceHits,
     FeedbackFn,
+    Filler,
     IdentifiedFace,
     IndexProgress,
     IndexSummary,
+    LostFaces,
+    ReembedProgress,
+    ReembedSummary,
+    backfill_journal_path,
     caption_of,
+    default_target_name,
     face_weight_for,
+    fill_model,
     image_files,
     simulated_user,
 )
@@ -106,6 +116,7 @@ search_person_in_context = _sync(core.search_person_in_context)
 search_face_with_description = _sync(core.search_face_with_description)
 run_session = _sync(core.run_session)
 reset_user = _sync(core.reset_user)
+describe_user = _sync(core.describe_user)
 simulated_user_by_likeness = _sync(core.simulated_user_by_likeness)
 enable_identification = _sync(core.enable_identification)
 ensure_identification = _sync(core.ensure_identification)
@@ -117,6 +128,11 @@ list_clusters = _sync(core.list_clusters)
 name_cluster = _sync(core.name_cluster)
 merge_clusters = _sync(core.merge_clusters)
 split_cluster = _sync(core.split_cluster)
+reembed_collection = _sync(core.reembed_collection)
+scan_points = _sync_stream(core.scan_points)
+add_vector_field = _sync(core.add_vector_field)
+backfill = _sync(core.backfill)
+stored_attributes = _sync(core.stored_attributes)
 
 __all__ = [
     "FLOWS",
@@ -124,16 +140,28 @@ __all__ = [
     "STREAMING_FLOWS",
     "UNDO",
     "AttributeReading",
+    "BackfillIncomplete",
+    "BackfillProgress",
+    "BackfillSummary",
     "ContextHits",
     "DescriptionHits",
     "FaceHits",
     "FeedbackFn",
+    "Filler",
     "IdentifiedFace",
     "IndexProgress",
     "IndexSummary",
+    "LostFaces",
+    "ReembedProgress",
+    "ReembedSummary",
     "add_metadata_fields",
+    "add_vector_field",
+    "backfill",
+    "backfill_journal_path",
     "caption_of",
     "collection_fields",
+    "default_target_name",
+    "describe_user",
     "embed_images",
     "embed_largest_face",
     "enable_identification",
@@ -141,6 +169,7 @@ __all__ = [
     "ensure_collection",
     "ensure_identification",
     "face_weight_for",
+    "fill_model",
     "forget_person",
     "identify_image",
     "image_files",
@@ -149,8 +178,10 @@ __all__ = [
     "list_persons",
     "merge_clusters",
     "name_cluster",
+    "reembed_collection",
     "reset_user",
     "run_session",
+    "scan_points",
     "search_by_image",
     "search_by_person",
     "search_by_text",
@@ -160,4 +191,5 @@ __all__ = [
     "simulated_user",
     "simulated_user_by_likeness",
     "split_cluster",
+    "stored_attributes",
 ]

@@ -30,6 +30,10 @@ ImageSource = str | Path | bytes
 # The vector field of a collection that holds each face's attribute vector
 # (embedder.proto FaceAttributes.vector); description searches score it (TGFR).
 ATTRIBUTE_FIELD = "attributes"
+# The vector field that holds each photo's scene vector (embedder.proto ImageResult.scene, an
+# image-text model's image tower), stored on every face of the photo: a context query's text,
+# embedded by the same model, matches the photo's pixels through it.
+SCENE_FIELD = "scene"
 
 # The retriever's id limit, read from the contract (retriever.proto, Point.id).
 MAX_POINT_ID_BYTES = max_bytes(retriever_pb2.Point, "id")
@@ -175,6 +179,9 @@ class CollectionFields:
     attributes_model: str = ""
     # Vectors stored per field (DescribeCollection's field_stats).
     stored: dict[str, int] = field(default_factory=dict)
+    # The scene field (SCENE_FIELD) and its image-text model; "" when none.
+    scene: str = ""
+    scene_model: str = ""
 
     @classmethod
     def of(cls, info: retriever_pb2.CollectionInfo) -> CollectionFields:
@@ -182,8 +189,9 @@ class CollectionFields:
             raise CollectionMismatch(f"collection {info.name!r} has no vector field")
         primary = info.vector_fields[0]
         rest = info.vector_fields[1:]
-        text = {f.name: f.model_id for f in rest if f.name != ATTRIBUTE_FIELD}
+        text = {f.name: f.model_id for f in rest if f.name not in (ATTRIBUTE_FIELD, SCENE_FIELD)}
         attrs = next((f for f in rest if f.name == ATTRIBUTE_FIELD), None)
+        scene = next((f for f in rest if f.name == SCENE_FIELD), None)
         return cls(
             primary.name,
             primary.model_id,
@@ -191,12 +199,19 @@ class CollectionFields:
             attrs.name if attrs else "",
             attrs.model_id if attrs else "",
             {s.name: int(s.vectors) for s in info.field_stats},
+            scene=scene.name if scene else "",
+            scene_model=scene.model_id if scene else "",
         )
 
     @property
     def attribute_field(self) -> tuple[str, str] | None:
         """(field, attribute model) where faces store their attribute vectors, or None."""
         return (self.attributes, self.attributes_model) if self.attributes else None
+
+    @property
+    def scene_field(self) -> tuple[str, str] | None:
+        """(field, image-text model) where faces store their photo's scene vector, or None."""
+        return (self.scene, self.scene_model) if self.scene else None
 
     def text_field(self, name: str | None = None) -> tuple[str, str]:
         """(field, model id) of the text field to search: ``name`` or the only/"caption" one."""
@@ -228,9 +243,11 @@ def create_collection_request(
     shards: int = 1,
     description: str = "",
     attribute_model: embedder_pb2.ModelInfo | None = None,
+    scene_model: embedder_pb2.ModelInfo | None = None,
 ) -> retriever_pb2.CreateCollectionRequest:
     """A collection with a "face" field and, given a text model, a "caption" field; given an
-    attribute model, an "attributes" field (what description searches read, TGFR)."""
+    attribute model, an "attributes" field (what description searches read, TGFR); given an
+    image-text model, a "scene" field (SCENE_FIELD: what context queries match pixels in)."""
     fields = [
         retriever_pb2.VectorFieldSpec(
             name="face",
@@ -257,6 +274,15 @@ def create_collection_request(
                 model_id=attribute_model.model_id,
                 # A few dozen numbers per face: exact search is cheap and needs no training.
                 index=retriever_pb2.IndexParams(kind=retriever_pb2.INDEX_KIND_FLAT),
+            )
+        )
+    if scene_model is not None:
+        fields.append(
+            retriever_pb2.VectorFieldSpec(
+                name=SCENE_FIELD,
+                dimension=scene_model.dimension,
+                metric=retriever_pb2.METRIC_INNER_PRODUCT,
+                model_id=scene_model.model_id,
             )
         )
     return retriever_pb2.CreateCollectionRequest(

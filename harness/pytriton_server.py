@@ -40,6 +40,7 @@ def serve(
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
+    from facesearch_server.embedder import image_text
     from facesearch_server.embedder import model_files as mf
     from facesearch_server.embedder.model_export import export_all
 
@@ -55,7 +56,12 @@ def serve(
         log_verbose=0,
     )
     with Triton(config=config) as triton:
-        for spec in mf.ENCODERS.values():
+        # The shipped encoders plus any fine-tuned face encoder in the model dir, as the
+        # repository generator's --trained-dir writes them.
+        # And both towers of each image-text model there (clip_import), as the generator's
+        # --image-text-dir writes them.
+        towers = {m: spec for m, (spec, _) in image_text.served_towers(model_dir).items()}
+        for spec in {**mf.served_encoders(model_dir), **towers}.values():
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
             session = ort.InferenceSession(

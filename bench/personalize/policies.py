@@ -11,6 +11,9 @@ Each policy shows k unseen gallery faces per round and learns from the user's an
 - faircop: ours, through the service's own modules (head, SCLoss training, answer model,
   scoring, exploration, round_planner) with the service's defaults; candidates from an exact
   inner-product search over the gallery, which is what the retriever's flat index answers.
+  It starts from a user's lasting head (identity unless given), trains its own session head
+  from there, and ``lasting_head`` consolidates the session's answers into the lasting head as
+  the service does at the session's end (consolidation.py).
 - faircop-trusting: the same with every positive trained on (no corroboration), no
   exploration filter from negatives: FaIRCoP as it was before issue 15, for comparison.
 - faircop-nohead: the same as faircop with the head never trained.
@@ -25,6 +28,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from facesearch_server.personalizer.consolidation import (
+    ConsolidationParams,
+    consolidate,
+    relative_answers,
+)
 from facesearch_server.personalizer.exploration import farthest_points, random_directions
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.online_training import train_round
@@ -148,7 +156,9 @@ class FaircopPolicy(Policy):
     ) -> None:
         super().__init__(vectors, rng, first)
         self.p = params or RoundParams()
-        self.head = head or Head.identity("bench", vectors.shape[1])
+        # ``head``: the user's lasting head; the session's own head starts as a copy of it.
+        self.lasting = head or Head.identity("bench", vectors.shape[1])
+        self.head = Head(self.lasting.model_id, self.lasting.weight.copy())
         self.labelled: list[int] = []
         self.codes: list[int] = []
         self.rounds_with_positive = 0
@@ -166,10 +176,28 @@ class FaircopPolicy(Policy):
             self.rounds_with_positive += 1
             c = clusters(self.head, self.v[pos], self.v[neg], pc, nc, self.p.scoring)
             w, _ = train_round(
-                self.head.weight, self.v[pos], self.v[neg], self.p.training, c.train_weights
+                self.head.weight,
+                self.v[pos],
+                self.v[neg],
+                self.p.training,
+                c.train_weights,
+                self.lasting.weight,
             )
             self.head.weight = w
             self.head.rounds_trained += 1
+
+    def lasting_head(self, found: int | None, params: ConsolidationParams | None = None) -> Head:
+        """The user's lasting head after this session (the service's EndSession / FOUND):
+        ``found`` the face the user said was the person, None when the session failed."""
+        pos, _, neg, _ = self._split()
+        params = params or ConsolidationParams()
+        answers = relative_answers(
+            self.v[pos], self.v[neg], None if found is None else self.v[found], params
+        )
+        w, steps = consolidate(self.lasting.weight, answers, params)
+        out = Head(self.lasting.model_id, w, rounds_trained=self.lasting.rounds_trained)
+        out.rounds_trained += self.round if steps else 0
+        return out
 
     def _show(self, k: int) -> list[int]:
         pos, pc, neg, nc = self._split()

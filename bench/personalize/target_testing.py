@@ -1,6 +1,12 @@
 """Target testing: rounds until a simulated user's hidden target is shown, per policy.
 
     python -m bench.personalize.target_testing --targets 200 --seeds 3 --truth embedding user
+    python -m bench.personalize.target_testing --mode services --targets 50 --seeds 1
+
+Two modes: ``in-process`` (default, fast: the service's modules over an in-process exact
+search) and ``services`` (FaIRCoP through the running personalizer, retriever and Redis over
+gRPC, Rocchio over the retriever's Search, each beside its in-process run on the same targets:
+services_mode.py).
 
 Every policy faces the same targets, the same simulated answers model and the same diverse
 first round (random excepted), per seed. A session ends when the target is shown or after
@@ -21,7 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from bench.common.gallery import data_available, load_real_gallery, pad_synthetic
+from bench.common.gallery import MODEL_ID, data_available, load_real_gallery, pad_synthetic
 from bench.personalize.policies import POLICIES, FaircopPolicy, first_round
 from bench.personalize.simulator import TRUTHS, GroundTruth, SimulatedUser
 from facesearch_server.personalizer.round_planner import RoundParams
@@ -165,8 +171,95 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def evaluate_services(args: argparse.Namespace) -> dict:
+    """--mode services: FaIRCoP and Rocchio through the services and in-process, per truth."""
+    from bench.common.timing import summarize
+    from bench.personalize import services_mode
+
+    g = load_real_gallery()
+    vectors = np.ascontiguousarray(g.vectors, np.float32)
+    results: dict = {
+        "mode": "services",
+        "flip": args.flip,
+        "gallery": len(g),
+        "k": args.k,
+        "max_rounds": args.max_rounds,
+        "truths": {},
+    }
+    for truth in args.truth:
+        gt = GroundTruth(vectors, g.identity_codes(), g.attributes, truth, args.similar_fraction)
+        eligible = np.intersect1d(gt.eligible_targets(), np.flatnonzero(~g.degraded & ~g.synthetic))
+        seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+        out = services_mode.evaluate(
+            vectors,
+            gt,
+            eligible,
+            targets=args.targets,
+            seeds=seeds,
+            k=args.k,
+            max_rounds=args.max_rounds,
+            flip=args.flip,
+            model_id=MODEL_ID,
+        )
+        results["truths"][truth] = services_summary(out, args.max_rounds, summarize)
+    return results
+
+
+def services_summary(out: dict, max_rounds: int, summarize) -> dict:
+    """Figures of both modes, their paired differences and the services' round times."""
+    from bench.personalize.services_mode import paired_ci
+
+    rows: dict = {}
+    for mode, per_policy in out["rounds"].items():
+        for name, r in per_policy.items():
+            rows[f"{name} ({mode})"] = summarise(np.array(r), max_rounds)
+    agreement = {}
+    for name in out["rounds"]["services"]:
+        diff = np.array(out["rounds"]["services"][name]) - np.array(
+            out["rounds"]["in-process"][name]
+        )
+        agreement[name] = {"mean_difference": float(diff.mean()), "ci": list(paired_ci(diff))}
+    rows["_agreement"] = agreement
+    rows["_rounds_per_s"] = out["rounds_per_s"]
+    t = summarize(out["round_s"]) if out["round_s"] else None
+    rows["_submit_feedback_ms"] = (
+        {"n": t.n, "p50": t.p50_ms, "tail": t.tail_cell()} if t is not None else None
+    )
+    rows["_sessions_per_policy"] = len(next(iter(out["rounds"]["services"].values())))
+    return rows
+
+
+def services_table(results: dict) -> str:
+    lines = [table(results)]
+    for truth, rows in results["truths"].items():
+        lines.append("")
+        lines.append(f"truth={truth}: services - in-process, mean rounds per target [95% CI]:")
+        for name, a in rows["_agreement"].items():
+            lo, hi = a["ci"]
+            verdict = "agree" if lo <= 0 <= hi else "DIFFER"
+            lines.append(f"  {name}: {a['mean_difference']:+.2f} [{lo:+.2f}, {hi:+.2f}] {verdict}")
+        rps = rows["_rounds_per_s"]
+        lines.append(
+            "  feedback rounds/s (answered rounds / wall time of the sessions, one client): "
+            + ", ".join(f"{n} {m}: {v:.1f}" for m, per in rps.items() for n, v in per.items())
+        )
+        t = rows["_submit_feedback_ms"]
+        if t:
+            lines.append(
+                f"  FaIRCoP SubmitFeedback through the services: p50 {t['p50']:.1f} ms, "
+                f"p99 {t['tail']} ms (n {t['n']})"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument(
+        "--mode",
+        choices=("in-process", "services"),
+        default="in-process",
+        help="services: FaIRCoP and Rocchio through the running services, beside in-process",
+    )
     ap.add_argument("--targets", type=int, default=200, help="targets per seed")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--k", type=int, default=8, help="faces per round")
@@ -191,8 +284,12 @@ def main() -> None:
     args = ap.parse_args()
     if not data_available():
         sys.exit("../shared/data is missing: the target-testing bench needs the real faces")
-    results = evaluate(args)
-    print(table(results))
+    if args.mode == "services":
+        results = evaluate_services(args)
+        print(services_table(results))
+    else:
+        results = evaluate(args)
+        print(table(results))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

@@ -6,7 +6,19 @@ signatures, for FacesearchClient, running each on the client's private loop
 ``HELPERS`` are the same objects in both APIs.
 """
 
-from facesearch.core.collections import add_metadata_fields, collection_fields, ensure_collection
+from facesearch.core.backfilling import (
+    BackfillIncomplete,
+    BackfillProgress,
+    BackfillSummary,
+    backfill,
+    backfill_journal_path,
+)
+from facesearch.core.collections import (
+    add_metadata_fields,
+    collection_fields,
+    ensure_collection,
+    scan_points,
+)
 from facesearch.core.indexing import (
     IndexProgress,
     IndexSummary,
@@ -28,6 +40,13 @@ from facesearch.core.persons import (
     name_cluster,
     split_cluster,
 )
+from facesearch.core.reembed import (
+    LostFaces,
+    ReembedProgress,
+    ReembedSummary,
+    default_target_name,
+    reembed_collection,
+)
 from facesearch.core.search import (
     AttributeReading,
     ContextHits,
@@ -44,10 +63,18 @@ from facesearch.core.search import (
 )
 from facesearch.core.sessions import (
     FeedbackFn,
+    describe_user,
     reset_user,
     run_session,
     simulated_user,
     simulated_user_by_likeness,
+)
+from facesearch.core.vector_fields import (
+    FILLERS,
+    Filler,
+    add_vector_field,
+    fill_model,
+    stored_attributes,
 )
 
 # Coroutine functions whose first parameter is the client.
@@ -65,6 +92,7 @@ FLOWS = (
     "search_face_with_description",
     "run_session",
     "reset_user",
+    "describe_user",
     "simulated_user_by_likeness",
     "enable_identification",
     "ensure_identification",
@@ -76,9 +104,13 @@ FLOWS = (
     "name_cluster",
     "merge_clusters",
     "split_cluster",
+    "reembed_collection",
+    "add_vector_field",
+    "backfill",
+    "stored_attributes",
 )
 # Async generator functions whose first parameter is the client (sync: iterators).
-STREAMING_FLOWS = ("embed_images",)
+STREAMING_FLOWS = ("embed_images", "scan_points")
 # No client, no I/O on the services: shared as they are.
 HELPERS = (
     "image_files",
@@ -92,23 +124,46 @@ HELPERS = (
     "AttributeReading",
     "DescriptionHits",
     "face_weight_for",
+    "Filler",
+    "fill_model",
+    "BackfillSummary",
+    "BackfillProgress",
+    "BackfillIncomplete",
+    "backfill_journal_path",
+    "ReembedSummary",
+    "ReembedProgress",
+    "LostFaces",
+    "default_target_name",
 )
 
 __all__ = [
+    "FILLERS",
     "FLOWS",
     "HELPERS",
     "STREAMING_FLOWS",
     "AttributeReading",
+    "BackfillIncomplete",
+    "BackfillProgress",
+    "BackfillSummary",
     "ContextHits",
     "DescriptionHits",
     "FaceHits",
     "FeedbackFn",
+    "Filler",
     "IdentifiedFace",
     "IndexProgress",
     "IndexSummary",
+    "LostFaces",
+    "ReembedProgress",
+    "ReembedSummary",
     "add_metadata_fields",
+    "add_vector_field",
+    "backfill",
+    "backfill_journal_path",
     "caption_of",
     "collection_fields",
+    "default_target_name",
+    "describe_user",
     "embed_images",
     "embed_largest_face",
     "enable_identification",
@@ -116,6 +171,7 @@ __all__ = [
     "ensure_collection",
     "ensure_identification",
     "face_weight_for",
+    "fill_model",
     "forget_person",
     "identify_image",
     "image_files",
@@ -124,8 +180,10 @@ __all__ = [
     "list_persons",
     "merge_clusters",
     "name_cluster",
+    "reembed_collection",
     "reset_user",
     "run_session",
+    "scan_points",
     "search_by_image",
     "search_by_person",
     "search_by_text",
@@ -135,4 +193,5 @@ __all__ = [
     "simulated_user",
     "simulated_user_by_likeness",
     "split_cluster",
+    "stored_attributes",
 ]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
 from facesearch import messages
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.errors import FacesearchError
-from facesearch_contract.v1 import embedder_pb2, retriever_pb2
+from facesearch_contract.v1 import common_pb2, embedder_pb2, retriever_pb2
 
 
 async def collection_fields(
@@ -29,11 +29,14 @@ async def ensure_collection(
     shards: int = 1,
     with_text_field: bool = True,
     description: str = "",
+    with_scene_field: bool = True,
 ) -> tuple[retriever_pb2.CollectionInfo, bool]:
     """The collection, created for the embedder's default models when missing.
 
     Returns (info, created). The face field uses the default face encoder; with
-    ``with_text_field`` a "caption" field uses the default text encoder, when there is one."""
+    ``with_text_field`` a "caption" field uses the default text encoder, when there is one;
+    with ``with_scene_field`` a "scene" field (a scene vector per photo, on each of its faces)
+    uses the image-text model, when the embedder serves one."""
     try:
         return await _describe(client, name), False
     except grpc.RpcError as err:
@@ -52,8 +55,20 @@ async def ensure_collection(
     )
     # Faces get attribute vectors when the embedder serves an attribute model (TGFR).
     attributes = messages.default_model(models, embedder_pb2.MODEL_KIND_FACE_ATTRIBUTES)
+    # Photos get a scene vector when the embedder serves an image-text model (Id-CLIP).
+    scene = (
+        messages.default_model(models, embedder_pb2.MODEL_KIND_IMAGE_TEXT_ENCODER)
+        if with_scene_field
+        else None
+    )
     request = messages.create_collection_request(
-        name, face, text, shards=shards, description=description, attribute_model=attributes
+        name,
+        face,
+        text,
+        shards=shards,
+        description=description,
+        attribute_model=attributes,
+        scene_model=scene,
     )
     try:
         return (await client.retriever.CreateCollection(request)).collection, True
@@ -77,6 +92,33 @@ async def add_metadata_fields(
         )
     )
     return list(reply.added)
+
+
+async def scan_points(
+    client: AsyncFacesearchClient,
+    collection: str,
+    *,
+    page_size: int = 500,
+    with_vectors: bool = False,
+) -> AsyncIterator[retriever_pb2.Point]:
+    """Every point of the collection with its metadata (and vectors, with ``with_vectors``),
+    a Scan page of ``page_size`` (1..1,000) at a time. A point stored for the whole scan comes
+    once; one written meanwhile may come twice (its newest version later). Scanning through
+    an alias that moves to another collection meanwhile raises FAILED_PRECONDITION."""
+    token = ""
+    while True:
+        reply = await client.retriever.Scan(
+            retriever_pb2.ScanRequest(
+                collection=collection,
+                page=common_pb2.PageRequest(page_size=page_size, page_token=token),
+                with_vectors=with_vectors,
+            )
+        )
+        for point in reply.points:
+            yield point
+        token = reply.page.next_page_token
+        if not token:
+            return
 
 
 async def _describe(client: AsyncFacesearchClient, name: str) -> retriever_pb2.CollectionInfo:

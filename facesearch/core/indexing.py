@@ -54,6 +54,16 @@ class IndexSummary:
     caption_sources: dict[str, int] = field(default_factory=dict)
     without_caption: int = 0
     context_problems: list[tuple[str, str]] = field(default_factory=list)
+    # Faces stored without an attribute vector (description searches cannot score them), and
+    # why: the embedder serves no attribute model or another one than the collection's field,
+    # or the collection has no attributes field. `facesearch backfill` fills them later.
+    without_attributes: int = 0
+    attributes_note: str = ""
+    # With a "scene" field: faces stored without their photo's scene vector (context queries
+    # match their captions only), and why (the embedder serves no image-text model, or another
+    # one than the field's). `facesearch backfill COLLECTION --field scene` fills them later.
+    without_scene: int = 0
+    scene_note: str = ""
 
     @property
     def images_per_second(self) -> float:
@@ -92,12 +102,15 @@ async def embed_images(
     images: ImageItems,
     *,
     model_id: str = "",
+    with_scene: bool = False,
 ) -> AsyncIterator[embedder_pb2.ImageResult]:
     """Every face of every image, one ImageResult per (media id, image) pair as the embedder
     answers (EmbedImagesStream, in order). An image is bytes or a path; a failed image is a
-    result with its error_code set, the stream goes on. Leaving early cancels the stream."""
+    result with its error_code set, the stream goes on. Leaving early cancels the stream.
+    With ``with_scene`` each result also carries the photo's scene vector (the embedder's
+    image-text model; FAILED_PRECONDITION when it serves none)."""
     call = client.embedder.EmbedImagesStream(
-        _stream_requests(images, model_id), timeout=client.settings.stream_timeout_s
+        _stream_requests(images, model_id, with_scene), timeout=client.settings.stream_timeout_s
     )
     try:
         async for result in call:
@@ -109,7 +122,7 @@ async def embed_images(
 
 
 async def _stream_requests(
-    images: ImageItems, model_id: str
+    images: ImageItems, model_id: str, with_scene: bool = False
 ) -> AsyncIterator[embedder_pb2.EmbedStreamRequest]:
     first = True
     async for media_id, image in _each(images):
@@ -119,6 +132,7 @@ async def _stream_requests(
             image=embedder_pb2.ImageInput(data=image, media_id=media_id),
             # Options ride on the first message.
             model_id=model_id if first else "",
+            with_scene=with_scene and first,
         )
         first = False
 
@@ -222,6 +236,8 @@ async def index_folder(
     Media ids are paths relative to ``media_root`` (default: ``folder``) and point ids are
     ``<media id>#<face number>``, so indexing the same files again replaces their faces instead
     of duplicating them (index a subfolder with the parent as ``media_root`` to keep its ids).
+    The media root is recorded with the collection (CollectionInfo.media_roots), where
+    ``reembed_collection`` finds the images again.
     A replaced face gets exactly the new metadata. With ``person_from_dir`` the parent folder's
     name is the person (the LFW layout), but only the face the evidence singles out gets the
     label (the face recurring across the folder's photos, or verifying against the person's
@@ -251,6 +267,19 @@ async def index_folder(
             )
     info = described.collection
     by_media = {str(p.relative_to(root)) if p.is_relative_to(root) else str(p): p for p in paths}
+    # Media ids are relative to the root: recorded with the collection, a re-embedding
+    # (reembed_collection) finds the images again without being told where they are.
+    recorded = str(root.resolve())
+    if recorded not in info.media_roots and any(p.is_relative_to(root) for p in paths):
+        async for attempt in retrying(
+            retry_for_s, settings.initial_backoff_s, settings.max_backoff_s
+        ):
+            with attempt:
+                await client.retriever.AddMediaRoots(
+                    retriever_pb2.AddMediaRootsRequest(
+                        collection=collection, media_roots=[recorded]
+                    )
+                )
     book = None
     if journal is not None:
         identity = {
@@ -324,6 +353,12 @@ class _IndexRun:
         self.total = 0
         # Per media id with faces: (caption source or "", context files not read).
         self.context_of: dict[str, tuple[str, tuple[str, ...]]] = {}
+        # Per media id: faces sent without an attribute vector (_count_attributes).
+        self.without_attributes: dict[str, int] = {}
+        # Scene vectors are asked of the embedder only when it serves the scene field's model
+        # (_check_scene); per media id, faces stored without one.
+        self.with_scene = False
+        self.without_scene: dict[str, int] = {}
 
     # ------------------------------------------------------------ the passes
 
@@ -334,6 +369,7 @@ class _IndexRun:
         self.total = len(todo)
         if self.person_from_dir:
             self.labelling = await folder_persons.start(self.client, self.fields.face_model)
+        await self._check_scene()
         settings = self.client.settings
         retry = retrying(retry_for_s, settings.initial_backoff_s, settings.max_backoff_s)
         try:
@@ -455,18 +491,21 @@ class _IndexRun:
                     result,
                     face_field=self.fields.face,
                     metadata=meta,
-                    text_vectors=vectors,
+                    text_vectors={**vectors, **self._scene_vector(result)},
                     attribute_field=self.fields.attribute_field,
                 )
                 for point, person in zip(faces, labels or [None] * len(faces), strict=True):
                     if person is not None:
                         point.metadata["person_id"].string_value = person
+                self._count_attributes(result)
                 points.extend(faces)
             media = [result.media_id for result, _, _ in pending]
             await upserts.send(messages.upsert_request(self.collection, points), media)
             pending, pending_faces = [], 0
 
-        results = embed_images(self.client, images(), model_id=self.fields.face_model)
+        results = embed_images(
+            self.client, images(), model_id=self.fields.face_model, with_scene=self.with_scene
+        )
         try:
             async for result in results:
                 media_id = result.media_id
@@ -507,6 +546,64 @@ class _IndexRun:
             raise TransientRefusal(
                 f"{len(self.retry_later)} file(s) refused for now, e.g. {first[0]}: {first[1]}"
             )
+
+    def _count_attributes(self, result: embedder_pb2.ImageResult) -> None:
+        """Faces that go in without an attribute vector, and why (never silently). Per media
+        id: a file sent again by a later pass is counted once."""
+        field = self.fields.attribute_field
+        missing = 0
+        for face in result.faces:
+            given = face.attributes.model_id
+            if field is not None and given == field[1]:
+                continue
+            if field is None and not given:
+                continue  # neither side has attributes: nothing was left out
+            missing += 1
+            if self.summary.attributes_note:
+                continue
+            if field is None:
+                self.summary.attributes_note = (
+                    f"the collection has no {messages.ATTRIBUTE_FIELD!r} field (created before "
+                    f"the embedder served {given!r})"
+                )
+            elif not given:
+                self.summary.attributes_note = (
+                    f"the embedder serves no attribute model (the collection's field holds "
+                    f"{field[1]!r})"
+                )
+            else:
+                self.summary.attributes_note = (
+                    f"the embedder's attribute model is {given!r}, the collection's field holds "
+                    f"{field[1]!r}"
+                )
+        self.without_attributes[result.media_id] = missing
+
+    async def _check_scene(self) -> None:
+        """Ask for scene vectors when the collection has a scene field and the embedder serves
+        its model; otherwise say why its faces go in without them (never silently)."""
+        field = self.fields.scene_field
+        if field is None:
+            return
+        models = (await self.client.embedder.ListModels(embedder_pb2.ListModelsRequest())).models
+        kind = embedder_pb2.MODEL_KIND_IMAGE_TEXT_ENCODER
+        served = [m.model_id for m in models if m.kind == kind]
+        self.with_scene = field[1] in served
+        if not self.with_scene:
+            serves = f"serves {served[0]!r}" if served else "serves no image-text model"
+            self.summary.scene_note = (
+                f"the collection's {field[0]!r} field holds {field[1]!r} vectors; the "
+                f"embedder {serves}"
+            )
+
+    def _scene_vector(self, result: embedder_pb2.ImageResult) -> dict[str, tuple]:
+        """{scene field: (the photo's scene vector, model)}, or {} (counted) without one."""
+        field = self.fields.scene_field
+        if field is None:
+            return {}
+        if result.scene_model_id == field[1]:
+            return {field[0]: (result.scene, result.scene_model_id)}
+        self.without_scene[result.media_id] = len(result.faces)
+        return {}
 
     def _acked(self, media: list[str], upserted: int) -> None:
         self.summary.upserted += upserted
@@ -574,6 +671,8 @@ class _IndexRun:
         s.without_caption = sources.pop("", 0)
         s.caption_sources = dict(sources)
         s.context_problems = [(m, why) for m, (_, ps) in self.context_of.items() for why in ps]
+        s.without_attributes = sum(self.without_attributes.values())
+        s.without_scene = sum(self.without_scene.values())
         s.seconds = time.perf_counter() - started
 
 

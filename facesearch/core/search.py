@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import grpc
+
 from facesearch import messages
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.core.collections import collection_fields
+from facesearch.core.context_terms import ContextTerm, context_terms, scene_coverage_notes
+from facesearch.core.context_terms import score as context_score
 from facesearch.core.image_faces import embed_image_faces
 from facesearch.core.persons import ensure_identification
 from facesearch.errors import CollectionMismatch, FacesearchError, NoFaceFound
@@ -70,24 +74,32 @@ async def search_image_faces(
     ``face`` picks one (0 = the largest). With ``by_person`` each list holds a person's best
     face once (faces without a label stay one by one), not ten copies of one person."""
     fields = await collection_fields(client, collection)
-    faces = await embed_image_faces(client, image, fields.face_model)
-    chosen = list(enumerate(faces))
-    if face is not None:
-        if not 0 <= face < len(faces):
-            raise FacesearchError(
-                f"face {face}: {messages.describe_image(image)} has faces 0..{len(faces) - 1}"
-            )
-        chosen = [chosen[face]]
-    # Grouping drops repeats of a person: ask for more so k persons remain.
-    wanted = min(k * 5, 1000) if by_person else k
-    request = messages.search_request(collection, [], k=wanted, where=where)
-    template = request.queries[0]
-    del request.queries[:]
-    for _, f in chosen:
-        q = request.queries.add()
-        q.CopyFrom(template)
-        q.terms.append(messages.vector_term(fields.face, f))
-    results = (await client.retriever.Search(request)).results
+    for attempt in range(2):
+        faces = await embed_image_faces(client, image, fields.face_model)
+        chosen = list(enumerate(faces))
+        if face is not None:
+            if not 0 <= face < len(faces):
+                raise FacesearchError(
+                    f"face {face}: {messages.describe_image(image)} has faces 0..{len(faces) - 1}"
+                )
+            chosen = [chosen[face]]
+        # Grouping drops repeats of a person: ask for more so k persons remain.
+        wanted = min(k * 5, 1000) if by_person else k
+        request = messages.search_request(collection, [], k=wanted, where=where)
+        template = request.queries[0]
+        del request.queries[:]
+        for _, f in chosen:
+            q = request.queries.add()
+            q.CopyFrom(template)
+            q.terms.append(messages.vector_term(fields.face, f))
+        try:
+            results = (await client.retriever.Search(request)).results
+            break
+        except grpc.RpcError as err:
+            moved = None if attempt else await _moved_fields(client, collection, fields, err)
+            if moved is None:
+                raise
+            fields = moved
     out = []
     for (i, f), found in zip(chosen, results, strict=True):
         hits = messages.hits(found)
@@ -102,6 +114,23 @@ async def search_image_faces(
             )
         )
     return out
+
+
+async def _moved_fields(
+    client: AsyncFacesearchClient,
+    collection: str,
+    fields: messages.CollectionFields,
+    err: grpc.RpcError,
+) -> messages.CollectionFields | None:
+    """The collection's fields now, when a search was refused because the alias it went
+    through moved to a collection of other models between describe and search (a re-embedding
+    rolling out): the query is then built again for the new one. None for any other refusal."""
+    if err.code() != grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
+        return None
+    now = await collection_fields(client, collection)
+    if (now.face_model, now.text_fields) == (fields.face_model, fields.text_fields):
+        return None
+    return now
 
 
 def _best_per_person(hits: list[messages.Hit]) -> list[messages.Hit]:
@@ -124,14 +153,19 @@ async def search_by_text(
     k: int = 10,
     field: str | None = None,
     where: messages.FilterSpec = None,
+    scene_weight: float | None = None,
 ) -> list[messages.Hit]:
-    """Faces whose stored text (caption, tags) is most like ``text``."""
+    """Faces whose photo's context is most like ``text``: its stored text (caption, tags) and,
+    where the collection holds scene vectors, its pixels (the image-text model), fused by
+    weighted sum (core.context_terms; a hit's term_scores: caption cosine, then scene cosine,
+    for the terms the collection has). ``field`` matches one field alone (a text field or
+    "scene"). A collection with neither captions nor scene vectors is refused saying what to
+    index."""
     fields = await collection_fields(client, collection)
-    name, model = fields.text_field(field)
-    vector, model_id = await _embed_text(client, text, model, embedder_pb2.TEXT_ROLE_QUERY)
-    request = messages.search_request(
-        collection, [messages.text_term(name, vector, model_id)], k=k, where=where
+    terms = await context_terms(
+        client, fields, collection, text, field=field, scene_weight=scene_weight
     )
+    request = messages.search_request(collection, [t.term() for t in terms], k=k, where=where)
     return await _search_one(client, request)
 
 
@@ -162,13 +196,16 @@ CONTEXT_GATHER_WEIGHT = 1e-3
 
 
 class ContextHits(list[messages.Hit]):
-    """The hits of a person-in-context search, best context first. A hit's score, and its only
-    term score, is the cosine of its caption with the context. ``identified`` holds the ids of
+    """The hits of a person-in-context search, best context first. ``used`` names the context
+    terms ("captions": the caption's cosine with the context; "scene": the photo's scene
+    vector's, from the image-text model), in the order of each hit's term scores; a hit's
+    score is their weighted sum (core.context_terms). ``identified`` holds the ids of
     unlabelled faces that are in because they identify as the person at the match operating
     point; ``notes`` says what a user must know (e.g. that more unlabelled faces may match)."""
 
     def __init__(self, hits: list[messages.Hit]) -> None:
         super().__init__(hits)
+        self.used: list[str] = []
         self.identified: set[str] = set()
         self.notes: list[str] = []
 
@@ -183,38 +220,50 @@ async def search_person_in_context(
     include_unlabelled: bool = False,
     person_collection: str = "",
     where: messages.FilterSpec = None,
+    scene_weight: float | None = None,
+    identity_token: bool = False,
 ) -> ContextHits:
     """A named person in a context ("Anna Berg shaking hands at a summit", Id-CLIP's task):
-    only the faces of ``person_id``, ranked by how well their context text (the caption
-    indexed with the photo) matches ``context``.
+    only the faces of ``person_id``, ranked by how well their photo's context matches
+    ``context``: its caption and, where the collection holds scene vectors, its pixels
+    (core.context_terms).
 
     The person's faces are those labelled with them; with ``include_unlabelled`` also the
     unlabelled faces that identify as them at the ``match`` operating point (the Persons
     service's Identify against the person's references, in ``person_collection`` when given;
     identification is configured from the model card when it is not yet), checked among the
     UNLABELLED_CANDIDATES unlabelled faces nearest the person's faces or the context. A face
-    without context text cannot be ranked by it and is left out. A collection without a text
-    field raises CollectionMismatch, one whose text field holds no vector is refused by the
-    retriever (FAILED_PRECONDITION): both say what to index."""
+    without a caption or scene vector cannot be ranked by it and is left out. With
+    ``identity_token`` the scene query also names the person by the image-text model's Id-CLIP
+    translator (their mean labelled face; core.context_terms). A collection
+    with neither a caption nor a scene field raises CollectionMismatch, one whose fields hold
+    no vector is refused by the retriever (FAILED_PRECONDITION): both say what to index."""
     fields = await collection_fields(client, collection)
-    name, model = _context_field(fields, collection)
-    vector, model_id = await _embed_text(client, context, model, embedder_pb2.TEXT_ROLE_QUERY)
-    request = messages.search_request(
-        collection, [messages.text_term(name, vector, model_id)], k=k, where=where
+    terms = await context_terms(
+        client,
+        fields,
+        collection,
+        context,
+        scene_weight=scene_weight,
+        person=person_id if identity_token else None,
     )
+    request = messages.search_request(collection, [t.term() for t in terms], k=k, where=where)
     request.queries[0].filter.must.append(
         common_pb2.FieldCondition(
             field="person_id", equals=common_pb2.MetadataValue(string_value=person_id)
         )
     )
-    out = ContextHits(await _search_one(client, request))
+    reply = await client.retriever.Search(request)
+    out = ContextHits(messages.hits(reply.results[0]))
+    out.used = [t.name for t in terms]
+    out.notes.extend(scene_coverage_notes(reply, collection))
     if include_unlabelled:
         found = await _unlabelled_in_context(
             client,
             collection,
             fields,
             person_id,
-            (name, vector, model_id),
+            terms,
             person_collection=person_collection,
             where=where,
             out=out,
@@ -234,35 +283,22 @@ async def search_person_in_context(
     return out
 
 
-def _context_field(fields: messages.CollectionFields, collection: str) -> tuple[str, str]:
-    """(field, model) of the collection's context text, or a refusal saying what to index."""
-    if not fields.text_fields:
-        raise CollectionMismatch(
-            f"collection {collection!r} has no context to rank by: it has no text field (it was "
-            "created without a text encoder). Index the photos with their captions (IPTC/XMP/"
-            "EXIF inside the files, sidecar .txt/.json, .srt/.vtt) into a collection created "
-            "while the embedder serves a text encoder (`facesearch index` adds a caption field)"
-        )
-    return fields.text_field()
-
-
 async def _unlabelled_in_context(
     client: AsyncFacesearchClient,
     collection: str,
     fields: messages.CollectionFields,
     person_id: str,
-    context: tuple[str, common_pb2.Vector, str],
+    context: list[ContextTerm],
     *,
     person_collection: str,
     where: messages.FilterSpec,
     out: ContextHits,
 ) -> list[messages.Hit]:
     """Unlabelled faces that identify as ``person_id`` at the match point, each scored by its
-    context (the retriever scores every candidate on both terms: face, context)."""
-    name, vector, model_id = context
+    context (the retriever scores every candidate on every term: face, then the context's)."""
     terms = [
         messages.person_term(fields.face, person_id, person_collection=person_collection),
-        messages.text_term(name, vector, model_id, weight=CONTEXT_GATHER_WEIGHT),
+        *(t.term(CONTEXT_GATHER_WEIGHT) for t in context),
     ]
     request = messages.search_request(
         collection, terms, k=UNLABELLED_CANDIDATES, where=where, with_vectors=True
@@ -298,7 +334,7 @@ async def _unlabelled_in_context(
                 and top.person_id == person_id
             ):
                 matched.append(h)
-    with_context = [h for h in matched if name in h.vectors]
+    with_context = [h for h in matched if any(t.field in h.vectors for t in context)]
     if len(with_context) < len(matched):
         out.notes.append(
             f"{len(matched) - len(with_context)} unlabelled face(s) identify as {person_id!r} "
@@ -311,7 +347,10 @@ async def _unlabelled_in_context(
         )
     return [
         messages.Hit(
-            h.id, h.term_scores[1], (h.term_scores[1],), messages.python_metadata(h.metadata)
+            h.id,
+            context_score(context, tuple(h.term_scores[1:])),
+            tuple(h.term_scores[1:]),
+            messages.python_metadata(h.metadata),
         )
         for h in with_context
     ]
@@ -439,8 +478,29 @@ async def search_face_with_description(
     term = _description_term(fields, collection, parsed, reply, description_weight, out)
     terms.append(term)
     request = messages.search_request(collection, terms, k=k, where=where)
-    out.extend(await _search_one(client, request))
+    reply = await client.retriever.Search(request)
+    out.extend(messages.hits(reply.results[0]))
+    out.notes.extend(_coverage_notes(reply, collection))
     return out
+
+
+def _coverage_notes(reply: retriever_pb2.SearchResponse, collection: str) -> list[str]:
+    """What a user must know of a field searched that only part of the faces hold
+    (SearchResponse.partial_fields): those faces were not scored by it."""
+    notes = []
+    for c in reply.partial_fields:
+        head = f"{c.points_without:,} of the {c.points:,} faces have no {c.field!r} vector"
+        if c.field == messages.ATTRIBUTE_FIELD:
+            # A missing term scores 0, and attribute scores are log-likelihoods (<= 0): those
+            # faces count as fitting the description perfectly.
+            notes.append(
+                f"{head}: the description could not be checked against them, so they score as "
+                f"if they fitted it fully and may rank too high; fill them with "
+                f"`facesearch backfill {collection} --field {c.field}`"
+            )
+        else:
+            notes.append(f"{head}: the description was not matched against them (score 0)")
+    return notes
 
 
 def _description_term(

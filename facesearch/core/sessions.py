@@ -77,6 +77,17 @@ async def reset_user(client: AsyncFacesearchClient, user_id: str, model_id: str 
     return reply.heads_deleted
 
 
+async def describe_user(
+    client: AsyncFacesearchClient, user_id: str
+) -> personalizer_pb2.DescribeUserResponse:
+    """What ``user_id``'s past sessions taught: per face model, the lasting head's distance from
+    the plain embedding (``distance_from_identity``, ``probe_cosine_change``), the sessions
+    and rounds it was trained on and its last update; and the user's live sessions."""
+    return await client.personalizer.DescribeUser(
+        personalizer_pb2.DescribeUserRequest(user_id=user_id)
+    )
+
+
 def simulated_user(
     person_id: str,
     target_id: str | None = None,

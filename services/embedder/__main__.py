@@ -5,11 +5,15 @@ Settings: EmbedderSettings (services/embedder/settings.py), tabled in services/e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
 from facesearch_server.embedder import model_files as mf
 from facesearch_server.embedder.backends.base import EncoderRuntime
-from facesearch_server.embedder.face_detection import FaceDetector
+from facesearch_server.embedder.face_detection import FaceDetector, YuNetDetector
+from facesearch_server.embedder.face_detection_runtime import RuntimeFaceDetector
 from facesearch_server.embedder.image_decode import ImageLimits
+from facesearch_server.embedder.image_text import SceneEncoder
 from facesearch_server.embedder.pipeline import DetectionSettings, FacePipeline
 from facesearch_server.embedder.pixel_budget import PixelBudget
 from facesearch_server.embedder.servicer import EmbedderServicer
@@ -28,6 +32,7 @@ def build_runtime(cfg: EmbedderSettings) -> EncoderRuntime:
             timeout_s=cfg.triton_timeout_s,
             retries=cfg.triton_retries,
             max_batch=cfg.encoder_max_batch,
+            model_dir=cfg.model_dir,  # the fine-tuned face encoders' cards
         )
     from facesearch_server.embedder.backends.local import LocalRuntime
 
@@ -36,15 +41,24 @@ def build_runtime(cfg: EmbedderSettings) -> EncoderRuntime:
         intra_op_threads=cfg.ort_threads,
         max_batch=cfg.encoder_max_batch,
         spinning=cfg.ort_spinning,
+        device=cfg.ort_device,
     )
 
 
-def models_ready(runtime: EncoderRuntime) -> ReadinessCheck:
-    """Every encoder can run: loaded in-process (local), or the Triton server reachable and
-    each model READY there (a Triton restarting or still loading is not ready)."""
+def build_detector(cfg: EmbedderSettings, runtime: EncoderRuntime) -> YuNetDetector:
+    if cfg.detector_on_runtime():
+        return RuntimeFaceDetector(runtime, max_side=cfg.detect_max_side)
+    return FaceDetector(max_side=cfg.detect_max_side)
+
+
+def models_ready(runtime: EncoderRuntime, detector_on_runtime: bool = True) -> ReadinessCheck:
+    """Every encoder it serves (fine-tuned face encoders included) can run: loaded in-process
+    (local), or the Triton server reachable and each model READY there (a Triton restarting or
+    still loading is not ready). YuNet counts only where detection runs on the runtime."""
 
     async def check() -> None:
-        missing = [m for m in mf.ENCODERS if not await runtime.ready(m)]
+        needed = [m for m in runtime.specs if detector_on_runtime or m != mf.YUNET]
+        missing = [m for m in needed if not await runtime.ready(m)]
         if missing:
             raise RuntimeError(f"{runtime.name} cannot run {', '.join(missing)} now")
 
@@ -55,7 +69,18 @@ def build(cfg: EmbedderSettings) -> ServiceDefinition:
     runtime = build_runtime(cfg)
     limits = ImageLimits(max_bytes=cfg.max_image_bytes, max_pixels=cfg.max_image_pixels)
     faces = FacePipeline(
-        runtime, limits=limits, detector=FaceDetector(max_side=cfg.detect_max_side)
+        runtime,
+        cfg.face_model,
+        limits=limits,
+        detector=build_detector(cfg, runtime),
+    )
+    # The image-text model's towers join the runtime's encoders before it loads or connects.
+    scene = (
+        SceneEncoder.configured(
+            runtime, Path(cfg.model_dir), cfg.image_text_model, weights=cfg.backend == "local"
+        )
+        if cfg.image_text_model
+        else None
     )
     defaults = DetectionSettings(
         max_faces=cfg.max_faces,
@@ -72,6 +97,7 @@ def build(cfg: EmbedderSettings) -> ServiceDefinition:
         prepare_workers=cfg.prepare_workers,
         stream_window=cfg.stream_window,
         pixel_budget=PixelBudget(cfg.pixel_limits()),
+        scene=scene,
     )
 
     async def stop() -> None:
@@ -82,9 +108,10 @@ def build(cfg: EmbedderSettings) -> ServiceDefinition:
         servicers=[
             Servicer("facesearch.v1.Embedder", servicer, pb_grpc.add_EmbedderServicer_to_server)
         ],
-        on_start=[runtime.start],
+        # The runtime detector binds to the loop the runtime serves in (its start).
+        on_start=[runtime.start, faces.detector.start],
         on_stop=[stop],
-        readiness=[models_ready(runtime)],
+        readiness=[models_ready(runtime, cfg.detector_on_runtime())],
     )
 
 

@@ -1,6 +1,14 @@
-"""YuNet face detection through OpenCV's FaceDetectorYN (it decodes YuNet's anchor-free
-outputs and runs NMS), in-process on CPU whichever encoder backend is configured: it is cheap
-next to encoding and keeps whole images off the network to Triton.
+"""YuNet face detection. Two interchangeable paths compute the same faces:
+
+- ``FaceDetector``: OpenCV's FaceDetectorYN (it decodes YuNet's anchor-free outputs and runs
+  NMS), in-process on CPU. Cheap next to encoding on a CPU host, and it keeps whole images off
+  the network to Triton.
+- ``RuntimeFaceDetector`` (face_detection_runtime.py): the same model through the encoder
+  runtime (onnxruntime in-process, or Triton), decoded by yunet_decode.py, so that on a GPU
+  host no model runs on the embedder's CPU.
+
+Both share the shrinking of large photos, the size filter and the ordering here; the setting
+``detector_runtime`` picks one (settings.py).
 """
 
 from __future__ import annotations
@@ -27,24 +35,28 @@ class Detection:
     score: float
 
 
-class FaceDetector:
-    """Thread-safe: OpenCV's detector object holds per-call state, so each thread gets one."""
+class YuNetDetector:
+    """What every YuNet path shares; subclasses say how one image's raw faces are found."""
 
-    def __init__(self, model_path: Path | None = None, max_side: int = 640) -> None:
-        self.model_path = str(model_path or mf.yunet_source())
+    model_id = mf.YUNET
+    backend = "local"  # reported by ListModels: where the model runs
+
+    def __init__(self, max_side: int = 640) -> None:
         # Large photos are detected on a down-scaled copy; faces are then aligned from the
         # full-resolution pixels, so small-scale detection costs little accuracy.
         self.max_side = max_side
-        self._local = threading.local()
 
-    def _detector(self) -> cv2.FaceDetectorYN:
-        det = getattr(self._local, "detector", None)
-        if det is None:
-            det = cv2.FaceDetectorYN.create(
-                self.model_path, "", (320, 320), 0.5, NMS_THRESHOLD, TOP_K
-            )
-            self._local.detector = det
-        return det
+    async def start(self) -> None:
+        """Called in the service's event loop before serving; nothing to do in-process."""
+
+    async def ready(self) -> bool:
+        return True
+
+    def raw_faces(
+        self, bgr: np.ndarray, score_threshold: float, stop: CallStop | None
+    ) -> np.ndarray:
+        """(n, 15) rows as OpenCV returns them: x, y, w, h, 5 landmarks (x, y), score."""
+        raise NotImplementedError
 
     def detect(
         self,
@@ -64,14 +76,8 @@ class FaceDetector:
             small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
         if stop is not None:
             stop.check()
-        det = self._detector()
-        det.setInputSize((small.shape[1], small.shape[0]))
-        det.setScoreThreshold(float(score_threshold))
-        _, rows = det.detect(small)
-        if rows is None:
-            return []
         found = []
-        for row in rows:
+        for row in self.raw_faces(small, score_threshold, stop):
             x, y, bw, bh = (float(v) / scale for v in row[:4])
             if min(bw, bh) < min_face_size:
                 continue
@@ -79,3 +85,31 @@ class FaceDetector:
             found.append(Detection((x, y, bw, bh), landmarks, float(row[14])))
         found.sort(key=lambda d: d.score, reverse=True)
         return found[:max_faces]
+
+
+class FaceDetector(YuNetDetector):
+    """OpenCV's FaceDetectorYN on the shipped file. Thread-safe: OpenCV's detector object
+    holds per-call state, so each thread gets one."""
+
+    def __init__(self, model_path: Path | None = None, max_side: int = 640) -> None:
+        super().__init__(max_side)
+        self.model_path = str(model_path or mf.yunet_source())
+        self._local = threading.local()
+
+    def _detector(self) -> cv2.FaceDetectorYN:
+        det = getattr(self._local, "detector", None)
+        if det is None:
+            det = cv2.FaceDetectorYN.create(
+                self.model_path, "", (320, 320), 0.5, NMS_THRESHOLD, TOP_K
+            )
+            self._local.detector = det
+        return det
+
+    def raw_faces(
+        self, bgr: np.ndarray, score_threshold: float, stop: CallStop | None
+    ) -> np.ndarray:
+        det = self._detector()
+        det.setInputSize((bgr.shape[1], bgr.shape[0]))
+        det.setScoreThreshold(float(score_threshold))
+        _, rows = det.detect(bgr)
+        return np.zeros((0, 15), np.float32) if rows is None else rows

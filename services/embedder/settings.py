@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from facesearch_contract.limits import max_items, value_range
 from facesearch_contract.v1 import embedder_pb2 as pb
-from facesearch_server.embedder.model_files import DEFAULT_MODEL_DIR
+from facesearch_server.embedder.model_files import (
+    DEFAULT_MODEL_DIR,
+    SFACE,
+    face_encoders,
+    served_encoders,
+)
 from facesearch_server.embedder.pixel_budget import PixelLimits
 from facesearch_server.runtime.settings import (
     DEFAULT_METRICS_PORTS,
@@ -30,7 +36,20 @@ class EmbedderSettings(ServiceSettings):
     )
     model_dir: str = Field(
         DEFAULT_MODEL_DIR,
-        description="exported encoder files (local backend); missing ones are exported on start",
+        description="exported encoder files (local backend); missing ones are exported on "
+        "start. Fine-tuned face encoders in it (`<id>.onnx` + `<id>.card.json`) are served too; "
+        "with `triton` it holds their cards only",
+    )
+    face_model: str = Field(
+        SFACE,
+        description="default face encoder (requests' empty `model_id`): the shipped one or a "
+        "fine-tuned one in `model_dir`",
+    )
+    image_text_model: str = Field(
+        "",
+        description="image-text (CLIP-architecture) model to serve, imported into `model_dir` "
+        "by `clip_import` (`<id>.card.json`, tokenizer and, for `local`, both ONNX towers): "
+        "scene vectors (`with_scene`) and its text vectors; empty = none",
     )
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address")
     triton_timeout_s: float = Field(
@@ -57,6 +76,11 @@ class EmbedderSettings(ServiceSettings):
     )
     ort_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads, 0 = all cores (local backend)"
+    )
+    ort_device: Literal["cpu", "cuda"] = Field(
+        "cpu",
+        description="where the local backend runs its models: `cuda` = onnxruntime's CUDA "
+        "provider (onnxruntime-gpu on a GPU host; refused at start-up where unavailable)",
     )
     ort_spinning: bool = Field(
         False,
@@ -104,6 +128,13 @@ class EmbedderSettings(ServiceSettings):
         gt=0,
         description="large photos are detected on a copy this size, aligned from full resolution",
     )
+    detector_runtime: Literal["auto", "opencv", "runtime"] = Field(
+        "auto",
+        description="where YuNet runs: `opencv` (in-process on CPU, OpenCV's FaceDetectorYN), "
+        "`runtime` (the backend's: onnxruntime in-process, or Triton), `auto` = `runtime` with "
+        "`triton` or `ort_device: cuda` (no model on the embedder's CPU on a GPU host), else "
+        "`opencv`",
+    )
     max_faces: int = Field(
         64,
         gt=0,
@@ -127,6 +158,12 @@ class EmbedderSettings(ServiceSettings):
             )
         return self
 
+    def detector_on_runtime(self) -> bool:
+        """Whether YuNet runs through the encoder runtime (else OpenCV in-process)."""
+        if self.detector_runtime == "auto":  # no model on the CPU where the encoders are not
+            return self.backend == "triton" or self.ort_device == "cuda"
+        return self.detector_runtime == "runtime"
+
     def pixel_limits(self) -> PixelLimits:
         return PixelLimits(
             max_request_pixels=self.max_request_pixels,
@@ -135,7 +172,55 @@ class EmbedderSettings(ServiceSettings):
             trim_after_mb=self.trim_after_mb,
         )
 
-    @field_validator("backend", mode="before")
+    @field_validator("face_model")
+    @classmethod
+    def _face_model_served(cls, value: str, info: ValidationInfo) -> str:
+        # Read from the model dir as the runtime will read it, so a typo or a model not copied
+        # there stops the start with the list of what is there, not the first request.
+        model_dir, backend = info.data.get("model_dir"), info.data.get("backend")
+        if model_dir is None or backend is None:
+            return value  # those keys failed themselves; their errors are reported
+        served = face_encoders(served_encoders(Path(model_dir), weights=backend == "local"))
+        if value not in served:
+            trained = "<id>.card.json" if backend == "triton" else "<id>.onnx and <id>.card.json"
+            raise ValueError(
+                f"is not a face encoder served here; available: {', '.join(served)} (a "
+                f"fine-tuned one needs {trained} in model_dir {model_dir})"
+            )
+        return value
+
+    @field_validator("image_text_model")
+    @classmethod
+    def _image_text_model_there(cls, value: str, info: ValidationInfo) -> str:
+        # Checked at start, as face_model is: a typo or a half-copied model dir stops the
+        # service with what is there, not the first scene request.
+        model_dir, backend = info.data.get("model_dir"), info.data.get("backend")
+        if not value or model_dir is None or backend is None:
+            return value
+        from facesearch_server.embedder.image_text import load_card
+
+        try:
+            load_card(Path(model_dir), value, weights=backend == "local")
+        except (FileNotFoundError, ValueError) as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("ort_device")
+    @classmethod
+    def _ort_device_present(cls, value: str) -> str:
+        # At start-up, with what to install, not as a silent fall back to the CPU.
+        if value == "cuda":
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError(
+                    f"onnxruntime {ort.__version__} has no CUDA provider here (it has "
+                    f"{', '.join(ort.get_available_providers())}): install onnxruntime-gpu "
+                    "matching the host's CUDA, or set ort_device: cpu"
+                )
+        return value
+
+    @field_validator("backend", "detector_runtime", "ort_device", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from facesearch_contract.v1 import personalizer_service_pb2_grpc as pb_grpc
 from facesearch_server.personalizer.candidate_source import GrpcCandidateSource
+from facesearch_server.personalizer.consolidation import ConsolidationParams
 from facesearch_server.personalizer.embedded_redis import RedisHandle, open_redis
 from facesearch_server.personalizer.head_store import RedisHeadStore
 from facesearch_server.personalizer.round_planner import RoundParams
@@ -42,7 +43,12 @@ def sessions_config(cfg: PersonalizerSettings) -> SessionsConfig:
             p.training, steps=cfg.train_steps, time_budget_s=cfg.train_budget_ms / 1000
         ),
     )
-    return SessionsConfig(default_k=cfg.k, round=p, undo_depth=cfg.undo_depth)
+    lasting = replace(
+        ConsolidationParams(), steps=cfg.lasting_steps, learning_rate=cfg.lasting_learning_rate
+    )
+    return SessionsConfig(
+        default_k=cfg.k, round=p, undo_depth=cfg.undo_depth, consolidation=lasting
+    )
 
 
 def build(cfg: PersonalizerSettings) -> ServiceDefinition:

@@ -1,16 +1,24 @@
-"""Where per-user heads live: one small interface, a Redis backend.
+"""Where users' lasting heads live: one small interface, a Redis backend.
 
 A head is kept per (tenant, user, face model id), with a version bumped by every stored
-update, the rounds it was trained on and the time of the last update. Updates are
+update, the sessions and rounds it was trained on and the time of the last update. It changes
+once per session, when the session's answers are consolidated into it (consolidation.py); a
+session's own head lives in the session (session_store.py). Updates are
 optimistic: read the head (version v), compute the new weights, then store them only if the
 version is still v, in one Lua script (atomic on the server: either the whole head is written
 or nothing is). On a conflict the update is recomputed from the newer head, so concurrent
 sessions or replicas never lose each other's training.
 
-An update may carry a token (a session's "<session id>:<round>"): the head remembers the
-newest ``APPLIED_TOKENS`` tokens it applied and skips an update whose token it already holds,
-so one session round trains the head at most once even when SubmitFeedback is retried after a
+An update may carry a token (a session's "<session id>:end"): the head remembers the newest
+``APPLIED_TOKENS`` tokens it applied and skips an update whose token it already holds, so one
+session trains the head at most once even when its FOUND or EndSession is retried after a
 failure or sent twice at the same time (the session's own compare-and-set comes later).
+
+ResetUser bumps the user's reset epoch (a counter per model and one for every model, in
+``hreset:{tenant:user}``) besides deleting the heads. A session reads the epoch with the head
+at its start and its update names it: an update whose epoch is no longer current is dropped,
+so a session that was open across a reset does not teach the fresh head what the user asked to
+forget.
 
 Keys carry the hash tag ``{tenant:user}``, so the head and the user's set of model ids are in
 one Redis Cluster slot and the script touches both without a CROSSSLOT error.
@@ -34,11 +42,18 @@ from facesearch_server.runtime.errors import Aborted
 
 APPLIED_TOKENS = 128  # rounds remembered per head; ~4 KB beside a 64 KB head (d=128)
 
-# KEYS[1] head hash, KEYS[2] the user's set of model ids (one hash tag: one cluster slot).
-# ARGV: expected version, weights, dim, model id, rounds added, updated unix time, token ('' =
-# none), tokens kept. 'applied' holds " tok1 tok2 ... " (tokens never contain a space).
-# Returns the new version, -1 on a version conflict, -2 when the token was applied before.
+# KEYS[1] head hash, KEYS[2] the user's set of model ids, KEYS[3] the user's reset epochs (one
+# hash tag: one cluster slot). ARGV: expected version, weights, dim, model id, rounds added,
+# updated unix time, token ('' = none), tokens kept, sessions added, expected reset epoch ('' =
+# any). 'applied' holds " tok1 tok2 ... " (tokens never contain a space). Returns the new
+# version, -1 on a version conflict, -2 when the token was applied before, -3 when the user was
+# reset since the epoch was read.
 _CAS = """
+if ARGV[10] ~= '' then
+  local every = tonumber(redis.call('HGET', KEYS[3], '*') or '0')
+  local this = tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or '0')
+  if every + this ~= tonumber(ARGV[10]) then return -3 end
+end
 local applied = redis.call('HGET', KEYS[1], 'applied') or ' '
 if ARGV[7] ~= '' and string.find(applied, ' ' .. ARGV[7] .. ' ', 1, true) then return -2 end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
@@ -52,16 +67,19 @@ if ARGV[7] ~= '' then
   end
 end
 local rounds = tonumber(redis.call('HGET', KEYS[1], 'rounds') or '0') + tonumber(ARGV[5])
+local sessions = tonumber(redis.call('HGET', KEYS[1], 'sessions') or '0') + tonumber(ARGV[9])
 redis.call('HSET', KEYS[1], 'w', ARGV[2], 'dim', ARGV[3], 'model_id', ARGV[4],
-           'version', cur + 1, 'rounds', rounds, 'updated', ARGV[6], 'applied', applied)
+           'version', cur + 1, 'rounds', rounds, 'sessions', sessions, 'updated', ARGV[6],
+           'applied', applied)
 redis.call('SADD', KEYS[2], ARGV[4])
 return cur + 1
 """
 
-# Put a head back as a snapshot had it (UndoFeedback). KEYS as _CAS. ARGV: expected version,
-# existed ('1' / '0'), weights, dim, model id, rounds, updated, applied. The version moves on
-# (cur + 1; versions only grow, so a writer that read the undone head cannot overwrite it); a
-# snapshot of no head deletes it. Returns the new version (0 when deleted), -1 on a conflict.
+# Put a head back as a snapshot had it (UndoFeedback). KEYS[1], KEYS[2] as _CAS. ARGV: expected
+# version, existed ('1' / '0'), weights, dim, model id, rounds, updated, applied, sessions. The
+# version moves on (cur + 1; versions only grow, so a writer that read the undone head cannot
+# overwrite it); a snapshot of no head deletes it. Returns the new version (0 when deleted),
+# -1 on a conflict.
 _RESTORE = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if cur ~= tonumber(ARGV[1]) then return -1 end
@@ -71,12 +89,14 @@ if ARGV[2] == '0' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'w', ARGV[3], 'dim', ARGV[4], 'model_id', ARGV[5],
-           'version', cur + 1, 'rounds', ARGV[6], 'updated', ARGV[7], 'applied', ARGV[8])
+           'version', cur + 1, 'rounds', ARGV[6], 'updated', ARGV[7], 'applied', ARGV[8],
+           'sessions', ARGV[9])
 redis.call('SADD', KEYS[2], ARGV[5])
 return cur + 1
 """
 
-Update = Callable[[Head], Awaitable[tuple[np.ndarray, int]]]
+# The current head's version and (new weights, rounds trained), or None: nothing to store.
+Update = Callable[[Head], Awaitable[tuple[np.ndarray, int] | None]]
 
 
 @dataclass
@@ -88,6 +108,7 @@ class HeadSnapshot:
     rounds: int = 0
     updated: str = "0"
     applied: str = " "
+    sessions: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,13 +122,24 @@ class HeadStore(Protocol):
     async def get(self, tenant: str, user: str, model_id: str, dim: int) -> Head: ...
 
     async def update(
-        self, tenant: str, user: str, model_id: str, dim: int, fn: Update, token: str = ""
-    ) -> Head:
-        """Apply ``fn`` (current head -> new weights, rounds trained) atomically, at most once
-        per non-empty ``token``."""
+        self,
+        tenant: str,
+        user: str,
+        model_id: str,
+        dim: int,
+        fn: Update,
+        token: str = "",
+        sessions: int = 0,
+        epoch: int | None = None,
+    ) -> Head | None:
+        """Apply ``fn`` (current head -> new weights, rounds trained; None = no change)
+        atomically, at most once per non-empty ``token``, adding ``sessions`` to the sessions
+        trained; only while the user's reset epoch is ``epoch`` (None = any): else None."""
         ...
 
-    async def reset(self, tenant: str, user: str, model_id: str = "") -> int: ...
+    async def reset(self, tenant: str, user: str, model_id: str = "") -> int:
+        """Forget the user's head(s) and bump the reset epoch: the heads deleted."""
+        ...
 
     async def snapshot(self, tenant: str, user: str, model_id: str, dim: int) -> HeadSnapshot: ...
 
@@ -149,6 +181,9 @@ class RedisHeadStore:
     def _user_key(self, tenant: str, user: str) -> str:
         return f"{self.prefix}heads:{self._tag(tenant, user)}"
 
+    def _reset_key(self, tenant: str, user: str) -> str:
+        return f"{self.prefix}hreset:{self._tag(tenant, user)}"
+
     @staticmethod
     def _decode(model_id: str, dim: int, raw: dict[bytes, bytes]) -> Head:
         if not raw or b"w" not in raw:
@@ -163,37 +198,60 @@ class RedisHeadStore:
             version=int(raw[b"version"]),
             rounds_trained=int(raw.get(b"rounds", b"0")),
             updated_unix=float(raw.get(b"updated", b"0")),
+            sessions_trained=int(raw.get(b"sessions", b"0")),
         )
 
     async def _read(self, tenant: str, user: str, model_id: str, dim: int) -> tuple[Head, set[str]]:
         with redis_call("reading the user's head"):
-            raw = await self.r.hgetall(self._key(tenant, user, model_id))
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self._key(tenant, user, model_id))
+                pipe.hmget(self._reset_key(tenant, user), ["*", model_id])
+                raw, epochs = await pipe.execute()
         head = self._decode(model_id, dim, raw)
         if raw and head.version == 0:
             # The key holds a head we refused (other dim); keep its version for the CAS.
             head.version = int(raw.get(b"version", b"0"))
+        head.epoch = sum(int(e) for e in epochs if e is not None)
         return head, set(raw.get(b"applied", b"").decode().split())
 
     async def get(self, tenant: str, user: str, model_id: str, dim: int) -> Head:
         return (await self._read(tenant, user, model_id, dim))[0]
 
     async def update(
-        self, tenant: str, user: str, model_id: str, dim: int, fn: Update, token: str = ""
-    ) -> Head:
-        """Apply ``fn`` atomically; with a ``token`` already applied, return the head as is."""
+        self,
+        tenant: str,
+        user: str,
+        model_id: str,
+        dim: int,
+        fn: Update,
+        token: str = "",
+        sessions: int = 0,
+        epoch: int | None = None,
+    ) -> Head | None:
+        """Apply ``fn`` atomically; with a ``token`` already applied, return the head as is;
+        when the user was reset since ``epoch``, None (nothing stored)."""
         if any(c.isspace() for c in token):
             raise ValueError(f"head update token {token!r} contains white space")
-        key, ukey = self._key(tenant, user, model_id), self._user_key(tenant, user)
+        keys = [
+            self._key(tenant, user, model_id),
+            self._user_key(tenant, user),
+            self._reset_key(tenant, user),
+        ]
         for _ in range(self.max_retries):
             head, applied = await self._read(tenant, user, model_id, dim)
+            if epoch is not None and head.epoch != epoch:
+                return None
             if token and token in applied:
                 return head
-            weight, rounds = await fn(head)
+            change = await fn(head)
+            if change is None:
+                return head
+            weight, rounds = change
             now = time.time()
             with redis_call("storing the user's head"):
                 version = int(
                     await self._cas(
-                        keys=[key, ukey],
+                        keys=keys,
                         args=[
                             head.version,
                             Head(model_id, weight).weight_bytes(),
@@ -203,13 +261,25 @@ class RedisHeadStore:
                             now,
                             token,
                             APPLIED_TOKENS,
+                            sessions,
+                            "" if epoch is None else epoch,
                         ],
                     )
                 )
-            if version == -2:  # another call applied this round meanwhile
+            if version == -3:  # reset while this update was computed
+                return None
+            if version == -2:  # another call applied this update meanwhile
                 return await self.get(tenant, user, model_id, dim)
             if version >= 0:
-                return Head(model_id, weight, version, head.rounds_trained + rounds, now)
+                return Head(
+                    model_id,
+                    weight,
+                    version,
+                    head.rounds_trained + rounds,
+                    now,
+                    head.sessions_trained + sessions,
+                    head.epoch,
+                )
         raise Aborted(
             f"the head of user {user!r} changed {self.max_retries} times while this update was "
             "computed; retry"
@@ -226,6 +296,7 @@ class RedisHeadStore:
             rounds=int(raw.get(b"rounds", b"0")),
             updated=raw.get(b"updated", b"0").decode(),
             applied=raw.get(b"applied", b" ").decode(),
+            sessions=int(raw.get(b"sessions", b"0")),
         )
 
     async def restore(
@@ -244,6 +315,7 @@ class RedisHeadStore:
                         snap.rounds,
                         snap.updated,
                         snap.applied,
+                        snap.sessions,
                     ],
                 )
             )
@@ -252,14 +324,16 @@ class RedisHeadStore:
         ukey = self._user_key(tenant, user)
         with redis_call("forgetting the user's heads"):
             models = [model_id] if model_id else [m.decode() for m in await self.r.smembers(ukey)]
-            if not models:
-                return 0
             keys = [self._key(tenant, user, m) for m in models]
             async with self.r.pipeline(transaction=True) as pipe:
-                pipe.delete(*keys)
-                pipe.srem(ukey, *models)
-                deleted, _ = await pipe.execute()
-            return int(deleted)
+                # The epoch moves even when no head is stored: a session open now may not
+                # store one later (it read the old epoch).
+                pipe.hincrby(self._reset_key(tenant, user), model_id or "*", 1)
+                if models:
+                    pipe.delete(*keys)
+                    pipe.srem(ukey, *models)
+                out = await pipe.execute()
+            return int(out[1]) if models else 0
 
     async def describe(self, tenant: str, user: str) -> list[Head]:
         with redis_call("reading the user's heads"):

@@ -7,13 +7,15 @@ mu- = normalize(mean_{n in N} z_n):
 
     L(W) =  1/|P| sum_p  -log( e^{z_p.mu+/t} / (e^{z_p.mu+/t} + sum_n e^{z_p.z_n/t}) )   (pull)
           + 1/|N| sum_n  relu( z_n.mu+ - z_n.mu- + m )                                   (separate)
-          + rho ||W - I||_F^2                                                            (anchor)
+          + rho ||W - W_0||_F^2                                                          (anchor)
 
 The pull term is supervised InfoNCE with the positive centroid as the positive key: each
 positive must be closer to its own cluster than to any negative. The separate term is a margin
 between the clusters: each negative must sit at least m closer to the negative centroid than to
-the positive one. The anchor pulls W toward the identity so that a few clicks cannot collapse
-the embedding (and the stored head drifts slowly across sessions). Any of P or N may be empty:
+the positive one. The anchor pulls W toward W_0, the head the session started from (the
+user's lasting head, consolidation.py; the identity for a new user), so that a few clicks
+cannot collapse the embedding nor wash out what earlier sessions taught. Any of P or N may be
+empty:
 its terms are then left out (with neither there is nothing to learn and the loss is the anchor).
 
 Wrong answers: each positive may carry a weight w_p in (0, 1] (its credibility,
@@ -42,11 +44,14 @@ def sc_loss(
     negatives: torch.Tensor,
     params: SCLossParams = SCLossParams(),
     pos_weights: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L(W) above for positives (p, d) and negatives (n, d) of the frozen embedding, the
-    positives weighted by ``pos_weights`` (p,) when given."""
-    eye = torch.eye(weight.shape[0], dtype=weight.dtype)
-    loss = params.anchor * ((weight - eye) ** 2).sum()
+    positives weighted by ``pos_weights`` (p,) when given, anchored to ``reference`` (W_0;
+    None = the identity)."""
+    if reference is None:
+        reference = torch.eye(weight.shape[0], dtype=weight.dtype)
+    loss = params.anchor * ((weight - reference) ** 2).sum()
     zp = F.normalize(positives @ weight.T, dim=1) if len(positives) else None
     zn = F.normalize(negatives @ weight.T, dim=1) if len(negatives) else None
     if zp is None:

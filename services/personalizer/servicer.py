@@ -105,8 +105,7 @@ class PersonalizerServicer(pb_grpc.PersonalizerServicer):
         self, request: pb.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.EndSessionResponse:
         require(request.session_id, "session_id")
-        rounds = await self.sessions.end(current_tenant(), request.session_id)
-        return pb.EndSessionResponse(rounds=rounds)
+        return await self.sessions.end(current_tenant(), request.session_id)
 
     async def ResetUser(
         self, request: pb.ResetUserRequest, context: grpc.aio.ServicerContext

@@ -74,8 +74,19 @@ class Session:
     seed_b64: str = ""  # float32 (dim,) when the session started from a seed
     exclude: list[str] = field(default_factory=list)  # never shown (e.g. the seed point)
     rounds_with_positive: int = 0
+    # The user's lasting head as it was at the start (its version and reset epoch, and its
+    # weights, float32 (dim, dim); "" = the identity): fixed for the session's life.
     head_version: int = 0
-    ephemeral_weight_b64: str = ""
+    head_epoch: int = 0
+    lasting_b64: str = ""
+    # The session's own head, trained on this session's answers from the lasting head; "" =
+    # not trained yet (the lasting head). Dropped with the session.
+    head_b64: str = ""
+    # True once this session's answers were put to the user's lasting head (FOUND or
+    # EndSession), so they go in once; the head's version that holds them (0: none stored:
+    # nothing to learn from, or the user was reset since the start).
+    consolidated: bool = False
+    stored_version: int = 0
     expires_unix: float = 0.0
     # What UndoFeedback restores, oldest first, one per answered round (at most undo_depth):
     # the session's fields before that round (``undo_snapshot``) and, under "head", the user's
@@ -85,8 +96,9 @@ class Session:
     version: int = 0
 
     # Fields an undo record does not copy: the vectors (cut back to "n_shown" rows instead),
-    # the undo stack itself and what the store sets.
-    _NOT_SNAPSHOT = ("vectors_b64", "undo", "version", "expires_unix")
+    # the lasting head (the same all session long), the undo stack itself and what the store
+    # sets.
+    _NOT_SNAPSHOT = ("vectors_b64", "lasting_b64", "undo", "version", "expires_unix")
 
     def undo_snapshot(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in self._NOT_SNAPSHOT}
@@ -96,7 +108,12 @@ class Session:
     def restored(self, snapshot: dict) -> Session:
         """This session as it was when ``snapshot`` was taken (store version kept for the CAS)."""
         fields = {k: v for k, v in snapshot.items() if k not in ("n_shown", "head")}
-        back = Session(**fields, version=self.version, expires_unix=self.expires_unix)
+        back = Session(
+            **fields,
+            lasting_b64=self.lasting_b64,
+            version=self.version,
+            expires_unix=self.expires_unix,
+        )
         back.set_vectors(self.vectors()[: snapshot["n_shown"]])
         back.undo = self.undo[:-1]
         return back
@@ -125,7 +142,26 @@ class Session:
 
     @classmethod
     def from_json(cls, raw: str, version: int) -> Session:
-        return cls(**json.loads(raw), version=version)
+        d = json.loads(raw)
+        # A session stored by the build before lasting heads: its head was the stored one
+        # (non-ephemeral) or this field (ephemeral); it goes on from the head it had, if any.
+        d["head_b64"] = d.pop("ephemeral_weight_b64", d.get("head_b64", ""))
+        return cls(**d, version=version)
+
+    def weights(self, field_b64: str) -> np.ndarray | None:
+        """A stored (dim, dim) head of this session (``lasting_b64`` or ``head_b64``), or
+        None when the field is empty."""
+        raw = getattr(self, field_b64)
+        if not raw:
+            return None
+        w = np.frombuffer(base64.b64decode(raw), "<f4")
+        if w.size != self.dim * self.dim or not np.isfinite(w).all():
+            raise ValueError(f"session {self.id!r} holds a broken {field_b64}")
+        return w.reshape(self.dim, self.dim).copy()
+
+    def set_weights(self, field_b64: str, w: np.ndarray | None) -> None:
+        raw = b"" if w is None else np.ascontiguousarray(w, "<f4").tobytes()
+        setattr(self, field_b64, base64.b64encode(raw).decode())
 
 
 class SessionStore:

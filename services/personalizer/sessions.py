@@ -1,18 +1,27 @@
 """Session logic: StartSession, SubmitFeedback, GetSession, EndSession, ResetUser, DescribeUser.
 
+Two heads (head.py): the user's lasting head, their notion of likeness, kept in Redis and read
+once at StartSession; and the session's own head, which starts as a copy of it, learns this
+session's target and is dropped with the session.
+
 One round (SubmitFeedback):
 1. record the labels (unlabelled faces of the last round count as dissimilar, as in FaIRCoP);
-2. train the user's head on the session's clusters (online_training.py) and store it with an
-   atomic version check (head_store.py), at most once per session round (the update carries
-   "<session id>:<round>"); an ephemeral session keeps its head to itself;
+2. train the session's head on the session's clusters (online_training.py, anchored to the
+   lasting head); it is stored in the session, never in the user's head;
 3. ask the retriever, in one batched Search, for the top ``rescore_top`` faces of the linear
    query W^T(mu+ - lambda mu-) and, in early rounds, for an exploration pool; both exclude every
    face already shown;
 4. rescore exactly with the head, mix in exploratory faces (round_planner.py), store the
    session (compare-and-set) and answer.
 
-Every answered round leaves an undo record in the session (its fields before the round and the
-stored head before it, when the round changed the head); UndoFeedback puts both back.
+At the session's end (a FOUND answer, else EndSession) its relative answers are consolidated
+into the user's lasting head (consolidation.py) with an atomic version check (head_store.py),
+once per session (the update carries "<session id>:end") and only if the user was not reset
+since the session started. An ephemeral session neither reads nor writes the lasting head; a
+session left to expire teaches it nothing.
+
+Every answered round leaves an undo record in the session (its fields before the round and,
+for a FOUND round, the lasting head before it); UndoFeedback puts both back.
 """
 
 from __future__ import annotations
@@ -34,6 +43,11 @@ from facesearch_server.personalizer.answer_model import (
     SIMILAR,
 )
 from facesearch_server.personalizer.candidate_source import CandidateSource, FaceField, Hit
+from facesearch_server.personalizer.consolidation import (
+    ConsolidationParams,
+    consolidate,
+    relative_answers,
+)
 from facesearch_server.personalizer.exploration import random_directions
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.head_store import HeadSnapshot, HeadStore
@@ -69,6 +83,8 @@ class SessionsConfig:
     round: RoundParams = field(default_factory=RoundParams)
     # Answered rounds UndoFeedback can take back (each keeps a copy of the head: d*d*4 bytes).
     undo_depth: int = 4
+    # How a session's answers update the user's lasting head at its end.
+    consolidation: ConsolidationParams = field(default_factory=ConsolidationParams)
 
     def __post_init__(self) -> None:
         # Settings within what the contract allows: k as a caller could ask for it, and
@@ -99,15 +115,16 @@ class Sessions:
 
     # -- helpers --------------------------------------------------------------------------
 
-    async def _head(self, s: Session) -> Head:
-        if s.ephemeral:
-            head = Head.identity(s.model_id, s.dim)
-            if s.ephemeral_weight_b64:
-                head.weight = Head.weight_from_bytes(
-                    base64.b64decode(s.ephemeral_weight_b64), s.dim
-                )
-            return head
-        return await self.heads.get(s.tenant, s.user, s.model_id, s.dim)
+    @staticmethod
+    def _lasting(s: Session) -> np.ndarray:
+        """The user's lasting head as the session started with it (identity when none)."""
+        w = s.weights("lasting_b64")
+        return np.eye(s.dim, dtype=np.float32) if w is None else w
+
+    def _head(self, s: Session) -> Head:
+        """The session's head: what this session learned, from the lasting head."""
+        w = s.weights("head_b64")
+        return Head(s.model_id, self._lasting(s) if w is None else w, s.head_version)
 
     @staticmethod
     def _filter(s: Session) -> common_pb2.Filter | None:
@@ -221,8 +238,12 @@ class Sessions:
             seed = seed / max(float(np.linalg.norm(seed)), 1e-12)
             s.seed_b64 = base64.b64encode(np.asarray(seed, "<f4").tobytes()).decode()
             s.rounds_with_positive = 0
-        head = await self._head(s)
-        s.head_version = head.version
+        if not s.ephemeral:
+            lasting = await self.heads.get(s.tenant, s.user, s.model_id, s.dim)
+            s.head_version, s.head_epoch = lasting.version, lasting.epoch
+            if lasting.version:
+                s.set_weights("lasting_b64", lasting.weight)
+        head = self._head(s)
         picks, meta = await self._next_round(s, head, k, context)
         self._record(s, picks)
         await self.store.save(s, create=True)
@@ -296,17 +317,22 @@ class Sessions:
         c, pos, neg = self._clusters(s, Head.identity(s.model_id, s.dim))
         if len(pos):
             s.rounds_with_positive += 1
-        trains_stored = not s.ephemeral and len(pos) > 0
-        before = await self._head_snapshot(s) if trains_stored and self.cfg.undo_depth else None
-        head = await self._train(s, pos, neg, c.train_weights, token=f"{s.id}:{s.round}")
-        if self.cfg.undo_depth:
-            if before is not None:
-                # Restorable only when this round's update came right after the snapshot.
-                after = head.version if head.version == before.version + 1 else -1
-                record["head"] = {**before.to_dict(), "after": after}
-            s.undo = [*s.undo, record][-self.cfg.undo_depth :]
+        head = await self._train(s, pos, neg, c.train_weights)
         if found:
             s.finished, s.found_id, s.last_round = True, found, []
+            # The session is over: what it says about the user's likeness goes into their
+            # lasting head now (EndSession would do it too; a client may never send that).
+            snap = None
+            if self.cfg.undo_depth and self._consolidates(s):
+                snap = await self._head_snapshot(s)
+            stored = await self._consolidate(s)
+            if snap is not None and stored is not None and stored.version != snap.version:
+                # Restorable only when this update came right after the snapshot.
+                after = stored.version if stored.version == snap.version + 1 else -1
+                record["head"] = {**snap.to_dict(), "after": after}
+        if self.cfg.undo_depth:
+            s.undo = [*s.undo, record][-self.cfg.undo_depth :]
+        if found:
             await self.store.save(s)
             return self.state(s, [])
         picks, meta = await self._next_round(s, head, req.k or s.k, context)
@@ -318,36 +344,71 @@ class Sessions:
         return await self.heads.snapshot(s.tenant, s.user, s.model_id, s.dim)
 
     async def _train(
-        self,
-        s: Session,
-        pos: np.ndarray,
-        neg: np.ndarray,
-        pos_weights: np.ndarray | None,
-        token: str,
+        self, s: Session, pos: np.ndarray, neg: np.ndarray, pos_weights: np.ndarray | None
     ) -> Head:
-        """The head for the next round. The stored head is trained at most once per ``token``
-        (session round): this runs before the session's compare-and-set, so a retried or
-        doubled SubmitFeedback of one round would otherwise train it again. Positives weigh
-        ``pos_weights`` (1 = corroborated, 0 = not: answer_model.corroboration)."""
-        params = self.cfg.round.training
-        if s.ephemeral:
-            head = await self._head(s)
-            w, _ = await asyncio.to_thread(train_round, head.weight, pos, neg, params, pos_weights)
-            head.weight = w
-            s.ephemeral_weight_b64 = base64.b64encode(head.weight_bytes()).decode()
-            return head
+        """The session's head for the next round, trained on its clusters from the head it
+        has, anchored to the lasting head. Positives weigh ``pos_weights`` (1 = corroborated,
+        0 = not: answer_model.corroboration)."""
+        head = self._head(s)
         if not len(pos):
-            return await self._head(s)
+            return head
+        w, steps = await asyncio.to_thread(
+            train_round,
+            head.weight,
+            pos,
+            neg,
+            self.cfg.round.training,
+            pos_weights,
+            self._lasting(s),
+        )
+        if steps:
+            head.weight = w
+            s.set_weights("head_b64", w)
+        return head
+
+    def _consolidates(self, s: Session) -> bool:
+        return not s.ephemeral and not s.consolidated
+
+    async def _consolidate(self, s: Session) -> Head | None:
+        """Put the session's relative answers into the user's lasting head, once per session
+        (token "<id>:end": a retried FOUND or EndSession, or both at once, apply it once), not
+        when the user was reset since the session started (its epoch). The stored head after
+        it, or None when nothing was stored (ephemeral, reset, no round answered). A session
+        whose answers hold nothing to learn (no corroborated positive) still counts as trained
+        on: the head's weights stay, its sessions and rounds go up."""
+        if not self._consolidates(s):
+            return None
+        s.consolidated = True
+        if s.round == 0:
+            return None
+        vecs = s.vectors()
+        index = {sid: i for i, sid in enumerate(s.shown)}
+        labelled = [(index[i], lab) for i, lab in s.labels.items() if i in index]
+        pos = vecs[[i for i, lab in labelled if lab > 0]]
+        neg = vecs[[i for i, lab in labelled if lab < 0]]
+        seed = s.seed()
+        if seed is not None:
+            pos = np.concatenate([seed[None, :], pos])
+        found = vecs[index[s.found_id]] if s.found_id in index else None
+        params = self.cfg.consolidation
+        answers = relative_answers(pos, neg, found, params)
 
         async def step(current: Head) -> tuple[np.ndarray, int]:
-            w, steps = await asyncio.to_thread(
-                train_round, current.weight, pos, neg, params, pos_weights
-            )
-            return w, 1 if steps else 0
+            w, _ = await asyncio.to_thread(consolidate, current.weight, answers, params)
+            return w, s.round
 
-        head = await self.heads.update(s.tenant, s.user, s.model_id, s.dim, step, token=token)
-        s.head_version = head.version
-        return head
+        stored = await self.heads.update(
+            s.tenant,
+            s.user,
+            s.model_id,
+            s.dim,
+            step,
+            token=f"{s.id}:end",
+            sessions=1,
+            epoch=s.head_epoch,
+        )
+        s.stored_version = stored.version if stored is not None else 0
+        return stored
 
     async def undo(self, tenant: str, req: pb.UndoFeedbackRequest) -> pb.SessionState:
         """Take back the session's latest answered round: its fields, and the user's stored
@@ -379,9 +440,9 @@ class Sessions:
             )
         if restored < 0:
             raise FailedPrecondition(
-                f"the head of user {s.user!r} was updated by another session after round "
-                f"{s.round}, so it cannot be put back exactly; nothing was changed: answer on "
-                "or end this session"
+                f"the head of user {s.user!r} was updated by another session (or reset) after "
+                f"round {s.round}, so it cannot be put back exactly; nothing was changed: "
+                "answer on or end this session"
             )
         prev = back.undo[-1].get("head") if back.undo else None
         if prev is not None and prev["after"] == snap.version:
@@ -401,10 +462,15 @@ class Sessions:
             state=self.state(s), user_id=s.user, collection=s.collection, shown_ids=s.shown
         )
 
-    async def end(self, tenant: str, session_id: str) -> int:
+    async def end(self, tenant: str, session_id: str) -> pb.EndSessionResponse:
+        """Consolidate the session's answers into the user's lasting head (unless a FOUND
+        did already), then forget the session and its own head."""
         s = await self.store.load(tenant, session_id)
+        await self._consolidate(s)
         await self.store.delete(s)
-        return s.round
+        return pb.EndSessionResponse(
+            rounds=s.round, head_updated=s.stored_version > 0, head_version=s.stored_version
+        )
 
     async def reset_user(self, tenant: str, user: str, model_id: str) -> int:
         return await self.heads.reset(tenant, user, model_id)
@@ -420,6 +486,9 @@ class Sessions:
                 version=h.version,
                 rounds_trained=h.rounds_trained,
                 drift=h.drift(),
+                sessions_trained=h.sessions_trained,
+                distance_from_identity=h.distance_from_identity(),
+                probe_cosine_change=h.probe_cosine_change(),
             )
             info.updated.FromNanoseconds(int(h.updated_unix * 1e9))
         return out

@@ -66,3 +66,12 @@ class PersonalizerSettings(ServiceSettings):
     undo_depth: int = Field(
         4, ge=0, le=64, description="answered rounds UndoFeedback can take back (0 = none)"
     )
+    lasting_steps: int = Field(
+        30,
+        ge=0,
+        description="Adam steps of a session's update of the user's lasting head, at its end "
+        "(0 = the lasting head stays the identity)",
+    )
+    lasting_learning_rate: float = Field(
+        0.003, gt=0, description="learning rate of that update (small: one session, one step)"
+    )

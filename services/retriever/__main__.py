@@ -34,7 +34,7 @@ from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_se
 
 
 def build(cfg: RetrieverSettings) -> ServiceDefinition:
-    gpu.configure(cfg.faiss_omp_threads)
+    gpu.configure(cfg.faiss_omp_threads, cfg.hnsw_build)
     data_dir = Path(cfg.data_dir).expanduser()
     servers = cfg.shard_servers
     # The shard servers are assumed to run with the router's limits (one config file).

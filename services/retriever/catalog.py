@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import media_roots
 from facesearch_server.retriever import validation as check
 from facesearch_server.retriever.catalog_store import CatalogStore, CollectionRecord
 from facesearch_server.retriever.collection import Collection
@@ -103,12 +104,16 @@ class Catalog:
         )
 
     @staticmethod
-    def _record(coll: Collection, schema: dict[str, int] | None = None) -> CollectionRecord:
+    def _record(
+        coll: Collection,
+        schema: dict[str, int] | None = None,
+        spec: pb.CreateCollectionRequest | None = None,
+    ) -> CollectionRecord:
         return CollectionRecord(
             coll.tenant,
             coll.name,
             coll.uid,
-            coll.spec,
+            coll.spec if spec is None else spec,
             coll.created,
             dict(coll.schema if schema is None else schema),
         )
@@ -164,6 +169,27 @@ class Catalog:
                 await self._grow(coll, fresh, "nothing was added")
             return sorted(fresh)
 
+    async def add_media_roots(self, coll: Collection, roots: Sequence[str]) -> list[str]:
+        """Record folders the collection's media were indexed from (AddMediaRoots); every root
+        after the call, oldest first. Saved in the collection's own file (inside its spec)
+        before the collection shows them."""
+        wanted = media_roots.check(roots, "media_roots")
+        async with self._collection_lock(coll.uid):
+            have = list(coll.spec.media_roots)
+            after = media_roots.merged(coll.name, have, wanted)
+            if after == have:
+                return have
+            if self.space(coll.tenant).collections.get(coll.name) is not coll:
+                raise NotFound(f"collection: {quote(coll.name)} was dropped")
+            spec = pb.CreateCollectionRequest()
+            spec.CopyFrom(coll.spec)
+            spec.media_roots.extend(after[len(have) :])
+            record = self._record(coll)
+            record.spec = spec
+            await self._save(self.store.save_collection, record)
+            coll.spec = spec
+            return after
+
     async def _grow(self, coll: Collection, fresh: dict[str, int], outcome: str) -> None:
         """Write the collection's own file with ``fresh`` added, then add them in memory;
         within the collection's max_metadata_fields only. The caller holds its lock."""
@@ -172,6 +198,44 @@ class Catalog:
             raise NotFound(f"collection: {quote(coll.name)} was dropped")
         await self._save(self.store.save_collection, self._record(coll, coll.schema | fresh))
         coll.schema.update(fresh)
+
+    async def add_vector_field(
+        self, coll: Collection, spec: pb.VectorFieldSpec, b: CallBudget
+    ) -> bool:
+        """Add vector field ``spec`` (checked, defaults resolved) to ``coll`` (AddVectorField);
+        False when it has this very field already.
+
+        Every shard gets the field first (a shard server saves it with the shard), then the
+        collection's file is written with it, and only then may upserts use it: a crash or a
+        failure before the file is written leaves at most empty fields on shards that the
+        collection does not know, which a retry adopts (same spec) or replaces (another)."""
+        async with self._collection_lock(coll.uid):
+            if self.space(coll.tenant).collections.get(coll.name) is not coll:
+                raise NotFound(f"collection: {quote(coll.name)} was dropped")
+            have = coll.fields.get(spec.name)
+            if have is not None:
+                if have == spec:
+                    return False
+                raise AlreadyExists(
+                    f"field.name: collection {quote(coll.name)} has a vector field "
+                    f"{quote(spec.name)} already (model {quote(have.model_id)}, dimension "
+                    f"{have.dimension}); a field's spec cannot change: give the new one another "
+                    "name"
+                )
+            if len(coll.fields) >= check.MAX_VECTOR_FIELDS:
+                raise FailedPrecondition(
+                    f"collection {quote(coll.name)} has {len(coll.fields)} vector fields, the "
+                    f"most it may hold ({check.MAX_VECTOR_FIELDS}); nothing was added"
+                )
+            await coll.shards.add_field(spec, b)
+            new = coll.with_field(spec)
+            await self._save(self.store.save_collection, self._record(coll, spec=new))
+            coll.set_spec(new)
+            log.info(
+                "vector field added",
+                extra={"collection": coll.uid, "field": spec.name, "model": spec.model_id},
+            )
+            return True
 
     # ---- lookups -----------------------------------------------------------------------
 
@@ -257,7 +321,9 @@ class Catalog:
         await coll.shards.drop(b)
         await self._remove_files(coll.uid)
 
-    async def set_alias(self, tenant: str, alias: str, target: str) -> str:
+    async def set_alias(
+        self, tenant: str, alias: str, target: str, allow_model_change: bool = False
+    ) -> str:
         async with self._tenant_lock(tenant):
             ts = self.tenants.setdefault(tenant, TenantSpace())
             if alias in ts.collections:
@@ -266,7 +332,7 @@ class Catalog:
             if coll is None:
                 raise NotFound(f"collection: no collection named {quote(target)}")
             previous = ts.aliases.get(alias, "")
-            if previous and previous in ts.collections:
+            if previous and previous in ts.collections and not allow_model_change:
                 old = _models(ts.collections[previous].spec.vector_fields)
                 new = _models(coll.spec.vector_fields)
                 if old != new:
@@ -274,7 +340,8 @@ class Catalog:
                         "collection",
                         f"{quote(target)} holds vectors of other models ({_listed(new)}) than "
                         f"{quote(previous)} ({_listed(old)}); callers of {quote(alias)} would "
-                        "send the wrong vectors. Delete the alias first if that is intended",
+                        "send the wrong vectors. Set allow_model_change if that is intended (a "
+                        "re-embedding rolling out), or delete the alias first",
                     )
             await self._save(self.store.save_aliases, tenant, ts.aliases | {alias: target})
             ts.aliases[alias] = target

@@ -82,6 +82,18 @@ class Collection:
             )
         return spec
 
+    def with_field(self, spec: pb.VectorFieldSpec) -> pb.CreateCollectionRequest:
+        """The collection's spec with vector field ``spec`` added (AddVectorField)."""
+        out = pb.CreateCollectionRequest()
+        out.CopyFrom(self.spec)
+        out.vector_fields.append(spec)
+        return out
+
+    def set_spec(self, spec: pb.CreateCollectionRequest) -> None:
+        """Put a saved spec in force (the catalog's job, after writing it)."""
+        self.spec = spec
+        self.fields = {f.name: f for f in spec.vector_fields}
+
     def compile(self, flt: object, path: str) -> filters.Predicate | None:
         return filters.compile_filter(flt, self.schema, path)  # type: ignore[arg-type]
 
@@ -89,6 +101,13 @@ class Collection:
         self, req: pb.UpsertRequest, limits: Limits, b: CallBudget
     ) -> pb.UpsertResponse:
         points = list(req.points)
+        durable = req.durable if req.HasField("durable") else True
+        if req.mode not in pb.UpsertMode.values():
+            raise InvalidArgument("mode", f"unknown upsert mode {req.mode}")
+        if req.mode == pb.UPSERT_MODE_ADD_VECTORS:
+            check.check_vector_additions(points, self.fields, limits.max_upsert_batch)
+            changed, skipped = await self.shards.add_vectors(points, durable, b)
+            return pb.UpsertResponse(upserted=changed, skipped=skipped)
         new = check.check_points(
             points,
             self.fields,
@@ -105,7 +124,6 @@ class Collection:
                 await self.on_schema(self, new)
             else:
                 self.schema.update(new)
-        durable = req.durable if req.HasField("durable") else True
         upserted, replaced = await self.shards.upsert(points, durable, b)
         return pb.UpsertResponse(upserted=upserted, replaced=replaced)
 
@@ -156,6 +174,7 @@ class Collection:
                 else pb.METADATA_SCHEMA_MODE_AUTO
             ),
             max_metadata_fields=self.max_fields,
+            media_roots=self.spec.media_roots,
         )
         for name, ftype in sorted(self.schema.items()):
             out.metadata_fields.add(name=name, type=ftype)

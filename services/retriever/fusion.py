@@ -181,31 +181,53 @@ async def search(
             res, miss = await _fused(coll, p, req, with_meta, b, resolve)
             results[p.index] = res
             missing.update(miss)
-    if any(len(p.terms) > 1 for p in plans) or any(not r.hits for r in results if r):
-        # A fused query, or an empty answer: was a term one that can never contribute? (Not
+    partial: list[pb.FieldCoverage] = []
+    if (
+        any(len(p.terms) > 1 for p in plans)
+        or any(not r.hits for r in results if r)
+        or any(t.spec.name != coll.primary for p in plans for t in p.terms)
+    ):
+        # A fused query, an empty answer or a term on a field some points may lack: was a term
+        # one that can never contribute, or one that covers only part of the collection? (Not
         # asked of a plain face search with hits: it costs a report from every shard.)
-        await _refuse_empty_fields(coll, plans, b)
-    return pb.SearchResponse(results=results, missing_shards=sorted(missing))
+        partial = await _field_coverage(coll, plans, b)
+    return pb.SearchResponse(
+        results=results, missing_shards=sorted(missing), partial_fields=partial
+    )
 
 
-async def _refuse_empty_fields(coll: Collection, plans: list[Plan], b: CallBudget) -> None:
-    """A vector term on a field no face has a vector in (a text search on a collection
-    indexed without captions) would silently add nothing: refuse it, saying what to index."""
+async def _field_coverage(
+    coll: Collection, plans: list[Plan], b: CallBudget
+) -> list[pb.FieldCoverage]:
+    """The searched fields that some points lack (they score 0 there), for the reply to say.
+    A vector term on a field no face has a vector in (a text search on a collection indexed
+    without captions) would silently add nothing: it is refused, saying what to index."""
     reports = await coll.shards.reports(b)
     if not all(r.available for r in reports):
-        return  # a shard that did not answer may hold the vectors
+        return []  # a shard that did not answer may hold the vectors
     stored: dict[str, int] = {}
+    without: dict[str, int] = {}
     for r in reports:
         for f in r.fields:
             stored[f.name] = stored.get(f.name, 0) + f.vectors
+            without[f.name] = without.get(f.name, 0) + f.points_without
+    points = sum(r.points for r in reports)
     for p in plans:
         for t in p.terms:
             if t.source == "vector" and t.weight > 0 and not stored.get(t.spec.name, 0):
                 raise FailedPrecondition(
                     f"{t.path}: no face in collection {coll.name!r} has a {t.spec.name!r} "
                     f"vector, so this term cannot find anything; index {t.spec.name} vectors "
-                    "first (for a text field: captions, e.g. sidecar .txt files)"
+                    "first (for a text field: captions, e.g. sidecar .txt files; for a scene "
+                    "field: index with an embedder serving its image-text model), or back-fill "
+                    "the faces stored before the field was added (`facesearch backfill`)"
                 )
+    searched = dict.fromkeys(t.spec.name for p in plans for t in p.terms)
+    return [
+        pb.FieldCoverage(field=name, points=points, points_without=without[name])
+        for name in searched
+        if without.get(name, 0)
+    ]
 
 
 async def _resolve_terms(

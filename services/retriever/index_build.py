@@ -164,13 +164,22 @@ def build(
     held = index_tuning.held_out_rows(n)
     indexed = np.ones(n, bool)
     indexed[held] = False
-    for start_row in range(0, n, _ADD_CHUNK):
-        if cancelled.is_set():
-            return None
-        end = min(n, start_row + _ADD_CHUNK)
-        rows = slice(start_row, end)
-        index.add_with_ids(vectors[rows][indexed[rows]], labels[rows][indexed[rows]])
-        progress(lo + (hi - lo) * end / max(n, 1))
+    on_gpu = None
+    if kind == pb.INDEX_KIND_HNSW and gpu.hnsw_on_gpu():
+        on_gpu = _hnsw_graph_on_gpu(dim, fm, params, vectors[indexed], labels[indexed])
+    if on_gpu is not None:
+        index = on_gpu
+        progress(hi)
+    else:
+        for start_row in range(0, n, _ADD_CHUNK):
+            if cancelled.is_set():
+                return None
+            end = min(n, start_row + _ADD_CHUNK)
+            rows = slice(start_row, end)
+            index.add_with_ids(vectors[rows][indexed[rows]], labels[rows][indexed[rows]])
+            progress(lo + (hi - lo) * end / max(n, 1))
+    if cancelled.is_set():
+        return None
     fixed = params.nprobe if kind == pb.INDEX_KIND_IVF_PQ else params.ef_search
     tuning = index_tuning.tune(
         kind,
@@ -202,6 +211,36 @@ def build(
         build_seconds=time.perf_counter() - start,
         tuning=tuning,
     )
+
+
+def _hnsw_graph_on_gpu(
+    dim: int, fm: int, params: pb.IndexParams, vectors: np.ndarray, labels: np.ndarray
+) -> faiss.IndexIDMap2 | None:
+    """An HNSW index over ``vectors`` under ``labels`` whose graph CAGRA built on the GPU
+    (gpu.build_cagra_into), labelled as the CPU build labels; None to build on the CPU instead:
+    too few vectors to be worth it, or the GPU build failed (logged with why)."""
+    if len(vectors) < gpu.CAGRA_MIN_ROWS:
+        return None
+    inner = faiss.IndexHNSWCagra(dim, params.hnsw_m, fm)
+    inner.hnsw.efConstruction = params.ef_construction  # for the upper levels and later adds
+    # IndexIDMap2 takes only an empty index: wrap first, then fill the wrapped one.
+    index = faiss.IndexIDMap2(inner)
+    start = time.perf_counter()
+    try:
+        gpu.build_cagra_into(inner, vectors, graph_degree=2 * params.hnsw_m)
+    except RuntimeError as exc:  # FAISS's errors (GPU memory, CUDA); the CPU build still works
+        log.warning("GPU graph build failed; building on the CPU", extra={"error": str(exc)[:300]})
+        return None
+    if inner.ntotal != len(vectors):
+        raise RuntimeError(f"CAGRA copied {inner.ntotal} of {len(vectors)} vectors")
+    index.ntotal = inner.ntotal
+    faiss.copy_array_to_vector(np.ascontiguousarray(labels, dtype=np.int64), index.id_map)
+    index.construct_rev_map()
+    log.info(
+        "HNSW graph built on the GPU",
+        extra={"n": len(vectors), "seconds": round(time.perf_counter() - start, 2)},
+    )
+    return index
 
 
 def extend(

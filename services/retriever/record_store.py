@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import records
 from facesearch_server.retriever.filters import Predicate
@@ -33,6 +35,10 @@ class RecordStore:
         self.ids: dict[str, int] = {}
         self.postings: dict[str, dict[str, set[int]]] = {f: {} for f in INDEXED_FIELDS}
         self.next_label = 1
+        # Bumped by every add and remove; the sorted labels a scan pages through are cached
+        # for one version, so paging a collection nobody writes costs a bisection per page.
+        self.version = 0
+        self._scan_labels: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -43,6 +49,7 @@ class RecordStore:
         return labels
 
     def add(self, label: int, rec: Record) -> None:
+        self.version += 1
         self.records[label] = rec
         self.ids[rec.id] = label
         self._post(label, rec.meta)
@@ -51,6 +58,7 @@ class RecordStore:
         rec = self.records.pop(label, None)
         if rec is None:
             return None
+        self.version += 1
         if self.ids.get(rec.id) == label:
             del self.ids[rec.id]
         self._unpost(label, rec.meta)
@@ -75,6 +83,19 @@ class RecordStore:
         if best is None:
             return self.records.items()
         return ((lab, self.records[lab]) for lab in sorted(best) if lab in self.records)
+
+    def after(self, position: int, limit: int) -> tuple[list[tuple[int, Record]], bool]:
+        """Up to ``limit`` live records whose label is above ``position``, by label (the order
+        they were last written: labels only grow, and survive restarts), and whether more
+        follow. Callers hold the shard's read lock."""
+        cached = self._scan_labels
+        if cached is None or cached[0] != self.version:
+            labels = np.sort(np.fromiter(self.records, dtype=np.int64, count=len(self.records)))
+            cached = self._scan_labels = (self.version, labels)
+        labels = cached[1]
+        start = int(np.searchsorted(labels, position, side="right"))
+        chosen = labels[start : start + limit].tolist()
+        return [(lab, self.records[lab]) for lab in chosen], start + limit < len(labels)
 
     @staticmethod
     def point(rec: Record, with_meta: bool) -> pb.Point:

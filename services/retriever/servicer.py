@@ -17,11 +17,15 @@ from facesearch_contract.limits import value_range
 from facesearch_contract.v1 import common_pb2 as cpb
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc
-from facesearch_server.retriever import fusion
+from facesearch_server.retriever import fusion, media_roots, scan_cursor
 from facesearch_server.retriever.catalog import Catalog
 from facesearch_server.retriever.collection import Collection, Limits
 from facesearch_server.retriever.shard_router import CallBudget, LocalShardHandle, timestamp
-from facesearch_server.retriever.validation import MAX_ADD_FIELDS, check_create
+from facesearch_server.retriever.validation import (
+    MAX_ADD_FIELDS,
+    check_create,
+    check_vector_field,
+)
 from facesearch_server.runtime.auth import current_tenant
 from facesearch_server.runtime.config import ServerConfig
 from facesearch_server.runtime.downstream import call_options
@@ -31,6 +35,8 @@ from facesearch_server.runtime.validation import NAME_RE, batch_size, require, r
 log = logging.getLogger("facesearch.retriever")
 
 _, MAX_PAGE = value_range(cpb.PageRequest, "page_size")
+# Scan's page when the caller names no size (common.proto PageRequest: the server default).
+DEFAULT_SCAN_PAGE = 100
 
 
 class RetrieverServicer(pb_grpc.RetrieverServicer):
@@ -73,6 +79,9 @@ class RetrieverServicer(pb_grpc.RetrieverServicer):
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateCollectionResponse:
         spec = check_create(request, self.fixed_shards)
+        roots = media_roots.check(spec.media_roots, "media_roots")
+        del spec.media_roots[:]
+        spec.media_roots.extend(roots)
         b = self._budget(context)
         coll = await self.catalog.create(current_tenant(), spec, b)
         return pb.CreateCollectionResponse(collection=await self._info(coll, b))
@@ -128,12 +137,27 @@ class RetrieverServicer(pb_grpc.RetrieverServicer):
             out.metadata_fields.add(name=name, type=ftype)
         return out
 
+    async def AddVectorField(
+        self, request: pb.AddVectorFieldRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddVectorFieldResponse:
+        coll = self._resolve(request.collection)
+        if not request.HasField("field"):
+            raise InvalidArgument("field", "is required: the vector field to add")
+        spec = pb.VectorFieldSpec()
+        spec.CopyFrom(request.field)
+        check_vector_field(spec, "field")
+        b = self._budget(context)
+        added = await self.catalog.add_vector_field(coll, spec, b)
+        return pb.AddVectorFieldResponse(collection=await self._info(coll, b), added=added)
+
     async def SetAlias(
         self, request: pb.SetAliasRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetAliasResponse:
         require_name(request.alias, "alias")
         require(request.collection, "collection")
-        prev = await self.catalog.set_alias(current_tenant(), request.alias, request.collection)
+        prev = await self.catalog.set_alias(
+            current_tenant(), request.alias, request.collection, request.allow_model_change
+        )
         return pb.SetAliasResponse(previous_collection=prev)
 
     async def DeleteAlias(
@@ -179,6 +203,30 @@ class RetrieverServicer(pb_grpc.RetrieverServicer):
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
         return await self._resolve(request.collection).get(request, self._budget(context))
+
+    async def Scan(
+        self, request: pb.ScanRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScanResponse:
+        coll = self._resolve(request.collection)
+        size = request.page.page_size or DEFAULT_SCAN_PAGE
+        if size > MAX_PAGE:
+            raise InvalidArgument("page.page_size", f"is {size}; at most {MAX_PAGE:,}")
+        cursor = scan_cursor.parse(request.page.page_token, coll.uid, coll.shards.count)
+        points, after = await scan_cursor.page(
+            coll.shards, cursor, size, request.with_vectors, self._budget(context)
+        )
+        out = pb.ScanResponse(points=points)
+        if after is not None:
+            out.page.next_page_token = after.token(coll.uid)
+        return out
+
+    async def AddMediaRoots(
+        self, request: pb.AddMediaRootsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddMediaRootsResponse:
+        coll = self._resolve(request.collection)
+        require(request.media_roots, "media_roots")
+        roots = await self.catalog.add_media_roots(coll, request.media_roots)
+        return pb.AddMediaRootsResponse(media_roots=roots)
 
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext

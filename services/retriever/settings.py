@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from facesearch_contract.limits import max_items, value_range
 from facesearch_contract.v1 import retriever_pb2 as pb
+from facesearch_server.retriever import gpu
 from facesearch_server.runtime.settings import (
     DEFAULT_METRICS_PORTS,
     DEFAULT_PORTS,
@@ -57,6 +58,12 @@ class RetrieverSettings(ServiceSettings):
         description="OpenMP threads per FAISS call (0 = all cores); requests already run "
         "in parallel",
     )
+    hnsw_build: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description="where HNSW graphs are built: `gpu` = CAGRA on the GPU (faiss-gpu with "
+        "cuVS), turned into an HNSW graph served on the CPU; refused at start-up where "
+        "unavailable",
+    )
     metrics_refresh_s: float = Field(
         15.0, gt=0, description="how often the collection size gauges are refreshed"
     )
@@ -65,3 +72,11 @@ class RetrieverSettings(ServiceSettings):
         description="label the size gauges with tenant and collection names (else the "
         "collection's opaque uid and tenant 'redacted'): /metrics has no auth",
     )
+
+    @field_validator("hnsw_build")
+    @classmethod
+    def _hnsw_build_possible(cls, value: str) -> str:
+        # At start-up, not at the first build minutes later: the reason and the way out.
+        if value == "gpu" and (why := gpu.cagra_missing()) is not None:
+            raise ValueError(why)
+        return value

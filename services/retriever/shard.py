@@ -28,7 +28,14 @@ from facesearch_server.retriever.filters import Predicate
 from facesearch_server.retriever.rwlock import RWLock
 from facesearch_server.retriever.shard_search import search_field
 from facesearch_server.retriever.shard_state import ShardState
-from facesearch_server.retriever.wal import OP_DELETE, OP_UPSERT, WriteAheadLog, make_dirs
+from facesearch_server.retriever.wal import (
+    OP_ADD_VECTORS,
+    OP_DELETE,
+    OP_UPSERT,
+    WriteAheadLog,
+    make_dirs,
+)
+from facesearch_server.runtime.errors import FailedPrecondition
 
 
 class LocalShard:
@@ -70,6 +77,53 @@ class LocalShard:
         self.builds.note_write()
         self.builds.request_due()
         return result
+
+    def add_vectors(self, points: list[pb.Point], durable: bool = True) -> tuple[int, int]:
+        """Back-fill (UpsertMode ADD_VECTORS): add the vectors of fields the stored points of
+        these ids lack; (points changed, points skipped). Only what changes is logged, so
+        replay applies exactly it; an id not stored is never created."""
+        gpu.pin_threads()
+        with self._writer:
+            with self._rw.read():
+                effective = self.state.additions(points)
+            if effective:
+                payload = pb.UpsertRequest(points=effective).SerializeToString()
+                self.wal.append(OP_ADD_VECTORS, payload, durable)
+                with self._rw.write():
+                    self.state.apply_add_vectors(effective)
+        if effective:
+            self.builds.note_write()
+            self.builds.request_due()
+        return len(effective), len(points) - len(effective)
+
+    def add_field(
+        self,
+        spec: pb.VectorFieldSpec,
+        persist: Callable[[list[pb.VectorFieldSpec]], None] | None = None,
+    ) -> bool:
+        """Add an empty vector field (AddVectorField); False when the shard has it already
+        with this very spec. A field of that name with another spec is replaced while it holds
+        no vector (an attempt its router never committed, so nothing was written to it), else
+        FailedPrecondition. ``persist`` saves the shard's new field list before it takes effect
+        (a shard server's fields.pb); an embedded shard's list is its collection's, saved by
+        the catalog."""
+        with self._writer, self._rw.write():
+            have = self.state.fields.get(spec.name)
+            if have is not None and have.spec == spec:
+                return False
+            if have is not None and have.flat.ntotal:
+                raise FailedPrecondition(
+                    f"this shard holds {have.flat.ntotal:,} vectors of field {spec.name!r} "
+                    "under another spec; drop the collection to change a field"
+                )
+            specs = [spec if n == spec.name else fi.spec for n, fi in self.state.fields.items()]
+            if have is None:
+                specs.append(spec)
+            if persist is not None:
+                persist(specs)
+            self.state.add_field(spec)
+            self.builds.fields = self.state.fields
+        return True
 
     def delete_ids(self, ids: list[str]) -> int:
         with self._writer:
@@ -131,6 +185,17 @@ class LocalShard:
             ][:limit]
             self.state.fill_vectors(found)
         return [p for _, p in found]
+
+    def scan(self, after: int, limit: int, with_vectors: bool) -> tuple[list[pb.Point], int, bool]:
+        """Up to ``limit`` records written after position ``after`` (a label), in the order
+        they were last written, with metadata; (points, position of the last, more follow)."""
+        store = self.state.store
+        with self._rw.read():
+            found, more = store.after(after, limit)
+            pts = [(lab, store.point(rec, True)) for lab, rec in found]
+            if with_vectors:
+                self.state.fill_vectors(pts)
+        return [p for _, p in pts], (found[-1][0] if found else after), more
 
     def search(
         self,
@@ -206,7 +271,7 @@ class LocalShard:
             return seq
 
     def field_stats(self) -> list[pb.VectorFieldStats]:
-        return shard_stats.field_stats(self.state.fields)
+        return shard_stats.field_stats(self.state.fields, self.count())
 
     def memory_bytes(self) -> int:
         return shard_stats.memory_bytes(self.field_stats(), self.count())

@@ -98,6 +98,23 @@ class ShardHost:
                 self.shards[key] = shard
             return shard
 
+    async def add_field(self, key: Key, spec: pb.VectorFieldSpec) -> bool:
+        """Add a vector field to a shard (AddShardField), its fields.pb rewritten first so a
+        restart reopens the shard with it. NotFound when this server does not hold it."""
+        shard = await self.open(key)
+        d = self.directory(key)
+
+        def persist(fields: list[pb.VectorFieldSpec]) -> None:
+            try:
+                self._write_fields(d, fields)
+            except OSError as exc:
+                raise disk_error("a new vector field", exc, "nothing was added") from exc
+
+        async with self._lock:  # not while the shard is being dropped
+            if self.shards.get(key) is not shard:
+                raise NotFound(f"shard {key[1]} of collection uid {key[0]!r} was just dropped")
+            return await asyncio.to_thread(shard.add_field, spec, persist)
+
     async def drop(self, key: Key) -> None:
         async with self._lock:
             shard = self.shards.pop(key, None)

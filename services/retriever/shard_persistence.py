@@ -1,8 +1,9 @@
 """A shard's state to and from disk: start-up (the newest snapshot, then the write-ahead log
 after it replayed) and the copy of the state a snapshot writes.
 
-The log holds whole requests (``UpsertRequest``, ``IdList`` of deleted ids), so replay applies
-them exactly as the first time; labels are re-issued in the same order, hence the same labels.
+The log holds whole requests (``UpsertRequest``, ``IdList`` of deleted ids, ``UpsertRequest`` of
+vectors added to stored points), so replay applies them exactly as the first time; labels are
+re-issued in the same order, hence the same labels.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import index_build, records, snapshot
 from facesearch_server.retriever.record_store import Record
 from facesearch_server.retriever.shard_state import ShardState
-from facesearch_server.retriever.wal import OP_DELETE, OP_UPSERT, WriteAheadLog
+from facesearch_server.retriever.wal import OP_ADD_VECTORS, OP_DELETE, OP_UPSERT, WriteAheadLog
 
 log = logging.getLogger("facesearch.retriever.shard")
 
@@ -47,6 +48,10 @@ def recover(state: ShardState, directory: Path, wal: WriteAheadLog) -> Recovered
             req = pb.UpsertRequest()
             req.ParseFromString(payload)
             state.apply_upsert(list(req.points))
+        elif op == OP_ADD_VECTORS:
+            req = pb.UpsertRequest()
+            req.ParseFromString(payload)
+            state.apply_add_vectors(list(req.points))
         elif op == OP_DELETE:
             ids = pb.IdList()
             ids.ParseFromString(payload)

@@ -53,6 +53,15 @@ class ShardReport:
     disk_bytes: int = 0
 
 
+@dataclass
+class ShardPage:
+    """One shard's answer to a scan: points in the order they were last written."""
+
+    points: list[pb.Point]
+    last_position: int
+    more: bool
+
+
 class ShardHandle(Protocol):
     number: int
     location: str
@@ -60,12 +69,19 @@ class ShardHandle(Protocol):
     async def upsert(
         self, points: list[pb.Point], durable: bool, b: CallBudget
     ) -> tuple[int, int]: ...
+    async def add_vectors(
+        self, points: list[pb.Point], durable: bool, b: CallBudget
+    ) -> tuple[int, int]: ...
+    async def add_field(self, spec: pb.VectorFieldSpec, b: CallBudget) -> bool: ...
     async def delete_ids(self, ids: list[str], b: CallBudget) -> int: ...
     async def delete_filter(self, flt: cpb.Filter, pred: Predicate, b: CallBudget) -> int: ...
     async def get(self, ids: list[str], with_vectors: bool, b: CallBudget) -> list[pb.Point]: ...
     async def get_matching(
         self, flt: cpb.Filter, pred: Predicate, field: str, limit: int, b: CallBudget
     ) -> list[pb.Point]: ...
+    async def scan(
+        self, after: int, limit: int, with_vectors: bool, b: CallBudget
+    ) -> ShardPage: ...
     async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]: ...
     async def report(self, b: CallBudget) -> ShardReport: ...
     async def snapshot(self, b: CallBudget) -> int: ...
@@ -106,6 +122,15 @@ class LocalShardHandle:
     async def upsert(self, points: list[pb.Point], durable: bool, b: CallBudget) -> tuple[int, int]:
         return await asyncio.to_thread(self.shard.upsert, points, durable)
 
+    async def add_vectors(
+        self, points: list[pb.Point], durable: bool, b: CallBudget
+    ) -> tuple[int, int]:
+        return await asyncio.to_thread(self.shard.add_vectors, points, durable)
+
+    async def add_field(self, spec: pb.VectorFieldSpec, b: CallBudget) -> bool:
+        # The field list is the collection's: the catalog saves it.
+        return await asyncio.to_thread(self.shard.add_field, spec)
+
     async def delete_ids(self, ids: list[str], b: CallBudget) -> int:
         return await asyncio.to_thread(self.shard.delete_ids, ids)
 
@@ -119,6 +144,9 @@ class LocalShardHandle:
         self, flt: cpb.Filter, pred: Predicate, field: str, limit: int, b: CallBudget
     ) -> list[pb.Point]:
         return await asyncio.to_thread(self.shard.get_matching, pred, field, limit)
+
+    async def scan(self, after: int, limit: int, with_vectors: bool, b: CallBudget) -> ShardPage:
+        return ShardPage(*await asyncio.to_thread(self.shard.scan, after, limit, with_vectors))
 
     async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]:
         return await asyncio.to_thread(
@@ -218,6 +246,19 @@ class RemoteShardHandle:
         r = await self._call("UpsertShard", req, b)
         return r.upserted, r.replaced
 
+    async def add_vectors(
+        self, points: list[pb.Point], durable: bool, b: CallBudget
+    ) -> tuple[int, int]:
+        req = ipb.ShardUpsertRequest(
+            ref=self.ref, points=points, durable=durable, mode=pb.UPSERT_MODE_ADD_VECTORS
+        )
+        r = await self._call("UpsertShard", req, b)
+        return r.upserted, r.skipped
+
+    async def add_field(self, spec: pb.VectorFieldSpec, b: CallBudget) -> bool:
+        req = ipb.AddShardFieldRequest(ref=self.ref, field=spec)
+        return bool((await self._call("AddShardField", req, b)).added)
+
     async def delete_ids(self, ids: list[str], b: CallBudget) -> int:
         req = ipb.ShardDeleteRequest(ref=self.ref, ids=pb.IdList(ids=ids))
         return int((await self._call("DeleteShard", req, b)).deleted)
@@ -247,6 +288,13 @@ class RemoteShardHandle:
             with_vectors=True,
         )
         return list((await self._call("GetShard", req, b)).points)
+
+    async def scan(self, after: int, limit: int, with_vectors: bool, b: CallBudget) -> ShardPage:
+        req = ipb.ShardScanRequest(
+            ref=self.ref, after_position=after, limit=limit, with_vectors=with_vectors
+        )
+        r = await self._call("ScanShard", req, b)
+        return ShardPage(list(r.points), int(r.last_position), bool(r.more))
 
     async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]:
         parts = await asyncio.gather(
@@ -341,6 +389,7 @@ def merge_field_stats(
     agg.indexed_vectors = sum(f.indexed_vectors for f in per)
     agg.pending_purge = sum(f.pending_purge for f in per)
     agg.index_bytes = sum(f.index_bytes for f in per)
+    agg.points_without = sum(f.points_without for f in per)
     return agg
 
 
@@ -418,6 +467,28 @@ class ShardSet:
         answers, _ = await self._fan(calls, False, b)
         return sum(a[0] for a in answers.values()), sum(a[1] for a in answers.values())
 
+    async def add_vectors(
+        self, points: list[pb.Point], durable: bool, b: CallBudget
+    ) -> tuple[int, int]:
+        """(points changed, points skipped) of an ADD_VECTORS upsert."""
+        groups = self.by_shard([p.id for p in points])
+        calls = {
+            n: (
+                lambda n=n, pos=pos: self.handles[n].add_vectors(
+                    [points[i] for i in pos], durable, b
+                )
+            )
+            for n, pos in groups.items()
+        }
+        answers, _ = await self._fan(calls, False, b)
+        return sum(a[0] for a in answers.values()), sum(a[1] for a in answers.values())
+
+    async def add_field(self, spec: pb.VectorFieldSpec, b: CallBudget) -> bool:
+        """Add the field to every shard (all must answer); True when any shard lacked it."""
+        calls = {h.number: (lambda h=h: h.add_field(spec, b)) for h in self.handles}
+        answers, _ = await self._fan(calls, False, b)
+        return any(answers.values())
+
     async def delete_ids(self, ids: list[str], b: CallBudget) -> int:
         groups = self.by_shard(ids)
         calls = {
@@ -459,6 +530,17 @@ class ShardSet:
         answers, missing = await self._fan(calls, allow_partial, b)
         pts = [p for n in sorted(answers) for p in answers[n]]
         return pts[:limit], missing
+
+    async def scan(
+        self, shard: int, after: int, limit: int, with_vectors: bool, b: CallBudget
+    ) -> ShardPage:
+        """One page of one shard (Scan reads the shards one after the other). A shard that
+        does not answer is UNAVAILABLE: a scan has no partial answer to give."""
+        handle = self.handles[shard]
+        answers, _ = await self._fan(
+            {shard: lambda: handle.scan(after, limit, with_vectors, b)}, False, b
+        )
+        return answers[shard]
 
     async def search(
         self, req: ShardSearch, b: CallBudget, allow_partial: bool

@@ -37,6 +37,7 @@ MAX_FIELDS = max_items(ipb.OpenShardRequest, "vector_fields")
 MAX_UPSERT = max_items(ipb.ShardUpsertRequest, "points")
 MAX_GET_IDS = max_items(ipb.ShardGetRequest, "ids")
 _, MAX_GET_LIMIT = value_range(ipb.ShardGetRequest, "limit")
+_, MAX_SCAN_LIMIT = value_range(ipb.ShardScanRequest, "limit")
 MAX_QUERIES = max_items(ipb.ShardSearchRequest, "queries")
 _, MAX_K = value_range(ipb.ShardSearchRequest, "k")
 MAX_EXCLUDE = max_items(ipb.ShardSearchRequest, "exclude_ids")
@@ -120,8 +121,25 @@ class ShardServicer(ipb_grpc.RetrieverShardServicer):
         for i, p in enumerate(points):
             for name, v in p.vectors.items():
                 _check_vectors(shard, name, [len(v.values)], f"points[{i}].vectors")
+        if request.mode not in pb.UpsertMode.values():
+            raise InvalidArgument("mode", f"unknown upsert mode {request.mode}")
+        if request.mode == pb.UPSERT_MODE_ADD_VECTORS:
+            changed, skipped = await asyncio.to_thread(shard.add_vectors, points, request.durable)
+            return ipb.ShardUpsertResponse(upserted=changed, skipped=skipped)
         upserted, replaced = await asyncio.to_thread(shard.upsert, points, request.durable)
         return ipb.ShardUpsertResponse(upserted=upserted, replaced=replaced)
+
+    async def AddShardField(
+        self, request: ipb.AddShardFieldRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.AddShardFieldResponse:
+        require_trusted_peer(context, self.cfg)
+        key = shard_key(request.ref)
+        f = pb.VectorFieldSpec()
+        f.CopyFrom(request.field)
+        if not f.name or f.dimension == 0 or f.index.kind not in pb.IndexKind.values():
+            raise InvalidArgument("field", "needs a name, a dimension and a known index kind")
+        f.index.CopyFrom(index_build.resolve_params(f.dimension, f.index))
+        return ipb.AddShardFieldResponse(added=await self.host.add_field(key, f))
 
     async def DeleteShard(
         self, request: ipb.ShardDeleteRequest, context: grpc.aio.ServicerContext
@@ -160,6 +178,17 @@ class ShardServicer(ipb_grpc.RetrieverShardServicer):
         batch_size(ids, "ids", MAX_GET_IDS)
         pts = await asyncio.to_thread(shard.get, ids, request.with_vectors)
         return ipb.ShardGetResponse(points=pts)
+
+    async def ScanShard(
+        self, request: ipb.ShardScanRequest, context: grpc.aio.ServicerContext
+    ) -> ipb.ShardScanResponse:
+        shard = await self._shard(request.ref, context)
+        if not 1 <= request.limit <= MAX_SCAN_LIMIT:
+            raise InvalidArgument("limit", f"is {request.limit}; it must be 1..{MAX_SCAN_LIMIT:,}")
+        points, last, more = await asyncio.to_thread(
+            shard.scan, request.after_position, request.limit, request.with_vectors
+        )
+        return ipb.ShardScanResponse(points=points, last_position=last, more=more)
 
     async def SearchShard(
         self, request: ipb.ShardSearchRequest, context: grpc.aio.ServicerContext

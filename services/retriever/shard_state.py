@@ -46,6 +46,54 @@ class ShardState:
             self.store.add(label, Record(p.id, meta, held))
         return len(points), len(old)
 
+    def additions(self, points: list[pb.Point]) -> list[pb.Point]:
+        """What ADD_VECTORS would change: each point of a stored id, trimmed to the vectors of
+        fields its record lacks; points that would change nothing are left out."""
+        out = []
+        for p in points:
+            label = self.store.ids.get(p.id)
+            if label is None:
+                continue
+            held = self.store.records[label].fields
+            new = [n for n in p.vectors if n in self.fields and n not in held]
+            if not new:
+                continue
+            trimmed = pb.Point(id=p.id)
+            for n in new:
+                trimmed.vectors[n].CopyFrom(p.vectors[n])
+                trimmed.model_ids[n] = p.model_ids[n]
+            out.append(trimmed)
+        return out
+
+    def apply_add_vectors(self, points: list[pb.Point]) -> int:
+        """Add each point's vectors to the stored record of its id, under the record's label,
+        for fields it lacks (``additions``); the record keeps everything else, its label
+        included, so built indexes of its other fields stay valid. Returns the records
+        changed."""
+        points = self.additions(points)
+        labels = [self.store.ids[p.id] for p in points]
+        for name, fi in self.fields.items():
+            rows, mat = self._vectors(points, name)
+            if not rows:
+                continue
+            lab = np.array([labels[i] for i in rows], dtype=np.int64)
+            fi.flat.add_with_ids(mat, lab)
+            if fi.ann is not None:
+                # Never in this field's built index (labels are not reused): the delta.
+                fi.delta.update(lab.tolist())
+        for label, p in zip(labels, points, strict=True):
+            rec = self.store.records[label]
+            rec.fields = (*rec.fields, *(n for n in self.fields if n in p.vectors))
+        return len(points)
+
+    def add_field(self, spec: pb.VectorFieldSpec) -> None:
+        """Install an empty vector field ``spec`` (AddVectorField), in place of an empty one
+        of the same name if there is one (``LocalShard.add_field`` decides when that may be)."""
+        # A new dict, not an insert: the build thread may be iterating over the old one.
+        fields = dict(self.fields)
+        fields[spec.name] = FieldIndex(spec)
+        self.fields = fields
+
     def apply_delete(self, labels: list[int]) -> int:
         by_field: dict[str, list[int]] = {}
         for label in labels:

@@ -10,7 +10,8 @@ from facesearch_server.retriever.field_index import FieldIndex
 RECORD_BYTES = 200
 
 
-def field_stats(fields: dict[str, FieldIndex]) -> list[pb.VectorFieldStats]:
+def field_stats(fields: dict[str, FieldIndex], points: int) -> list[pb.VectorFieldStats]:
+    """Per field; ``points``: the shard's live records (what a field's coverage is out of)."""
     out = []
     for name, fi in fields.items():
         eff = pb.IndexParams()
@@ -42,6 +43,7 @@ def field_stats(fields: dict[str, FieldIndex]) -> list[pb.VectorFieldStats]:
                 effective_index=eff,
                 tombstones=len(fi.tombstones),
                 vectors=fi.flat.ntotal,
+                points_without=max(points - fi.flat.ntotal, 0),
                 indexed_vectors=fi.indexed,
                 pending_purge=len(fi.purge) if fi.ann is not None else 0,
                 index_bytes=flat_bytes + (fi.ann.nbytes if fi.ann else 0),

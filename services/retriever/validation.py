@@ -49,6 +49,9 @@ NAMES_SHOWN = 5
 _, CEILING_K = value_range(pb.Query, "k")
 CEILING_UPSERT_BATCH = max_items(pb.UpsertRequest, "points")
 CEILING_SEARCH_BATCH = max_items(pb.SearchRequest, "queries")
+# The most vector fields AddVectorField lets a collection reach (retriever.proto,
+# AddVectorFieldRequest.field): each is an index per shard, searched and snapshotted.
+MAX_VECTOR_FIELDS = 32
 
 
 def quote_names(names: Iterable[str], shown: int = NAMES_SHOWN) -> str:
@@ -127,6 +130,41 @@ def check_tuning_objective(p: pb.IndexParams, metric: int, path: str) -> None:
         raise InvalidArgument(f"{path}.min_score", f"is {score}; it must be {rule}")
 
 
+def check_vector_field(f: pb.VectorFieldSpec, path: str) -> None:
+    """One vector field's spec (CreateCollection, AddVectorField), its defaults resolved in
+    place as the catalog stores them."""
+    if not FIELD_RE.match(f.name):
+        raise InvalidArgument(
+            f"{path}.name", f"{f.name!r} is not a valid field name: use [a-z][a-z0-9_]{{0,31}}"
+        )
+    if not 1 <= f.dimension <= MAX_DIM:
+        raise InvalidArgument(f"{path}.dimension", f"is {f.dimension}; it must be 1..{MAX_DIM:,}")
+    require(f.model_id, f"{path}.model_id")
+    if f.metric not in pb.Metric.values():
+        raise InvalidArgument(f"{path}.metric", f"unknown metric {f.metric}")
+    if f.metric == pb.METRIC_UNSPECIFIED:
+        f.metric = pb.METRIC_INNER_PRODUCT
+    if f.index.kind not in pb.IndexKind.values():
+        raise InvalidArgument(f"{path}.index.kind", f"unknown index kind {f.index.kind}")
+    if not 0.0 <= f.index.target_recall <= 1.0:  # NaN fails this too
+        raise InvalidArgument(
+            f"{path}.index.target_recall",
+            f"is {f.index.target_recall}; it must be in (0, 1], or 0 for the default 0.95",
+        )
+    check_tuning_objective(f.index, f.metric, f"{path}.index")
+    f.index.CopyFrom(index_build.resolve_params(f.dimension, f.index))
+    if f.index.kind == pb.INDEX_KIND_IVF_PQ:
+        if f.dimension % f.index.pq_m:
+            raise InvalidArgument(
+                f"{path}.index.pq_m",
+                f"{f.index.pq_m} does not divide the dimension {f.dimension}",
+            )
+        if f.index.nlist > MAX_NLIST:
+            raise InvalidArgument(
+                f"{path}.index.nlist", f"is {f.index.nlist}; at most {MAX_NLIST:,}"
+            )
+
+
 def check_create(
     req: pb.CreateCollectionRequest, fixed_shards: int | None
 ) -> pb.CreateCollectionRequest:
@@ -138,41 +176,10 @@ def check_create(
     seen: set[str] = set()
     for i, f in enumerate(out.vector_fields):
         path = f"vector_fields[{i}]"
-        if not FIELD_RE.match(f.name):
-            raise InvalidArgument(
-                f"{path}.name", f"{f.name!r} is not a valid field name: use [a-z][a-z0-9_]{{0,31}}"
-            )
+        check_vector_field(f, path)
         if f.name in seen:
             raise InvalidArgument(f"{path}.name", f"field {f.name!r} is declared twice")
         seen.add(f.name)
-        if not 1 <= f.dimension <= MAX_DIM:
-            raise InvalidArgument(
-                f"{path}.dimension", f"is {f.dimension}; it must be 1..{MAX_DIM:,}"
-            )
-        require(f.model_id, f"{path}.model_id")
-        if f.metric not in pb.Metric.values():
-            raise InvalidArgument(f"{path}.metric", f"unknown metric {f.metric}")
-        if f.metric == pb.METRIC_UNSPECIFIED:
-            f.metric = pb.METRIC_INNER_PRODUCT
-        if f.index.kind not in pb.IndexKind.values():
-            raise InvalidArgument(f"{path}.index.kind", f"unknown index kind {f.index.kind}")
-        if not 0.0 <= f.index.target_recall <= 1.0:  # NaN fails this too
-            raise InvalidArgument(
-                f"{path}.index.target_recall",
-                f"is {f.index.target_recall}; it must be in (0, 1], or 0 for the default 0.95",
-            )
-        check_tuning_objective(f.index, f.metric, f"{path}.index")
-        f.index.CopyFrom(index_build.resolve_params(f.dimension, f.index))
-        if f.index.kind == pb.INDEX_KIND_IVF_PQ:
-            if f.dimension % f.index.pq_m:
-                raise InvalidArgument(
-                    f"{path}.index.pq_m",
-                    f"{f.index.pq_m} does not divide the dimension {f.dimension}",
-                )
-            if f.index.nlist > MAX_NLIST:
-                raise InvalidArgument(
-                    f"{path}.index.nlist", f"is {f.index.nlist}; at most {MAX_NLIST:,}"
-                )
     if fixed_shards is not None:
         if out.shard_count not in (0, fixed_shards):
             raise InvalidArgument(
@@ -240,6 +247,23 @@ def check_model(given: str, spec: pb.VectorFieldSpec, path: str) -> None:
         )
 
 
+def check_point_vectors(p: pb.Point, fields: Mapping[str, pb.VectorFieldSpec], path: str) -> None:
+    """Each vector of ``p``: a field of the collection, its dimension, finite, its model."""
+    for name, vec in p.vectors.items():
+        spec = fields.get(name)
+        if spec is None:
+            raise InvalidArgument(
+                f"{path}.vectors[{quote(name)}]",
+                f"unknown vector field {quote(name)}; the collection has "
+                f"{quote_names(sorted(fields))}",
+            )
+        check_vector(vec.values, spec.dimension, f"{path}.vectors[{name}]")
+        check_model(p.model_ids.get(name, ""), spec, f"{path}.model_ids[{name}]")
+    for name in p.model_ids:
+        if name not in p.vectors:
+            raise InvalidArgument(f"{path}.model_ids[{name}]", "names a field with no vector")
+
+
 def check_points(
     points: list[pb.Point],
     fields: Mapping[str, pb.VectorFieldSpec],
@@ -263,21 +287,36 @@ def check_points(
         seen[p.id] = i
         if primary not in p.vectors:
             raise InvalidArgument(f"{path}.vectors", f"the primary field {primary!r} is required")
-        for name, vec in p.vectors.items():
-            spec = fields.get(name)
-            if spec is None:
-                raise InvalidArgument(
-                    f"{path}.vectors[{quote(name)}]",
-                    f"unknown vector field {quote(name)}; the collection has "
-                    f"{quote_names(sorted(fields))}",
-                )
-            check_vector(vec.values, spec.dimension, f"{path}.vectors[{name}]")
-            check_model(p.model_ids.get(name, ""), spec, f"{path}.model_ids[{name}]")
-        for name in p.model_ids:
-            if name not in p.vectors:
-                raise InvalidArgument(f"{path}.model_ids[{name}]", "names a field with no vector")
+        check_point_vectors(p, fields, path)
         check_metadata(p.metadata, schema, new_fields, f"{path}.metadata", declared_only)
     return new_fields
+
+
+def check_vector_additions(
+    points: list[pb.Point], fields: Mapping[str, pb.VectorFieldSpec], max_batch: int
+) -> None:
+    """Validate an ADD_VECTORS batch (UpsertMode): ids and vectors as an upsert's, but no
+    metadata (nothing of the stored point but its missing vectors may change) and no primary
+    field required."""
+    batch_size(points, "points", max_batch)
+    seen: dict[str, int] = {}
+    for i, p in enumerate(points):
+        path = f"points[{i}]"
+        check_id(p.id, f"{path}.id")
+        if p.id in seen:
+            raise InvalidArgument(
+                f"{path}.id", f"duplicate id {p.id!r} (also points[{seen[p.id]}]) in one batch"
+            )
+        seen[p.id] = i
+        if p.metadata:
+            raise InvalidArgument(
+                f"{path}.metadata",
+                "must be empty with mode ADD_VECTORS (it only adds vectors to stored points); "
+                "upsert with mode REPLACE to change metadata",
+            )
+        if not p.vectors:
+            raise InvalidArgument(f"{path}.vectors", "is empty: give the vectors to add")
+        check_point_vectors(p, fields, path)
 
 
 def check_metadata(

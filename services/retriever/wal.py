@@ -30,6 +30,8 @@ from facesearch_server.runtime.errors import (
 _HEADER = struct.Struct("<IIQB")
 OP_UPSERT = 1
 OP_DELETE = 2
+# Vectors added to stored points (UpsertRequest.mode ADD_VECTORS); payload an UpsertRequest.
+OP_ADD_VECTORS = 3
 
 
 def fsync_dir(path: Path) -> None:

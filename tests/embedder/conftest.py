@@ -49,6 +49,26 @@ def stub(embedder: ServiceProcess) -> Iterator[pb_grpc.EmbedderStub]:
         yield pb_grpc.EmbedderStub(channel)
 
 
+@pytest.fixture(scope="session")
+def trained_model_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model dir with the shipped files and one fine-tuned face encoder (trained_model.py)."""
+    from tests.embedder.trained_model import make_trained_model_dir
+
+    return make_trained_model_dir(tmp_path_factory.mktemp("trained-models"), model_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_embedder(trained_model_dir: Path) -> Iterator[ServiceProcess]:
+    """The local backend on that dir, with the fine-tuned model as its default face model."""
+    from tests.embedder.trained_model import TRAINED_ID
+
+    env = embedder_env(max_batch=MAX_BATCH, face_model=TRAINED_ID)
+    env["FACESEARCH_EMBEDDER_MODEL_DIR"] = str(trained_model_dir)
+    svc = start_service("embedder", env, timeout=180)
+    yield svc
+    svc.stop()
+
+
 def package_photos() -> list[Path]:
     return sorted(PACKAGE_PHOTOS.glob("*.jpg"))
 

@@ -20,7 +20,8 @@ from tests.embedder.conftest import MODEL_DIR, embedder_env
 
 def face_encoder(stub: pb_grpc.EmbedderStub) -> pb.ModelInfo:
     models = stub.ListModels(pb.ListModelsRequest(), timeout=30).models
-    (info,) = [m for m in models if m.kind == pb.MODEL_KIND_FACE_ENCODER]
+    # The default one: a model dir may hold fine-tuned face encoders too.
+    (info,) = [m for m in models if m.kind == pb.MODEL_KIND_FACE_ENCODER and m.is_default]
     return info
 
 

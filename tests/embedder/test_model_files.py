@@ -13,7 +13,7 @@ from facesearch_server.embedder.pipeline import DetectionSettings, FacePipeline,
 from facesearch_server.embedder.triton_repository import write_repository
 from tests.embedder.conftest import package_photos
 
-ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}
+ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(uint8)": "uint8"}
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -46,7 +46,9 @@ def test_exported_files_have_the_declared_tensors_and_a_dynamic_batch(model_dir:
             assert isinstance(inputs[t.name].shape[0], str)  # symbolic batch
             assert len(inputs[t.name].shape) == 1 + len(t.dims)
         (out,) = s.get_outputs()
-        assert out.name == spec.output.name and out.shape[1:] == list(spec.output.dims)
+        # A symbolic dimension (YuNet's anchors) is -1 in the table.
+        dims = [d if isinstance(d, int) else -1 for d in out.shape[1:]]
+        assert out.name == spec.output.name and dims == list(spec.output.dims)
 
 
 def test_triton_repository_matches_the_model_files(model_dir: Path, tmp_path: Path) -> None:
@@ -61,6 +63,9 @@ def test_triton_repository_matches_the_model_files(model_dir: Path, tmp_path: Pa
         "celeba-attr-sface-v1/config.pbtxt",
         "celeba-attr-sface-v1/card.json",
         "celeba-attr-sface-v1/1/model.onnx",
+        "yunet-2023mar/config.pbtxt",
+        "yunet-2023mar/card.json",
+        "yunet-2023mar/1/model.onnx",
     }
     for spec in mf.ENCODERS.values():
         config = (tmp_path / spec.model_id / "config.pbtxt").read_text()
@@ -72,7 +77,11 @@ def test_triton_repository_matches_the_model_files(model_dir: Path, tmp_path: Pa
         actual = [(i.name, i.type) for i in onnx_file.get_inputs()] + [
             (o.name, o.type) for o in onnx_file.get_outputs()
         ]
-        triton_to_ort = {"TYPE_FP32": "tensor(float)", "TYPE_INT64": "tensor(int64)"}
+        triton_to_ort = {
+            "TYPE_FP32": "tensor(float)",
+            "TYPE_INT64": "tensor(int64)",
+            "TYPE_UINT8": "tensor(uint8)",
+        }
         assert [(n, triton_to_ort[t]) for n, t, _ in declared] == actual
         dims = [tuple(int(d) for d in ds.split(",")) for _, _, ds in declared]
         assert dims == [t.dims for t in (*spec.inputs, spec.output)]

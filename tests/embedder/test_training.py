@@ -115,7 +115,7 @@ def test_short_run_lowers_loss_resumes_and_exports_a_served_model(tmp_path: Path
     assert not np.allclose(out, base, atol=1e-4)
 
     repo = tmp_path / "triton"
-    write_repository(repo, model_dir, copy_weights=False)
+    write_repository(repo, model_dir, copy_weights=False, trained_dir=model_dir)
     config = (repo / NEW_ID / "config.pbtxt").read_text()
     assert f'name: "{NEW_ID}"' in config and "dims: [ 128 ]" in config
     assert json.loads((repo / NEW_ID / "card.json").read_text())["model_id"] == NEW_ID

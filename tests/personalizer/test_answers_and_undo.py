@@ -6,6 +6,7 @@ in a 16-d inner-product collection, the person of a face known from its id)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from urllib.parse import quote
 
@@ -75,12 +76,21 @@ def _undo(s, session_id: str, round_: int) -> ppb.SessionState:
     ).state
 
 
+def _session_head(prefix: str, session_id: str) -> str:
+    """The session's own head as stored in the session (base64; "" = not trained yet)."""
+    r = redis.Redis.from_url(REDIS_URL)
+    try:
+        return json.loads(r.hget(f"{prefix}sess:{session_id}", "d"))["head_b64"]
+    finally:
+        r.close()
+
+
+HEAD_FIELDS = (b"w", b"rounds", b"sessions", b"updated", b"applied", b"dim", b"model_id")
+
+
 def test_undo_restores_the_session_and_the_head_exactly(stack) -> None:
     s = _stub(stack["p1"])
     user = f"undo-{uuid.uuid4().hex[:6]}"
-    # Seeded by a face of the person the user marks: positives the seed corroborates, so
-    # every round trains the head.
-    st = _start(s, user, seed=ppb.SessionSeed(point_id="p60"))
     target = _label("p60")
 
     def truthful(state: ppb.SessionState) -> dict[str, int]:
@@ -91,23 +101,32 @@ def test_undo_restores_the_session_and_the_head_exactly(stack) -> None:
             for c in state.candidates
         }
 
+    # An earlier session of the user leaves a lasting head (version 1).
+    # Seeded by a face of the person the user marks: positives the seed corroborates.
+    earlier = _start(s, user, seed=ppb.SessionSeed(point_id="p60"))
+    _submit(s, earlier, truthful(earlier))
+    ended = s.EndSession(
+        ppb.EndSessionRequest(session_id=earlier.session_id), metadata=ALPHA, timeout=30
+    )
+    assert ended.head_updated and ended.head_version == 1
+    head_before = _head_hash(stack["prefix"], user)
+
+    st = _start(s, user, seed=ppb.SessionSeed(point_id="p60"))
+    assert st.head_version == 1
     st1 = _submit(s, st, truthful(st))
     assert st1.round == 1 and st1.head_version == 1 and st1.undoable_rounds == 1
     before = _session_view(s, st.session_id)
-    head_before = _head_hash(stack["prefix"], user)
-    assert head_before[b"version"] == b"1" and head_before[b"rounds"] == b"1"
+    session_head = _session_head(stack["prefix"], st.session_id)
+    assert session_head  # the session's own head learned from round 1
 
+    # An ordinary round changes the session (and its head), never the lasting head.
     st2 = _submit(s, st1, truthful(st1))
-    assert st2.round == 2 and st2.head_version == 2
-    assert _head_hash(stack["prefix"], user)[b"w"] != head_before[b"w"]
-
+    assert st2.round == 2 and _session_head(stack["prefix"], st.session_id) != session_head
+    assert _head_hash(stack["prefix"], user) == head_before
     back = _undo(s, st.session_id, 2)
     assert back.round == 1 and [c.id for c in back.candidates] == [c.id for c in st1.candidates]
     assert _session_view(s, st.session_id) == before
-    head_after = _head_hash(stack["prefix"], user)
-    for field in (b"w", b"rounds", b"updated", b"applied", b"dim", b"model_id"):
-        assert head_after[field] == head_before[field], field
-    assert int(head_after[b"version"]) > 2  # versions only grow
+    assert _session_head(stack["prefix"], st.session_id) == session_head
 
     # A retried Undo names a round the session is no longer at: refused, nothing changes.
     code, msg, _ = _code(
@@ -119,11 +138,26 @@ def test_undo_restores_the_session_and_the_head_exactly(stack) -> None:
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "round 1" in msg
     assert _session_view(s, st.session_id) == before
 
-    # Round 1 undone too: no head was stored before it, so none is now.
+    # A FOUND (by mistake) put the session's answers into the lasting head; undone, the head
+    # is again exactly what it was (its version moves on) and the session is open again.
+    done = _submit(s, back, {back.candidates[0].id: ppb.FEEDBACK_LABEL_FOUND})
+    assert done.finished
+    found_head = _head_hash(stack["prefix"], user)
+    assert found_head[b"version"] == b"2" and found_head[b"sessions"] == b"2"
+    assert found_head[b"w"] != head_before[b"w"]
+    reopened = _undo(s, st.session_id, 2)
+    assert not reopened.finished and reopened.round == 1
+    assert [c.id for c in reopened.candidates] == [c.id for c in st1.candidates]
+    assert _session_view(s, st.session_id) == before
+    head_after = _head_hash(stack["prefix"], user)
+    for field in HEAD_FIELDS:
+        assert head_after[field] == head_before[field], field
+    assert int(head_after[b"version"]) > 2  # versions only grow
+
+    # Round 1 undone too: the session is as it started.
     back = _undo(s, st.session_id, 1)
     assert back.round == 0 and [c.id for c in back.candidates] == [c.id for c in st.candidates]
-    desc = s.DescribeUser(ppb.DescribeUserRequest(user_id=user), metadata=ALPHA, timeout=10)
-    assert not desc.heads
+    assert _session_head(stack["prefix"], st.session_id) == ""
     code, msg, _ = _code(
         s.UndoFeedback,
         ppb.UndoFeedbackRequest(session_id=st.session_id, round=0),
@@ -132,34 +166,57 @@ def test_undo_restores_the_session_and_the_head_exactly(stack) -> None:
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "round" in msg
 
-    # The round answered again trains the head again (its once-per-round token went back).
+    # Answered again and ended, the session trains the lasting head again (its once-per-session
+    # token went back with the head).
     again = _submit(s, back, truthful(back))
-    assert again.round == 1 and again.head_version == 1
-    # A FOUND by mistake is undone like any answer.
-    done = _submit(s, again, {again.candidates[0].id: ppb.FEEDBACK_LABEL_FOUND})
-    assert done.finished
-    reopened = _undo(s, st.session_id, 2)
-    assert not reopened.finished and reopened.round == 1
-    assert [c.id for c in reopened.candidates] == [c.id for c in again.candidates]
+    ended = s.EndSession(ppb.EndSessionRequest(session_id=st.session_id), metadata=ALPHA)
+    assert ended.head_updated and ended.head_version == int(head_after[b"version"]) + 1
+    desc = s.DescribeUser(ppb.DescribeUserRequest(user_id=user), metadata=ALPHA, timeout=10)
+    assert desc.heads[0].sessions_trained == 2 and again.round == 1
 
 
 def test_undo_refuses_when_another_session_changed_the_head(stack) -> None:
     s = _stub(stack["p1"])
     user = f"undo2-{uuid.uuid4().hex[:6]}"
-    a, b = _start(s, user), _start(s, user)
-    a1 = _submit(s, a, {a.candidates[0].id: ppb.FEEDBACK_LABEL_SIMILAR})
-    _submit(s, b, {b.candidates[0].id: ppb.FEEDBACK_LABEL_SIMILAR})  # head moves on
-    code, msg, _ = _code(
-        s.UndoFeedback,
-        ppb.UndoFeedbackRequest(session_id=a.session_id, round=1),
-        metadata=ALPHA,
-        timeout=10,
-    )
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and "another session" in msg
-    got = s.GetSession(ppb.GetSessionRequest(session_id=a.session_id), metadata=ALPHA, timeout=10)
-    assert got.state.round == 1 and [c.id for c in got.state.candidates] == [
-        c.id for c in a1.candidates
-    ]
+    seed = ppb.SessionSeed(point_id="p60")
+    target = _label("p60")
+
+    def answered() -> ppb.SessionState:
+        st = _start(s, user, seed=seed)
+        return _submit(
+            s,
+            st,
+            {
+                c.id: ppb.FEEDBACK_LABEL_SIMILAR
+                if _label(c.id) == target
+                else ppb.FEEDBACK_LABEL_DISSIMILAR
+                for c in st.candidates
+            },
+        )
+
+    def refused(session_id: str, round_: int) -> str:
+        code, msg, _ = _code(
+            s.UndoFeedback,
+            ppb.UndoFeedbackRequest(session_id=session_id, round=round_),
+            metadata=ALPHA,
+            timeout=10,
+        )
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        got = s.GetSession(ppb.GetSessionRequest(session_id=session_id), metadata=ALPHA)
+        assert got.state.round == round_ and got.state.finished  # nothing was changed
+        return msg
+
+    a, b = answered(), answered()
+    done = _submit(s, a, {a.candidates[0].id: ppb.FEEDBACK_LABEL_FOUND})
+    assert done.finished
+    ended = s.EndSession(ppb.EndSessionRequest(session_id=b.session_id), metadata=ALPHA)
+    assert ended.head_version == 2  # the head moved on after a's FOUND
+    assert "another session" in refused(a.session_id, 2)
+    # Nor after a ResetUser: the head a's FOUND changed is gone.
+    c = answered()
+    _submit(s, c, {c.candidates[0].id: ppb.FEEDBACK_LABEL_FOUND})
+    s.ResetUser(ppb.ResetUserRequest(user_id=user), metadata=ALPHA, timeout=10)
+    assert "reset" in refused(c.session_id, 2)
 
 
 def test_a_wrong_similar_stops_steering_once_answers_contradict_it(stack) -> None:

@@ -105,6 +105,9 @@ def test_tenants_use_the_router_and_are_refused_by_the_internal_service(
             ),
             metadata=md,
         ),
+        "ScanShard": lambda md: direct.ScanShard(
+            ipb.ShardScanRequest(ref=ref, limit=5), metadata=md
+        ),
         "DropShard": lambda md: direct.DropShard(ipb.DropShardRequest(ref=ref), metadata=md),
     }
     for name, call in calls.items():

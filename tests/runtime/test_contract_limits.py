@@ -33,6 +33,7 @@ from facesearch_server.embedder import text_encoding
 from facesearch_server.personalizer import servicer as ps
 from facesearch_server.personalizer import sessions
 from facesearch_server.retriever import filters
+from facesearch_server.retriever import media_roots as retriever_media_roots
 from facesearch_server.retriever import servicer as retriever_servicer
 from facesearch_server.retriever import validation as rv
 from facesearch_server.retriever.collection import Limits
@@ -64,6 +65,10 @@ DECLARED: list[tuple[type[Message], str, str, int]] = [
     (rpb.Query, "exclude_ids", "max_items", 10000),
     (rpb.Query, "exclude_ids", "max_bytes", 128),
     (rpb.SearchRequest, "queries", "max_items", 1024),
+    (rpb.CreateCollectionRequest, "media_roots", "max_items", 256),
+    (rpb.CreateCollectionRequest, "media_roots", "max_bytes", 4096),
+    (rpb.AddMediaRootsRequest, "media_roots", "max_items", 256),
+    (rpb.AddMediaRootsRequest, "media_roots", "max_bytes", 4096),
     (epb.DetectionOptions, "max_faces", "max_value", 1024),
     (epb.EmbedImagesRequest, "images", "max_items", 1024),
     (epb.EmbedFacesRequest, "crops", "max_items", 1024),
@@ -181,6 +186,20 @@ READ_FROM_CONTRACT: list[tuple[str, int, type[Message], str, str]] = [
     ),
     ("retriever MAX_IN_SET", filters.MAX_IN_SET, cpb.MetadataValueList, "values", "max_items"),
     ("retriever MAX_PAGE", retriever_servicer.MAX_PAGE, cpb.PageRequest, "page_size", "max_value"),
+    (
+        "retriever MAX_ROOTS",
+        retriever_media_roots.MAX_ROOTS,
+        rpb.CreateCollectionRequest,
+        "media_roots",
+        "max_items",
+    ),
+    (
+        "retriever MAX_ROOT_BYTES",
+        retriever_media_roots.MAX_ROOT_BYTES,
+        rpb.CreateCollectionRequest,
+        "media_roots",
+        "max_bytes",
+    ),
     ("embedder CEILING_BATCH", es.CEILING_BATCH, epb.EmbedImagesRequest, "images", "max_items"),
     ("embedder CEILING_CROPS", es.CEILING_CROPS, epb.EmbedFacesRequest, "crops", "max_items"),
     (

@@ -243,7 +243,13 @@ def test_session_with_a_simulated_user_reaches_the_target(
     assert outcome.finished and outcome.found_id == target
     assert len(shown) == len(set(shown))  # never shown twice
     assert 1 <= outcome.rounds <= 5
+    described = api.describe_user(user_id)
+    assert described.user_id == user_id and described.active_sessions == 0
+    (head,) = described.heads  # the ended session taught the lasting head once
+    assert head.sessions_trained == 1 and head.rounds_trained >= 1
+    assert head.distance_from_identity > 0
     assert api.reset_user(user_id) == 1  # the session trained this user's head
+    assert not api.describe_user(user_id).heads
 
 
 def test_session_with_a_user_by_likeness(

@@ -27,7 +27,7 @@ from facesearch_contract.v1 import common_pb2 as facesearch_dot_v1_dot_common__p
 from facesearch_contract.v1 import limits_pb2 as facesearch_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x61\x63\x65search/v1/embedder.proto\x12\rfacesearch.v1\x1a\x1f\x66\x61\x63\x65search/v1/calibration.proto\x1a\x1a\x66\x61\x63\x65search/v1/common.proto\x1a\x1a\x66\x61\x63\x65search/v1/limits.proto\",\n\nImageInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08media_id\x18\x02 \x01(\t\"~\n\x10\x44\x65tectionOptions\x12\x1c\n\tmax_faces\x18\x01 \x01(\rB\t\xb2\xa2\x19\x05\x18\x01 \x80\x08\x12\x15\n\rmin_face_size\x18\x02 \x01(\r\x12\x17\n\x0fscore_threshold\x18\x03 \x01(\x02\x12\x1c\n\x14return_aligned_crops\x18\x04 \x01(\x08\"B\n\x0b\x46\x61\x63\x65Quality\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x11\n\tface_size\x18\x02 \x01(\x02\x12\x11\n\tsharpness\x18\x03 \x01(\x02\"\xa5\x02\n\x04\x46\x61\x63\x65\x12\'\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1a.facesearch.v1.BoundingBox\x12)\n\tlandmarks\x18\x02 \x03(\x0b\x32\x16.facesearch.v1.Point2D\x12\x17\n\x0f\x64\x65tection_score\x18\x03 \x01(\x02\x12+\n\x07quality\x18\x04 \x01(\x0b\x32\x1a.facesearch.v1.FaceQuality\x12(\n\tembedding\x18\x05 \x01(\x0b\x32\x15.facesearch.v1.Vector\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x14\n\x0c\x61ligned_crop\x18\x07 \x01(\x0c\x12\x31\n\nattributes\x18\x08 \x01(\x0b\x32\x1d.facesearch.v1.FaceAttributes\"`\n\x0e\x46\x61\x63\x65\x41ttributes\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\x12%\n\x06vector\x18\x03 \x01(\x0b\x32\x15.facesearch.v1.Vector\"\x9c\x01\n\x0bImageResult\x12\x10\n\x08media_id\x18\x01 \x01(\t\x12\"\n\x05\x66\x61\x63\x65s\x18\x02 \x03(\x0b\x32\x13.facesearch.v1.Face\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\r\n\x05index\x18\x07 \x01(\r\"\x8c\x01\n\x12\x45mbedImagesRequest\x12\x32\n\x06images\x18\x01 \x03(\x0b\x32\x19.facesearch.v1.ImageInputB\x07\xb2\xa2\x19\x03\x08\x80\x08\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x1f.facesearch.v1.DetectionOptions\x12\x10\n\x08model_id\x18\x03 \x01(\t\"B\n\x13\x45mbedImagesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.facesearch.v1.ImageResult\"*\n\x08\x46\x61\x63\x65\x43rop\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08media_id\x18\x02 \x01(\t\"V\n\x11\x45mbedFacesRequest\x12/\n\x05\x63rops\x18\x01 \x03(\x0b\x32\x17.facesearch.v1.FaceCropB\x07\xb2\xa2\x19\x03\x08\x80\x08\x12\x10\n\x08model_id\x18\x02 \x01(\t\"A\n\x12\x45mbedFacesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.facesearch.v1.ImageResult\"g\n\x10\x45mbedTextRequest\x12\x1a\n\x05texts\x18\x01 \x03(\tB\x0b\xb2\xa2\x19\x07\x08\x80\x08\x10\x80\x80\x01\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.facesearch.v1.TextRole\x12\x10\n\x08model_id\x18\x03 \x01(\t\"\x8a\x01\n\x11\x45mbedTextResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.facesearch.v1.Vector\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x38\n\x0c\x64\x65scriptions\x18\x03 \x03(\x0b\x32\".facesearch.v1.DescriptionEvidence\"V\n\x11\x41ttributeEvidence\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07present\x18\x02 \x01(\x08\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x0e\n\x06phrase\x18\x04 \x01(\t\"\x92\x01\n\x13\x44\x65scriptionEvidence\x12\x32\n\x08\x65vidence\x18\x01 \x03(\x0b\x32 .facesearch.v1.AttributeEvidence\x12\x1a\n\x12\x61ttribute_model_id\x18\x02 \x01(\t\x12+\n\x0cquery_vector\x18\x03 \x01(\x0b\x32\x15.facesearch.v1.Vector\"\x82\x01\n\x12\x45mbedStreamRequest\x12(\n\x05image\x18\x01 \x01(\x0b\x32\x19.facesearch.v1.ImageInput\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x1f.facesearch.v1.DetectionOptions\x12\x10\n\x08model_id\x18\x03 \x01(\t\"\x81\x02\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.facesearch.v1.ModelKind\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x11\n\tmax_batch\x18\x07 \x01(\r\x12\x34\n\x0b\x63\x61libration\x18\x08 \x01(\x0b\x32\x1f.facesearch.v1.ScoreCalibration\x12\x11\n\tcard_json\x18\t \x01(\t\x12\x17\n\x0f\x61ttribute_names\x18\n \x03(\t\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.facesearch.v1.ModelInfo*l\n\x08TextRole\x12\x19\n\x15TEXT_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTEXT_ROLE_QUERY\x10\x01\x12\x15\n\x11TEXT_ROLE_CAPTION\x10\x02\x12\x19\n\x15TEXT_ROLE_DESCRIPTION\x10\x03*\xc2\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODEL_KIND_FACE_DETECTOR\x10\x01\x12\x1b\n\x17MODEL_KIND_FACE_ENCODER\x10\x02\x12\x1b\n\x17MODEL_KIND_TEXT_ENCODER\x10\x03\x12!\n\x1dMODEL_KIND_IMAGE_TEXT_ENCODER\x10\x04\x12\x1e\n\x1aMODEL_KIND_FACE_ATTRIBUTES\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x61\x63\x65search/v1/embedder.proto\x12\rfacesearch.v1\x1a\x1f\x66\x61\x63\x65search/v1/calibration.proto\x1a\x1a\x66\x61\x63\x65search/v1/common.proto\x1a\x1a\x66\x61\x63\x65search/v1/limits.proto\",\n\nImageInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08media_id\x18\x02 \x01(\t\"~\n\x10\x44\x65tectionOptions\x12\x1c\n\tmax_faces\x18\x01 \x01(\rB\t\xb2\xa2\x19\x05\x18\x01 \x80\x08\x12\x15\n\rmin_face_size\x18\x02 \x01(\r\x12\x17\n\x0fscore_threshold\x18\x03 \x01(\x02\x12\x1c\n\x14return_aligned_crops\x18\x04 \x01(\x08\"B\n\x0b\x46\x61\x63\x65Quality\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x11\n\tface_size\x18\x02 \x01(\x02\x12\x11\n\tsharpness\x18\x03 \x01(\x02\"\xa5\x02\n\x04\x46\x61\x63\x65\x12\'\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1a.facesearch.v1.BoundingBox\x12)\n\tlandmarks\x18\x02 \x03(\x0b\x32\x16.facesearch.v1.Point2D\x12\x17\n\x0f\x64\x65tection_score\x18\x03 \x01(\x02\x12+\n\x07quality\x18\x04 \x01(\x0b\x32\x1a.facesearch.v1.FaceQuality\x12(\n\tembedding\x18\x05 \x01(\x0b\x32\x15.facesearch.v1.Vector\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x14\n\x0c\x61ligned_crop\x18\x07 \x01(\x0c\x12\x31\n\nattributes\x18\x08 \x01(\x0b\x32\x1d.facesearch.v1.FaceAttributes\"`\n\x0e\x46\x61\x63\x65\x41ttributes\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\x12%\n\x06vector\x18\x03 \x01(\x0b\x32\x15.facesearch.v1.Vector\"\xda\x01\n\x0bImageResult\x12\x10\n\x08media_id\x18\x01 \x01(\t\x12\"\n\x05\x66\x61\x63\x65s\x18\x02 \x03(\x0b\x32\x13.facesearch.v1.Face\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\r\n\x05index\x18\x07 \x01(\r\x12$\n\x05scene\x18\x08 \x01(\x0b\x32\x15.facesearch.v1.Vector\x12\x16\n\x0escene_model_id\x18\t \x01(\t\"\xa0\x01\n\x12\x45mbedImagesRequest\x12\x32\n\x06images\x18\x01 \x03(\x0b\x32\x19.facesearch.v1.ImageInputB\x07\xb2\xa2\x19\x03\x08\x80\x08\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x1f.facesearch.v1.DetectionOptions\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x12\n\nwith_scene\x18\x04 \x01(\x08\"B\n\x13\x45mbedImagesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.facesearch.v1.ImageResult\"*\n\x08\x46\x61\x63\x65\x43rop\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08media_id\x18\x02 \x01(\t\"V\n\x11\x45mbedFacesRequest\x12/\n\x05\x63rops\x18\x01 \x03(\x0b\x32\x17.facesearch.v1.FaceCropB\x07\xb2\xa2\x19\x03\x08\x80\x08\x12\x10\n\x08model_id\x18\x02 \x01(\t\"A\n\x12\x45mbedFacesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.facesearch.v1.ImageResult\"\x92\x01\n\x10\x45mbedTextRequest\x12\x1a\n\x05texts\x18\x01 \x03(\tB\x0b\xb2\xa2\x19\x07\x08\x80\x08\x10\x80\x80\x01\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.facesearch.v1.TextRole\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12)\n\nidentities\x18\x04 \x03(\x0b\x32\x15.facesearch.v1.Vector\"\x8a\x01\n\x11\x45mbedTextResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.facesearch.v1.Vector\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x38\n\x0c\x64\x65scriptions\x18\x03 \x03(\x0b\x32\".facesearch.v1.DescriptionEvidence\"V\n\x11\x41ttributeEvidence\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07present\x18\x02 \x01(\x08\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x0e\n\x06phrase\x18\x04 \x01(\t\"\x92\x01\n\x13\x44\x65scriptionEvidence\x12\x32\n\x08\x65vidence\x18\x01 \x03(\x0b\x32 .facesearch.v1.AttributeEvidence\x12\x1a\n\x12\x61ttribute_model_id\x18\x02 \x01(\t\x12+\n\x0cquery_vector\x18\x03 \x01(\x0b\x32\x15.facesearch.v1.Vector\"\x96\x01\n\x12\x45mbedStreamRequest\x12(\n\x05image\x18\x01 \x01(\x0b\x32\x19.facesearch.v1.ImageInput\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x1f.facesearch.v1.DetectionOptions\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x12\n\nwith_scene\x18\x04 \x01(\x08\"\xb4\x02\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.facesearch.v1.ModelKind\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x11\n\tmax_batch\x18\x07 \x01(\r\x12\x34\n\x0b\x63\x61libration\x18\x08 \x01(\x0b\x32\x1f.facesearch.v1.ScoreCalibration\x12\x11\n\tcard_json\x18\t \x01(\t\x12\x17\n\x0f\x61ttribute_names\x18\n \x03(\t\x12\x14\n\x0ctrained_from\x18\x0b \x01(\t\x12\x1b\n\x13\x63\x61libration_pending\x18\x0c \x01(\t\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.facesearch.v1.ModelInfo*l\n\x08TextRole\x12\x19\n\x15TEXT_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTEXT_ROLE_QUERY\x10\x01\x12\x15\n\x11TEXT_ROLE_CAPTION\x10\x02\x12\x19\n\x15TEXT_ROLE_DESCRIPTION\x10\x03*\xc2\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODEL_KIND_FACE_DETECTOR\x10\x01\x12\x1b\n\x17MODEL_KIND_FACE_ENCODER\x10\x02\x12\x1b\n\x17MODEL_KIND_TEXT_ENCODER\x10\x03\x12!\n\x1dMODEL_KIND_IMAGE_TEXT_ENCODER\x10\x04\x12\x1e\n\x1aMODEL_KIND_FACE_ATTRIBUTES\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,10 +42,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDFACESREQUEST'].fields_by_name['crops']._serialized_options = b'\262\242\031\003\010\200\010'
   _globals['_EMBEDTEXTREQUEST'].fields_by_name['texts']._loaded_options = None
   _globals['_EMBEDTEXTREQUEST'].fields_by_name['texts']._serialized_options = b'\262\242\031\007\010\200\010\020\200\200\001'
-  _globals['_TEXTROLE']._serialized_start=2302
-  _globals['_TEXTROLE']._serialized_end=2410
-  _globals['_MODELKIND']._serialized_start=2413
-  _globals['_MODELKIND']._serialized_end=2607
+  _globals['_TEXTROLE']._serialized_start=2499
+  _globals['_TEXTROLE']._serialized_end=2607
+  _globals['_MODELKIND']._serialized_start=2610
+  _globals['_MODELKIND']._serialized_end=2804
   _globals['_IMAGEINPUT']._serialized_start=136
   _globals['_IMAGEINPUT']._serialized_end=180
   _globals['_DETECTIONOPTIONS']._serialized_start=182
@@ -57,31 +57,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FACEATTRIBUTES']._serialized_start=674
   _globals['_FACEATTRIBUTES']._serialized_end=770
   _globals['_IMAGERESULT']._serialized_start=773
-  _globals['_IMAGERESULT']._serialized_end=929
-  _globals['_EMBEDIMAGESREQUEST']._serialized_start=932
-  _globals['_EMBEDIMAGESREQUEST']._serialized_end=1072
-  _globals['_EMBEDIMAGESRESPONSE']._serialized_start=1074
-  _globals['_EMBEDIMAGESRESPONSE']._serialized_end=1140
-  _globals['_FACECROP']._serialized_start=1142
-  _globals['_FACECROP']._serialized_end=1184
-  _globals['_EMBEDFACESREQUEST']._serialized_start=1186
-  _globals['_EMBEDFACESREQUEST']._serialized_end=1272
-  _globals['_EMBEDFACESRESPONSE']._serialized_start=1274
-  _globals['_EMBEDFACESRESPONSE']._serialized_end=1339
-  _globals['_EMBEDTEXTREQUEST']._serialized_start=1341
-  _globals['_EMBEDTEXTREQUEST']._serialized_end=1444
-  _globals['_EMBEDTEXTRESPONSE']._serialized_start=1447
-  _globals['_EMBEDTEXTRESPONSE']._serialized_end=1585
-  _globals['_ATTRIBUTEEVIDENCE']._serialized_start=1587
-  _globals['_ATTRIBUTEEVIDENCE']._serialized_end=1673
-  _globals['_DESCRIPTIONEVIDENCE']._serialized_start=1676
-  _globals['_DESCRIPTIONEVIDENCE']._serialized_end=1822
-  _globals['_EMBEDSTREAMREQUEST']._serialized_start=1825
-  _globals['_EMBEDSTREAMREQUEST']._serialized_end=1955
-  _globals['_MODELINFO']._serialized_start=1958
-  _globals['_MODELINFO']._serialized_end=2215
-  _globals['_LISTMODELSREQUEST']._serialized_start=2217
-  _globals['_LISTMODELSREQUEST']._serialized_end=2236
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2238
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2300
+  _globals['_IMAGERESULT']._serialized_end=991
+  _globals['_EMBEDIMAGESREQUEST']._serialized_start=994
+  _globals['_EMBEDIMAGESREQUEST']._serialized_end=1154
+  _globals['_EMBEDIMAGESRESPONSE']._serialized_start=1156
+  _globals['_EMBEDIMAGESRESPONSE']._serialized_end=1222
+  _globals['_FACECROP']._serialized_start=1224
+  _globals['_FACECROP']._serialized_end=1266
+  _globals['_EMBEDFACESREQUEST']._serialized_start=1268
+  _globals['_EMBEDFACESREQUEST']._serialized_end=1354
+  _globals['_EMBEDFACESRESPONSE']._serialized_start=1356
+  _globals['_EMBEDFACESRESPONSE']._serialized_end=1421
+  _globals['_EMBEDTEXTREQUEST']._serialized_start=1424
+  _globals['_EMBEDTEXTREQUEST']._serialized_end=1570
+  _globals['_EMBEDTEXTRESPONSE']._serialized_start=1573
+  _globals['_EMBEDTEXTRESPONSE']._serialized_end=1711
+  _globals['_ATTRIBUTEEVIDENCE']._serialized_start=1713
+  _globals['_ATTRIBUTEEVIDENCE']._serialized_end=1799
+  _globals['_DESCRIPTIONEVIDENCE']._serialized_start=1802
+  _globals['_DESCRIPTIONEVIDENCE']._serialized_end=1948
+  _globals['_EMBEDSTREAMREQUEST']._serialized_start=1951
+  _globals['_EMBEDSTREAMREQUEST']._serialized_end=2101
+  _globals['_MODELINFO']._serialized_start=2104
+  _globals['_MODELINFO']._serialized_end=2412
+  _globals['_LISTMODELSREQUEST']._serialized_start=2414
+  _globals['_LISTMODELSREQUEST']._serialized_end=2433
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2435
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2497
 # @@protoc_insertion_point(module_scope)

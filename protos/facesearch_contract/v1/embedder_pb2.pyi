@@ -97,7 +97,7 @@ class FaceAttributes(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., probabilities: _Optional[_Iterable[float]] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("media_id", "faces", "width", "height", "error_code", "error_message", "index")
+    __slots__ = ("media_id", "faces", "width", "height", "error_code", "error_message", "index", "scene", "scene_model_id")
     MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,8 @@ class ImageResult(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCENE_FIELD_NUMBER: _ClassVar[int]
+    SCENE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     media_id: str
     faces: _containers.RepeatedCompositeFieldContainer[Face]
     width: int
@@ -112,17 +114,21 @@ class ImageResult(_message.Message):
     error_code: int
     error_message: str
     index: int
-    def __init__(self, media_id: _Optional[str] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+    scene: _common_pb2.Vector
+    scene_model_id: str
+    def __init__(self, media_id: _Optional[str] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., index: _Optional[int] = ..., scene: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., scene_model_id: _Optional[str] = ...) -> None: ...
 
 class EmbedImagesRequest(_message.Message):
-    __slots__ = ("images", "options", "model_id")
+    __slots__ = ("images", "options", "model_id", "with_scene")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_SCENE_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ImageInput]
     options: DetectionOptions
     model_id: str
-    def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., options: _Optional[_Union[DetectionOptions, _Mapping]] = ..., model_id: _Optional[str] = ...) -> None: ...
+    with_scene: bool
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., options: _Optional[_Union[DetectionOptions, _Mapping]] = ..., model_id: _Optional[str] = ..., with_scene: _Optional[bool] = ...) -> None: ...
 
 class EmbedImagesResponse(_message.Message):
     __slots__ = ("results",)
@@ -153,14 +159,16 @@ class EmbedFacesResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ...) -> None: ...
 
 class EmbedTextRequest(_message.Message):
-    __slots__ = ("texts", "role", "model_id")
+    __slots__ = ("texts", "role", "model_id", "identities")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTITIES_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     role: TextRole
     model_id: str
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., role: _Optional[_Union[TextRole, str]] = ..., model_id: _Optional[str] = ...) -> None: ...
+    identities: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vector]
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., role: _Optional[_Union[TextRole, str]] = ..., model_id: _Optional[str] = ..., identities: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ...) -> None: ...
 
 class EmbedTextResponse(_message.Message):
     __slots__ = ("embeddings", "model_id", "descriptions")
@@ -195,17 +203,19 @@ class DescriptionEvidence(_message.Message):
     def __init__(self, evidence: _Optional[_Iterable[_Union[AttributeEvidence, _Mapping]]] = ..., attribute_model_id: _Optional[str] = ..., query_vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class EmbedStreamRequest(_message.Message):
-    __slots__ = ("image", "options", "model_id")
+    __slots__ = ("image", "options", "model_id", "with_scene")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_SCENE_FIELD_NUMBER: _ClassVar[int]
     image: ImageInput
     options: DetectionOptions
     model_id: str
-    def __init__(self, image: _Optional[_Union[ImageInput, _Mapping]] = ..., options: _Optional[_Union[DetectionOptions, _Mapping]] = ..., model_id: _Optional[str] = ...) -> None: ...
+    with_scene: bool
+    def __init__(self, image: _Optional[_Union[ImageInput, _Mapping]] = ..., options: _Optional[_Union[DetectionOptions, _Mapping]] = ..., model_id: _Optional[str] = ..., with_scene: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "kind", "dimension", "backend", "ready", "is_default", "max_batch", "calibration", "card_json", "attribute_names")
+    __slots__ = ("model_id", "kind", "dimension", "backend", "ready", "is_default", "max_batch", "calibration", "card_json", "attribute_names", "trained_from", "calibration_pending")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +226,8 @@ class ModelInfo(_message.Message):
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     CARD_JSON_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FROM_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_PENDING_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     kind: ModelKind
     dimension: int
@@ -226,7 +238,9 @@ class ModelInfo(_message.Message):
     calibration: _calibration_pb2.ScoreCalibration
     card_json: str
     attribute_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., backend: _Optional[str] = ..., ready: _Optional[bool] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., calibration: _Optional[_Union[_calibration_pb2.ScoreCalibration, _Mapping]] = ..., card_json: _Optional[str] = ..., attribute_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    trained_from: str
+    calibration_pending: str
+    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., backend: _Optional[str] = ..., ready: _Optional[bool] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., calibration: _Optional[_Union[_calibration_pb2.ScoreCalibration, _Mapping]] = ..., card_json: _Optional[str] = ..., attribute_names: _Optional[_Iterable[str]] = ..., trained_from: _Optional[str] = ..., calibration_pending: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -167,10 +167,14 @@ class EndSessionRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class EndSessionResponse(_message.Message):
-    __slots__ = ("rounds",)
+    __slots__ = ("rounds", "head_updated", "head_version")
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_UPDATED_FIELD_NUMBER: _ClassVar[int]
+    HEAD_VERSION_FIELD_NUMBER: _ClassVar[int]
     rounds: int
-    def __init__(self, rounds: _Optional[int] = ...) -> None: ...
+    head_updated: bool
+    head_version: int
+    def __init__(self, rounds: _Optional[int] = ..., head_updated: _Optional[bool] = ..., head_version: _Optional[int] = ...) -> None: ...
 
 class ResetUserRequest(_message.Message):
     __slots__ = ("user_id", "model_id")
@@ -193,18 +197,24 @@ class DescribeUserRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class HeadInfo(_message.Message):
-    __slots__ = ("model_id", "version", "rounds_trained", "updated", "drift")
+    __slots__ = ("model_id", "version", "rounds_trained", "updated", "drift", "sessions_trained", "distance_from_identity", "probe_cosine_change")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_TRAINED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_TRAINED_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FROM_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    PROBE_COSINE_CHANGE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     version: int
     rounds_trained: int
     updated: _timestamp_pb2.Timestamp
     drift: float
-    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[int] = ..., rounds_trained: _Optional[int] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drift: _Optional[float] = ...) -> None: ...
+    sessions_trained: int
+    distance_from_identity: float
+    probe_cosine_change: float
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[int] = ..., rounds_trained: _Optional[int] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drift: _Optional[float] = ..., sessions_trained: _Optional[int] = ..., distance_from_identity: _Optional[float] = ..., probe_cosine_change: _Optional[float] = ...) -> None: ...
 
 class DescribeUserResponse(_message.Message):
     __slots__ = ("user_id", "heads", "active_sessions")

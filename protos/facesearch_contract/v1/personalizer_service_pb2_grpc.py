@@ -85,10 +85,12 @@ class PersonalizerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitFeedback(self, request, context):
-        """Label shown faces; the head is updated (atomically, never losing a concurrent update) and
-        the next round returned. NOT_FOUND: unknown or expired session. INVALID_ARGUMENT: empty
-        feedback, an id not shown in this session, an unspecified or unknown label (the five of
-        FeedbackLabel are accepted). FAILED_PRECONDITION: the session is finished.
+        """Label shown faces; the session's head learns from them and the next round is returned. A
+        FOUND answer ends the session and puts its answers into the user's lasting head
+        (atomically, never losing a concurrent update, once per session). NOT_FOUND: unknown or
+        expired session. INVALID_ARGUMENT: empty feedback, an id not shown in this session, an
+        unspecified or unknown label (the five of FeedbackLabel are accepted).
+        FAILED_PRECONDITION: the session is finished.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,14 +98,15 @@ class PersonalizerServicer:
 
     def UndoFeedback(self, request, context):
         """Take back the latest answered round (a wrong click, a FOUND included): the session returns
-        exactly to its state before that SubmitFeedback (round, shown faces, labels, candidates),
-        and the user's stored head to its weights and rounds trained before that round (its
-        version still moves forward: versions only grow). Up to undo_depth (default 4) rounds, one
-        call each. INVALID_ARGUMENT: empty session_id, round 0. NOT_FOUND: unknown or expired
+        exactly to its state before that SubmitFeedback (round, shown faces, labels, candidates,
+        the session's head), and after a FOUND the user's lasting head to its weights, rounds and
+        sessions trained before it (its version still moves forward: versions only grow). Up to
+        undo_depth (default 4) rounds, one call each. INVALID_ARGUMENT: empty session_id, round 0. NOT_FOUND: unknown or expired
         session. FAILED_PRECONDITION: round is not the session's current round (e.g. a retry of an
         Undo that succeeded), no answered round is left to undo (or it is older than undo_depth),
-        or another session of the user updated the head since that round (the head cannot be
-        restored exactly; nothing is changed: end this session or answer on). ABORTED: another
+        or (undoing a FOUND) another session of the user updated the lasting head since, or it was
+        reset (the head cannot be restored exactly; nothing is changed: end this session or
+        answer on). ABORTED: another
         call changed the session at the same time; fetch it with GetSession and retry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -119,21 +122,25 @@ class PersonalizerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EndSession(self, request, context):
-        """End a session now. NOT_FOUND: unknown or expired session.
+        """End a session now: its answers go into the user's lasting head (once per session, also
+        when FOUND did it already), then the session is forgotten. A session left to expire
+        teaches the lasting head nothing. NOT_FOUND: unknown or expired session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResetUser(self, request, context):
-        """Forget the user's head(s). Not an error when none is stored.
+        """Forget the user's lasting head(s): the next session starts from the plain embedding, and
+        sessions open now store nothing when they end. Not an error when none is stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DescribeUser(self, request, context):
-        """The user's heads: version, rounds trained, last update.
+        """The user's lasting heads: how far each is from the identity, sessions and rounds trained
+        on, last update, version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -28,7 +28,7 @@ from facesearch_contract.v1 import retriever_pb2 as facesearch_dot_v1_dot_retrie
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&facesearch/v1/retriever_internal.proto\x12\rfacesearch.v1\x1a\x1a\x66\x61\x63\x65search/v1/common.proto\x1a\x1a\x66\x61\x63\x65search/v1/limits.proto\x1a\x1d\x66\x61\x63\x65search/v1/retriever.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x08ShardRef\x12\x1e\n\x0e\x63ollection_uid\x18\x01 \x01(\tB\x06\xb2\xa2\x19\x02\x10@\x12\x16\n\x05shard\x18\x02 \x01(\rB\x07\xb2\xa2\x19\x03 \xff\x01\"\xc2\x01\n\x0bShardFilter\x12%\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x15.facesearch.v1.Filter\x12?\n\x0b\x66ield_types\x18\x02 \x03(\x0b\x32*.facesearch.v1.ShardFilter.FieldTypesEntry\x1aK\n\x0f\x46ieldTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0e\x32\x18.facesearch.v1.FieldType:\x02\x38\x01\"\x88\x01\n\x10OpenShardRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12>\n\rvector_fields\x18\x02 \x03(\x0b\x32\x1e.facesearch.v1.VectorFieldSpecB\x07\xb2\xa2\x19\x03\x08\x80\x02\x12\x0e\n\x06\x63reate\x18\x03 \x01(\x08\"C\n\x11OpenShardResponse\x12.\n\x05shard\x18\x01 \x01(\x0b\x32\x1f.facesearch.v1.ShardDescription\"z\n\x12ShardUpsertRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12-\n\x06points\x18\x02 \x03(\x0b\x32\x14.facesearch.v1.PointB\x07\xb2\xa2\x19\x03\x08\x90N\x12\x0f\n\x07\x64urable\x18\x03 \x01(\x08\"9\n\x13ShardUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\r\x12\x10\n\x08replaced\x18\x02 \x01(\r\"\x9a\x01\n\x12ShardDeleteRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12$\n\x03ids\x18\x02 \x01(\x0b\x32\x15.facesearch.v1.IdListH\x00\x12,\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1a.facesearch.v1.ShardFilterH\x00\x42\n\n\x08selector\"&\n\x13ShardDeleteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x04\"\xc2\x01\n\x0fShardGetRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12\x17\n\x03ids\x18\x02 \x03(\tB\n\xb2\xa2\x19\x06\x08\x80\x08\x10\x80\x01\x12*\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1a.facesearch.v1.ShardFilter\x12\x18\n\x05limit\x18\x04 \x01(\rB\t\xb2\xa2\x19\x05\x18\x01 \x90N\x12\x14\n\x0cvector_field\x18\x05 \x01(\t\x12\x14\n\x0cwith_vectors\x18\x06 \x01(\x08\"8\n\x10ShardGetResponse\x12$\n\x06points\x18\x01 \x03(\x0b\x32\x14.facesearch.v1.Point\"\xb7\x02\n\x12ShardSearchRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12/\n\x07queries\x18\x03 \x03(\x0b\x32\x15.facesearch.v1.VectorB\x07\xb2\xa2\x19\x03\x08\x80\x08\x12\x14\n\x01k\x18\x04 \x01(\rB\t\xb2\xa2\x19\x05\x18\x01 \x90N\x12*\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1a.facesearch.v1.ShardFilter\x12\x1f\n\x0b\x65xclude_ids\x18\x06 \x03(\tB\n\xb2\xa2\x19\x06\x08\x90N\x10\x80\x01\x12+\n\x06params\x18\x07 \x01(\x0b\x32\x1b.facesearch.v1.SearchParams\x12\x15\n\rwith_metadata\x18\x08 \x01(\x08\x12\x14\n\x0cwith_vectors\x18\t \x01(\x08\">\n\x08ShardHit\x12\r\n\x05score\x18\x01 \x01(\x02\x12#\n\x05point\x18\x02 \x01(\x0b\x32\x14.facesearch.v1.Point\"2\n\tShardHits\x12%\n\x04hits\x18\x01 \x03(\x0b\x32\x17.facesearch.v1.ShardHit\"@\n\x13ShardSearchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.facesearch.v1.ShardHits\"<\n\x14\x44\x65scribeShardRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\"\xf0\x01\n\x10ShardDescription\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12\x0e\n\x06points\x18\x02 \x01(\x04\x12\x13\n\x0bwal_entries\x18\x03 \x01(\x04\x12\x31\n\rlast_snapshot\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0b\x66ield_stats\x18\x05 \x03(\x0b\x32\x1f.facesearch.v1.VectorFieldStats\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x04\x12\x12\n\ndisk_bytes\x18\x07 \x01(\x04\"G\n\x15\x44\x65scribeShardResponse\x12.\n\x05shard\x18\x01 \x01(\x0b\x32\x1f.facesearch.v1.ShardDescription\"<\n\x14SnapshotShardRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\")\n\x15SnapshotShardResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"8\n\x10\x44ropShardRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\"\x13\n\x11\x44ropShardResponse\"\x13\n\x11ListShardsRequest\"=\n\x12ListShardsResponse\x12\'\n\x06shards\x18\x01 \x03(\x0b\x32\x17.facesearch.v1.ShardRefb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&facesearch/v1/retriever_internal.proto\x12\rfacesearch.v1\x1a\x1a\x66\x61\x63\x65search/v1/common.proto\x1a\x1a\x66\x61\x63\x65search/v1/limits.proto\x1a\x1d\x66\x61\x63\x65search/v1/retriever.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x08ShardRef\x12\x1e\n\x0e\x63ollection_uid\x18\x01 \x01(\tB\x06\xb2\xa2\x19\x02\x10@\x12\x16\n\x05shard\x18\x02 \x01(\rB\x07\xb2\xa2\x19\x03 \xff\x01\"\xc2\x01\n\x0bShardFilter\x12%\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x15.facesearch.v1.Filter\x12?\n\x0b\x66ield_types\x18\x02 \x03(\x0b\x32*.facesearch.v1.ShardFilter.FieldTypesEntry\x1aK\n\x0f\x46ieldTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0e\x32\x18.facesearch.v1.FieldType:\x02\x38\x01\"\x88\x01\n\x10OpenShardRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12>\n\rvector_fields\x18\x02 \x03(\x0b\x32\x1e.facesearch.v1.VectorFieldSpecB\x07\xb2\xa2\x19\x03\x08\x80\x02\x12\x0e\n\x06\x63reate\x18\x03 \x01(\x08\"C\n\x11OpenShardResponse\x12.\n\x05shard\x18\x01 \x01(\x0b\x32\x1f.facesearch.v1.ShardDescription\"\xa3\x01\n\x12ShardUpsertRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12-\n\x06points\x18\x02 \x03(\x0b\x32\x14.facesearch.v1.PointB\x07\xb2\xa2\x19\x03\x08\x90N\x12\x0f\n\x07\x64urable\x18\x03 \x01(\x08\x12\'\n\x04mode\x18\x04 \x01(\x0e\x32\x19.facesearch.v1.UpsertMode\"J\n\x13ShardUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\r\x12\x10\n\x08replaced\x18\x02 \x01(\r\x12\x0f\n\x07skipped\x18\x03 \x01(\r\"k\n\x14\x41\x64\x64ShardFieldRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12-\n\x05\x66ield\x18\x02 \x01(\x0b\x32\x1e.facesearch.v1.VectorFieldSpec\"&\n\x15\x41\x64\x64ShardFieldResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x08\"\x9a\x01\n\x12ShardDeleteRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12$\n\x03ids\x18\x02 \x01(\x0b\x32\x15.facesearch.v1.IdListH\x00\x12,\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1a.facesearch.v1.ShardFilterH\x00\x42\n\n\x08selector\"&\n\x13ShardDeleteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x04\"\xc2\x01\n\x0fShardGetRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12\x17\n\x03ids\x18\x02 \x03(\tB\n\xb2\xa2\x19\x06\x08\x80\x08\x10\x80\x01\x12*\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1a.facesearch.v1.ShardFilter\x12\x18\n\x05limit\x18\x04 \x01(\rB\t\xb2\xa2\x19\x05\x18\x01 \x90N\x12\x14\n\x0cvector_field\x18\x05 \x01(\t\x12\x14\n\x0cwith_vectors\x18\x06 \x01(\x08\"8\n\x10ShardGetResponse\x12$\n\x06points\x18\x01 \x03(\x0b\x32\x14.facesearch.v1.Point\"\x80\x01\n\x10ShardScanRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12\x16\n\x0e\x61\x66ter_position\x18\x02 \x01(\x04\x12\x18\n\x05limit\x18\x03 \x01(\rB\t\xb2\xa2\x19\x05\x18\x01 \xe8\x07\x12\x14\n\x0cwith_vectors\x18\x04 \x01(\x08\"^\n\x11ShardScanResponse\x12$\n\x06points\x18\x01 \x03(\x0b\x32\x14.facesearch.v1.Point\x12\x15\n\rlast_position\x18\x02 \x01(\x04\x12\x0c\n\x04more\x18\x03 \x01(\x08\"\xb7\x02\n\x12ShardSearchRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12/\n\x07queries\x18\x03 \x03(\x0b\x32\x15.facesearch.v1.VectorB\x07\xb2\xa2\x19\x03\x08\x80\x08\x12\x14\n\x01k\x18\x04 \x01(\rB\t\xb2\xa2\x19\x05\x18\x01 \x90N\x12*\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1a.facesearch.v1.ShardFilter\x12\x1f\n\x0b\x65xclude_ids\x18\x06 \x03(\tB\n\xb2\xa2\x19\x06\x08\x90N\x10\x80\x01\x12+\n\x06params\x18\x07 \x01(\x0b\x32\x1b.facesearch.v1.SearchParams\x12\x15\n\rwith_metadata\x18\x08 \x01(\x08\x12\x14\n\x0cwith_vectors\x18\t \x01(\x08\">\n\x08ShardHit\x12\r\n\x05score\x18\x01 \x01(\x02\x12#\n\x05point\x18\x02 \x01(\x0b\x32\x14.facesearch.v1.Point\"2\n\tShardHits\x12%\n\x04hits\x18\x01 \x03(\x0b\x32\x17.facesearch.v1.ShardHit\"@\n\x13ShardSearchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.facesearch.v1.ShardHits\"<\n\x14\x44\x65scribeShardRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\"\xf0\x01\n\x10ShardDescription\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\x12\x0e\n\x06points\x18\x02 \x01(\x04\x12\x13\n\x0bwal_entries\x18\x03 \x01(\x04\x12\x31\n\rlast_snapshot\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0b\x66ield_stats\x18\x05 \x03(\x0b\x32\x1f.facesearch.v1.VectorFieldStats\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x04\x12\x12\n\ndisk_bytes\x18\x07 \x01(\x04\"G\n\x15\x44\x65scribeShardResponse\x12.\n\x05shard\x18\x01 \x01(\x0b\x32\x1f.facesearch.v1.ShardDescription\"<\n\x14SnapshotShardRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\")\n\x15SnapshotShardResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"8\n\x10\x44ropShardRequest\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.facesearch.v1.ShardRef\"\x13\n\x11\x44ropShardResponse\"\x13\n\x11ListShardsRequest\"=\n\x12ListShardsResponse\x12\'\n\x06shards\x18\x01 \x03(\x0b\x32\x17.facesearch.v1.ShardRefb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHARDGETREQUEST'].fields_by_name['ids']._serialized_options = b'\262\242\031\006\010\200\010\020\200\001'
   _globals['_SHARDGETREQUEST'].fields_by_name['limit']._loaded_options = None
   _globals['_SHARDGETREQUEST'].fields_by_name['limit']._serialized_options = b'\262\242\031\005\030\001 \220N'
+  _globals['_SHARDSCANREQUEST'].fields_by_name['limit']._loaded_options = None
+  _globals['_SHARDSCANREQUEST'].fields_by_name['limit']._serialized_options = b'\262\242\031\005\030\001 \350\007'
   _globals['_SHARDSEARCHREQUEST'].fields_by_name['queries']._loaded_options = None
   _globals['_SHARDSEARCHREQUEST'].fields_by_name['queries']._serialized_options = b'\262\242\031\003\010\200\010'
   _globals['_SHARDSEARCHREQUEST'].fields_by_name['k']._loaded_options = None
@@ -65,42 +67,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPENSHARDREQUEST']._serialized_end=579
   _globals['_OPENSHARDRESPONSE']._serialized_start=581
   _globals['_OPENSHARDRESPONSE']._serialized_end=648
-  _globals['_SHARDUPSERTREQUEST']._serialized_start=650
-  _globals['_SHARDUPSERTREQUEST']._serialized_end=772
-  _globals['_SHARDUPSERTRESPONSE']._serialized_start=774
-  _globals['_SHARDUPSERTRESPONSE']._serialized_end=831
-  _globals['_SHARDDELETEREQUEST']._serialized_start=834
-  _globals['_SHARDDELETEREQUEST']._serialized_end=988
-  _globals['_SHARDDELETERESPONSE']._serialized_start=990
-  _globals['_SHARDDELETERESPONSE']._serialized_end=1028
-  _globals['_SHARDGETREQUEST']._serialized_start=1031
-  _globals['_SHARDGETREQUEST']._serialized_end=1225
-  _globals['_SHARDGETRESPONSE']._serialized_start=1227
-  _globals['_SHARDGETRESPONSE']._serialized_end=1283
-  _globals['_SHARDSEARCHREQUEST']._serialized_start=1286
-  _globals['_SHARDSEARCHREQUEST']._serialized_end=1597
-  _globals['_SHARDHIT']._serialized_start=1599
-  _globals['_SHARDHIT']._serialized_end=1661
-  _globals['_SHARDHITS']._serialized_start=1663
-  _globals['_SHARDHITS']._serialized_end=1713
-  _globals['_SHARDSEARCHRESPONSE']._serialized_start=1715
-  _globals['_SHARDSEARCHRESPONSE']._serialized_end=1779
-  _globals['_DESCRIBESHARDREQUEST']._serialized_start=1781
-  _globals['_DESCRIBESHARDREQUEST']._serialized_end=1841
-  _globals['_SHARDDESCRIPTION']._serialized_start=1844
-  _globals['_SHARDDESCRIPTION']._serialized_end=2084
-  _globals['_DESCRIBESHARDRESPONSE']._serialized_start=2086
-  _globals['_DESCRIBESHARDRESPONSE']._serialized_end=2157
-  _globals['_SNAPSHOTSHARDREQUEST']._serialized_start=2159
-  _globals['_SNAPSHOTSHARDREQUEST']._serialized_end=2219
-  _globals['_SNAPSHOTSHARDRESPONSE']._serialized_start=2221
-  _globals['_SNAPSHOTSHARDRESPONSE']._serialized_end=2262
-  _globals['_DROPSHARDREQUEST']._serialized_start=2264
-  _globals['_DROPSHARDREQUEST']._serialized_end=2320
-  _globals['_DROPSHARDRESPONSE']._serialized_start=2322
-  _globals['_DROPSHARDRESPONSE']._serialized_end=2341
-  _globals['_LISTSHARDSREQUEST']._serialized_start=2343
-  _globals['_LISTSHARDSREQUEST']._serialized_end=2362
-  _globals['_LISTSHARDSRESPONSE']._serialized_start=2364
-  _globals['_LISTSHARDSRESPONSE']._serialized_end=2425
+  _globals['_SHARDUPSERTREQUEST']._serialized_start=651
+  _globals['_SHARDUPSERTREQUEST']._serialized_end=814
+  _globals['_SHARDUPSERTRESPONSE']._serialized_start=816
+  _globals['_SHARDUPSERTRESPONSE']._serialized_end=890
+  _globals['_ADDSHARDFIELDREQUEST']._serialized_start=892
+  _globals['_ADDSHARDFIELDREQUEST']._serialized_end=999
+  _globals['_ADDSHARDFIELDRESPONSE']._serialized_start=1001
+  _globals['_ADDSHARDFIELDRESPONSE']._serialized_end=1039
+  _globals['_SHARDDELETEREQUEST']._serialized_start=1042
+  _globals['_SHARDDELETEREQUEST']._serialized_end=1196
+  _globals['_SHARDDELETERESPONSE']._serialized_start=1198
+  _globals['_SHARDDELETERESPONSE']._serialized_end=1236
+  _globals['_SHARDGETREQUEST']._serialized_start=1239
+  _globals['_SHARDGETREQUEST']._serialized_end=1433
+  _globals['_SHARDGETRESPONSE']._serialized_start=1435
+  _globals['_SHARDGETRESPONSE']._serialized_end=1491
+  _globals['_SHARDSCANREQUEST']._serialized_start=1494
+  _globals['_SHARDSCANREQUEST']._serialized_end=1622
+  _globals['_SHARDSCANRESPONSE']._serialized_start=1624
+  _globals['_SHARDSCANRESPONSE']._serialized_end=1718
+  _globals['_SHARDSEARCHREQUEST']._serialized_start=1721
+  _globals['_SHARDSEARCHREQUEST']._serialized_end=2032
+  _globals['_SHARDHIT']._serialized_start=2034
+  _globals['_SHARDHIT']._serialized_end=2096
+  _globals['_SHARDHITS']._serialized_start=2098
+  _globals['_SHARDHITS']._serialized_end=2148
+  _globals['_SHARDSEARCHRESPONSE']._serialized_start=2150
+  _globals['_SHARDSEARCHRESPONSE']._serialized_end=2214
+  _globals['_DESCRIBESHARDREQUEST']._serialized_start=2216
+  _globals['_DESCRIBESHARDREQUEST']._serialized_end=2276
+  _globals['_SHARDDESCRIPTION']._serialized_start=2279
+  _globals['_SHARDDESCRIPTION']._serialized_end=2519
+  _globals['_DESCRIBESHARDRESPONSE']._serialized_start=2521
+  _globals['_DESCRIBESHARDRESPONSE']._serialized_end=2592
+  _globals['_SNAPSHOTSHARDREQUEST']._serialized_start=2594
+  _globals['_SNAPSHOTSHARDREQUEST']._serialized_end=2654
+  _globals['_SNAPSHOTSHARDRESPONSE']._serialized_start=2656
+  _globals['_SNAPSHOTSHARDRESPONSE']._serialized_end=2697
+  _globals['_DROPSHARDREQUEST']._serialized_start=2699
+  _globals['_DROPSHARDREQUEST']._serialized_end=2755
+  _globals['_DROPSHARDRESPONSE']._serialized_start=2757
+  _globals['_DROPSHARDRESPONSE']._serialized_end=2776
+  _globals['_LISTSHARDSREQUEST']._serialized_start=2778
+  _globals['_LISTSHARDSREQUEST']._serialized_end=2797
+  _globals['_LISTSHARDSRESPONSE']._serialized_start=2799
+  _globals['_LISTSHARDSRESPONSE']._serialized_end=2860
 # @@protoc_insertion_point(module_scope)

@@ -52,22 +52,40 @@ class OpenShardResponse(_message.Message):
     def __init__(self, shard: _Optional[_Union[ShardDescription, _Mapping]] = ...) -> None: ...
 
 class ShardUpsertRequest(_message.Message):
-    __slots__ = ("ref", "points", "durable")
+    __slots__ = ("ref", "points", "durable", "mode")
     REF_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     DURABLE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     ref: ShardRef
     points: _containers.RepeatedCompositeFieldContainer[_retriever_pb2.Point]
     durable: bool
-    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., points: _Optional[_Iterable[_Union[_retriever_pb2.Point, _Mapping]]] = ..., durable: _Optional[bool] = ...) -> None: ...
+    mode: _retriever_pb2.UpsertMode
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., points: _Optional[_Iterable[_Union[_retriever_pb2.Point, _Mapping]]] = ..., durable: _Optional[bool] = ..., mode: _Optional[_Union[_retriever_pb2.UpsertMode, str]] = ...) -> None: ...
 
 class ShardUpsertResponse(_message.Message):
-    __slots__ = ("upserted", "replaced")
+    __slots__ = ("upserted", "replaced", "skipped")
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     upserted: int
     replaced: int
-    def __init__(self, upserted: _Optional[int] = ..., replaced: _Optional[int] = ...) -> None: ...
+    skipped: int
+    def __init__(self, upserted: _Optional[int] = ..., replaced: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
+
+class AddShardFieldRequest(_message.Message):
+    __slots__ = ("ref", "field")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    ref: ShardRef
+    field: _retriever_pb2.VectorFieldSpec
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., field: _Optional[_Union[_retriever_pb2.VectorFieldSpec, _Mapping]] = ...) -> None: ...
+
+class AddShardFieldResponse(_message.Message):
+    __slots__ = ("added",)
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    added: bool
+    def __init__(self, added: _Optional[bool] = ...) -> None: ...
 
 class ShardDeleteRequest(_message.Message):
     __slots__ = ("ref", "ids", "filter")
@@ -106,6 +124,28 @@ class ShardGetResponse(_message.Message):
     POINTS_FIELD_NUMBER: _ClassVar[int]
     points: _containers.RepeatedCompositeFieldContainer[_retriever_pb2.Point]
     def __init__(self, points: _Optional[_Iterable[_Union[_retriever_pb2.Point, _Mapping]]] = ...) -> None: ...
+
+class ShardScanRequest(_message.Message):
+    __slots__ = ("ref", "after_position", "limit", "with_vectors")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    AFTER_POSITION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ref: ShardRef
+    after_position: int
+    limit: int
+    with_vectors: bool
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., after_position: _Optional[int] = ..., limit: _Optional[int] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class ShardScanResponse(_message.Message):
+    __slots__ = ("points", "last_position", "more")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_POSITION_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[_retriever_pb2.Point]
+    last_position: int
+    more: bool
+    def __init__(self, points: _Optional[_Iterable[_Union[_retriever_pb2.Point, _Mapping]]] = ..., last_position: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class ShardSearchRequest(_message.Message):
     __slots__ = ("ref", "field", "queries", "k", "filter", "exclude_ids", "params", "with_metadata", "with_vectors")

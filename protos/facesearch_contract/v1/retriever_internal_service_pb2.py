@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from facesearch_contract.v1 import retriever_internal_pb2 as facesearch_dot_v1_dot_retriever__internal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.facesearch/v1/retriever_internal_service.proto\x12\rfacesearch.v1\x1a&facesearch/v1/retriever_internal.proto2\x9e\x06\n\x0eRetrieverShard\x12N\n\tOpenShard\x12\x1f.facesearch.v1.OpenShardRequest\x1a .facesearch.v1.OpenShardResponse\x12T\n\x0bUpsertShard\x12!.facesearch.v1.ShardUpsertRequest\x1a\".facesearch.v1.ShardUpsertResponse\x12T\n\x0b\x44\x65leteShard\x12!.facesearch.v1.ShardDeleteRequest\x1a\".facesearch.v1.ShardDeleteResponse\x12P\n\x08GetShard\x12\x1e.facesearch.v1.ShardGetRequest\x1a\x1f.facesearch.v1.ShardGetResponse\"\x03\x90\x02\x01\x12Y\n\x0bSearchShard\x12!.facesearch.v1.ShardSearchRequest\x1a\".facesearch.v1.ShardSearchResponse\"\x03\x90\x02\x01\x12_\n\rDescribeShard\x12#.facesearch.v1.DescribeShardRequest\x1a$.facesearch.v1.DescribeShardResponse\"\x03\x90\x02\x01\x12Z\n\rSnapshotShard\x12#.facesearch.v1.SnapshotShardRequest\x1a$.facesearch.v1.SnapshotShardResponse\x12N\n\tDropShard\x12\x1f.facesearch.v1.DropShardRequest\x1a .facesearch.v1.DropShardResponse\x12V\n\nListShards\x12 .facesearch.v1.ListShardsRequest\x1a!.facesearch.v1.ListShardsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.facesearch/v1/retriever_internal_service.proto\x12\rfacesearch.v1\x1a&facesearch/v1/retriever_internal.proto2\xcf\x07\n\x0eRetrieverShard\x12N\n\tOpenShard\x12\x1f.facesearch.v1.OpenShardRequest\x1a .facesearch.v1.OpenShardResponse\x12T\n\x0bUpsertShard\x12!.facesearch.v1.ShardUpsertRequest\x1a\".facesearch.v1.ShardUpsertResponse\x12Z\n\rAddShardField\x12#.facesearch.v1.AddShardFieldRequest\x1a$.facesearch.v1.AddShardFieldResponse\x12T\n\x0b\x44\x65leteShard\x12!.facesearch.v1.ShardDeleteRequest\x1a\".facesearch.v1.ShardDeleteResponse\x12P\n\x08GetShard\x12\x1e.facesearch.v1.ShardGetRequest\x1a\x1f.facesearch.v1.ShardGetResponse\"\x03\x90\x02\x01\x12S\n\tScanShard\x12\x1f.facesearch.v1.ShardScanRequest\x1a .facesearch.v1.ShardScanResponse\"\x03\x90\x02\x01\x12Y\n\x0bSearchShard\x12!.facesearch.v1.ShardSearchRequest\x1a\".facesearch.v1.ShardSearchResponse\"\x03\x90\x02\x01\x12_\n\rDescribeShard\x12#.facesearch.v1.DescribeShardRequest\x1a$.facesearch.v1.DescribeShardResponse\"\x03\x90\x02\x01\x12Z\n\rSnapshotShard\x12#.facesearch.v1.SnapshotShardRequest\x1a$.facesearch.v1.SnapshotShardResponse\x12N\n\tDropShard\x12\x1f.facesearch.v1.DropShardRequest\x1a .facesearch.v1.DropShardResponse\x12V\n\nListShards\x12 .facesearch.v1.ListShardsRequest\x1a!.facesearch.v1.ListShardsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RETRIEVERSHARD'].methods_by_name['GetShard']._loaded_options = None
   _globals['_RETRIEVERSHARD'].methods_by_name['GetShard']._serialized_options = b'\220\002\001'
+  _globals['_RETRIEVERSHARD'].methods_by_name['ScanShard']._loaded_options = None
+  _globals['_RETRIEVERSHARD'].methods_by_name['ScanShard']._serialized_options = b'\220\002\001'
   _globals['_RETRIEVERSHARD'].methods_by_name['SearchShard']._loaded_options = None
   _globals['_RETRIEVERSHARD'].methods_by_name['SearchShard']._serialized_options = b'\220\002\001'
   _globals['_RETRIEVERSHARD'].methods_by_name['DescribeShard']._loaded_options = None
@@ -41,5 +43,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRIEVERSHARD'].methods_by_name['ListShards']._loaded_options = None
   _globals['_RETRIEVERSHARD'].methods_by_name['ListShards']._serialized_options = b'\220\002\001'
   _globals['_RETRIEVERSHARD']._serialized_start=106
-  _globals['_RETRIEVERSHARD']._serialized_end=904
+  _globals['_RETRIEVERSHARD']._serialized_end=1081
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class RetrieverShardStub:
                 request_serializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardUpsertRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardUpsertResponse.FromString,
                 _registered_method=True)
+        self.AddShardField = channel.unary_unary(
+                '/facesearch.v1.RetrieverShard/AddShardField',
+                request_serializer=facesearch_dot_v1_dot_retriever__internal__pb2.AddShardFieldRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_retriever__internal__pb2.AddShardFieldResponse.FromString,
+                _registered_method=True)
         self.DeleteShard = channel.unary_unary(
                 '/facesearch.v1.RetrieverShard/DeleteShard',
                 request_serializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardDeleteRequest.SerializeToString,
@@ -53,6 +58,11 @@ class RetrieverShardStub:
                 '/facesearch.v1.RetrieverShard/GetShard',
                 request_serializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardGetRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardGetResponse.FromString,
+                _registered_method=True)
+        self.ScanShard = channel.unary_unary(
+                '/facesearch.v1.RetrieverShard/ScanShard',
+                request_serializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardScanRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardScanResponse.FromString,
                 _registered_method=True)
         self.SearchShard = channel.unary_unary(
                 '/facesearch.v1.RetrieverShard/SearchShard',
@@ -101,6 +111,14 @@ class RetrieverShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddShardField(self, request, context):
+        """Add a vector field to the shard (the router's AddVectorField, sent to every shard before
+        it commits the field to its catalog). See AddShardFieldRequest for statuses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteShard(self, request, context):
         """Hard delete by ids or by filter; always fsynced. INVALID_ARGUMENT: no selector, a bad
         filter or a field type missing from it. RESOURCE_EXHAUSTED: more than 10,000 ids.
@@ -112,6 +130,14 @@ class RetrieverShardServicer:
     def GetShard(self, request, context):
         """Records by ids or by filter. INVALID_ARGUMENT: both or neither, limit out of range, unknown
         vector_field. RESOURCE_EXHAUSTED: more than 1,024 ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScanShard(self, request, context):
+        """Points in the order they were last written, from a position on (the router's Scan).
+        INVALID_ARGUMENT: limit out of range.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -168,6 +194,11 @@ def add_RetrieverShardServicer_to_server(servicer, server):
                     request_deserializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardUpsertRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardUpsertResponse.SerializeToString,
             ),
+            'AddShardField': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddShardField,
+                    request_deserializer=facesearch_dot_v1_dot_retriever__internal__pb2.AddShardFieldRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_retriever__internal__pb2.AddShardFieldResponse.SerializeToString,
+            ),
             'DeleteShard': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteShard,
                     request_deserializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardDeleteRequest.FromString,
@@ -177,6 +208,11 @@ def add_RetrieverShardServicer_to_server(servicer, server):
                     servicer.GetShard,
                     request_deserializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardGetRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardGetResponse.SerializeToString,
+            ),
+            'ScanShard': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScanShard,
+                    request_deserializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardScanRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_retriever__internal__pb2.ShardScanResponse.SerializeToString,
             ),
             'SearchShard': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchShard,
@@ -269,6 +305,33 @@ class RetrieverShard:
             _registered_method=True)
 
     @staticmethod
+    def AddShardField(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.RetrieverShard/AddShardField',
+            facesearch_dot_v1_dot_retriever__internal__pb2.AddShardFieldRequest.SerializeToString,
+            facesearch_dot_v1_dot_retriever__internal__pb2.AddShardFieldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteShard(request,
             target,
             options=(),
@@ -312,6 +375,33 @@ class RetrieverShard:
             '/facesearch.v1.RetrieverShard/GetShard',
             facesearch_dot_v1_dot_retriever__internal__pb2.ShardGetRequest.SerializeToString,
             facesearch_dot_v1_dot_retriever__internal__pb2.ShardGetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScanShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.RetrieverShard/ScanShard',
+            facesearch_dot_v1_dot_retriever__internal__pb2.ShardScanRequest.SerializeToString,
+            facesearch_dot_v1_dot_retriever__internal__pb2.ShardScanResponse.FromString,
             options,
             channel_credentials,
             insecure,

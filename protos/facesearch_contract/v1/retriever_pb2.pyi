@@ -54,6 +54,12 @@ class BuildState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUILD_STATE_BUILDING: _ClassVar[BuildState]
     BUILD_STATE_READY: _ClassVar[BuildState]
 
+class UpsertMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UPSERT_MODE_UNSPECIFIED: _ClassVar[UpsertMode]
+    UPSERT_MODE_REPLACE: _ClassVar[UpsertMode]
+    UPSERT_MODE_ADD_VECTORS: _ClassVar[UpsertMode]
+
 class PersonAggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PERSON_AGGREGATION_UNSPECIFIED: _ClassVar[PersonAggregation]
@@ -89,6 +95,9 @@ BUILD_STATE_UNSPECIFIED: BuildState
 BUILD_STATE_EXACT: BuildState
 BUILD_STATE_BUILDING: BuildState
 BUILD_STATE_READY: BuildState
+UPSERT_MODE_UNSPECIFIED: UpsertMode
+UPSERT_MODE_REPLACE: UpsertMode
+UPSERT_MODE_ADD_VECTORS: UpsertMode
 PERSON_AGGREGATION_UNSPECIFIED: PersonAggregation
 PERSON_AGGREGATION_MAX: PersonAggregation
 PERSON_AGGREGATION_MEAN: PersonAggregation
@@ -145,7 +154,7 @@ class MetadataFieldSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "vector_fields", "shard_count", "metadata_fields", "description", "metadata_schema", "max_metadata_fields")
+    __slots__ = ("name", "vector_fields", "shard_count", "metadata_fields", "description", "metadata_schema", "max_metadata_fields", "media_roots")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELDS_FIELD_NUMBER: _ClassVar[int]
     SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +162,7 @@ class CreateCollectionRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     METADATA_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     MAX_METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_ROOTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     vector_fields: _containers.RepeatedCompositeFieldContainer[VectorFieldSpec]
     shard_count: int
@@ -160,10 +170,11 @@ class CreateCollectionRequest(_message.Message):
     description: str
     metadata_schema: MetadataSchemaMode
     max_metadata_fields: int
-    def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ..., metadata_schema: _Optional[_Union[MetadataSchemaMode, str]] = ..., max_metadata_fields: _Optional[int] = ...) -> None: ...
+    media_roots: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ..., metadata_schema: _Optional[_Union[MetadataSchemaMode, str]] = ..., max_metadata_fields: _Optional[int] = ..., media_roots: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VectorFieldStats(_message.Message):
-    __slots__ = ("name", "build_state", "build_progress", "effective_index", "tombstones", "index_bytes", "measured_recall", "vectors", "indexed_vectors", "pending_purge", "measured_above_threshold_recall")
+    __slots__ = ("name", "build_state", "build_progress", "effective_index", "tombstones", "index_bytes", "measured_recall", "vectors", "indexed_vectors", "pending_purge", "measured_above_threshold_recall", "points_without")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUILD_STATE_FIELD_NUMBER: _ClassVar[int]
     BUILD_PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +186,7 @@ class VectorFieldStats(_message.Message):
     INDEXED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     PENDING_PURGE_FIELD_NUMBER: _ClassVar[int]
     MEASURED_ABOVE_THRESHOLD_RECALL_FIELD_NUMBER: _ClassVar[int]
+    POINTS_WITHOUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     build_state: BuildState
     build_progress: float
@@ -186,7 +198,8 @@ class VectorFieldStats(_message.Message):
     indexed_vectors: int
     pending_purge: int
     measured_above_threshold_recall: float
-    def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ..., measured_recall: _Optional[float] = ..., vectors: _Optional[int] = ..., indexed_vectors: _Optional[int] = ..., pending_purge: _Optional[int] = ..., measured_above_threshold_recall: _Optional[float] = ...) -> None: ...
+    points_without: int
+    def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ..., measured_recall: _Optional[float] = ..., vectors: _Optional[int] = ..., indexed_vectors: _Optional[int] = ..., pending_purge: _Optional[int] = ..., measured_above_threshold_recall: _Optional[float] = ..., points_without: _Optional[int] = ...) -> None: ...
 
 class ShardStats(_message.Message):
     __slots__ = ("shard", "points", "location", "available", "wal_entries", "last_snapshot")
@@ -205,7 +218,7 @@ class ShardStats(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., points: _Optional[int] = ..., location: _Optional[str] = ..., available: _Optional[bool] = ..., wal_entries: _Optional[int] = ..., last_snapshot: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "vector_fields", "shard_count", "metadata_fields", "description", "aliases", "points", "field_stats", "shards", "created", "uid", "metadata_schema", "max_metadata_fields")
+    __slots__ = ("name", "vector_fields", "shard_count", "metadata_fields", "description", "aliases", "points", "field_stats", "shards", "created", "uid", "metadata_schema", "max_metadata_fields", "media_roots")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELDS_FIELD_NUMBER: _ClassVar[int]
     SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +232,7 @@ class CollectionInfo(_message.Message):
     UID_FIELD_NUMBER: _ClassVar[int]
     METADATA_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     MAX_METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_ROOTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     vector_fields: _containers.RepeatedCompositeFieldContainer[VectorFieldSpec]
     shard_count: int
@@ -232,7 +246,8 @@ class CollectionInfo(_message.Message):
     uid: str
     metadata_schema: MetadataSchemaMode
     max_metadata_fields: int
-    def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., points: _Optional[int] = ..., field_stats: _Optional[_Iterable[_Union[VectorFieldStats, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uid: _Optional[str] = ..., metadata_schema: _Optional[_Union[MetadataSchemaMode, str]] = ..., max_metadata_fields: _Optional[int] = ...) -> None: ...
+    media_roots: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., points: _Optional[int] = ..., field_stats: _Optional[_Iterable[_Union[VectorFieldStats, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uid: _Optional[str] = ..., metadata_schema: _Optional[_Union[MetadataSchemaMode, str]] = ..., max_metadata_fields: _Optional[int] = ..., media_roots: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection",)
@@ -255,6 +270,22 @@ class AddMetadataFieldsResponse(_message.Message):
     metadata_fields: _containers.RepeatedCompositeFieldContainer[MetadataFieldSpec]
     added: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., added: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AddVectorFieldRequest(_message.Message):
+    __slots__ = ("collection", "field")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    field: VectorFieldSpec
+    def __init__(self, collection: _Optional[str] = ..., field: _Optional[_Union[VectorFieldSpec, _Mapping]] = ...) -> None: ...
+
+class AddVectorFieldResponse(_message.Message):
+    __slots__ = ("collection", "added")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    collection: CollectionInfo
+    added: bool
+    def __init__(self, collection: _Optional[_Union[CollectionInfo, _Mapping]] = ..., added: _Optional[bool] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
     __slots__ = ("page",)
@@ -295,12 +326,14 @@ class DropCollectionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class SetAliasRequest(_message.Message):
-    __slots__ = ("alias", "collection")
+    __slots__ = ("alias", "collection", "allow_model_change")
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_MODEL_CHANGE_FIELD_NUMBER: _ClassVar[int]
     alias: str
     collection: str
-    def __init__(self, alias: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+    allow_model_change: bool
+    def __init__(self, alias: _Optional[str] = ..., collection: _Optional[str] = ..., allow_model_change: _Optional[bool] = ...) -> None: ...
 
 class SetAliasResponse(_message.Message):
     __slots__ = ("previous_collection",)
@@ -370,22 +403,26 @@ class Point(_message.Message):
     def __init__(self, id: _Optional[str] = ..., vectors: _Optional[_Mapping[str, _common_pb2.Vector]] = ..., model_ids: _Optional[_Mapping[str, str]] = ..., metadata: _Optional[_Mapping[str, _common_pb2.MetadataValue]] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("collection", "points", "durable")
+    __slots__ = ("collection", "points", "durable", "mode")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     DURABLE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     points: _containers.RepeatedCompositeFieldContainer[Point]
     durable: bool
-    def __init__(self, collection: _Optional[str] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., durable: _Optional[bool] = ...) -> None: ...
+    mode: UpsertMode
+    def __init__(self, collection: _Optional[str] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., durable: _Optional[bool] = ..., mode: _Optional[_Union[UpsertMode, str]] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
-    __slots__ = ("upserted", "replaced")
+    __slots__ = ("upserted", "replaced", "skipped")
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     upserted: int
     replaced: int
-    def __init__(self, upserted: _Optional[int] = ..., replaced: _Optional[int] = ...) -> None: ...
+    skipped: int
+    def __init__(self, upserted: _Optional[int] = ..., replaced: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
 
 class UpsertAck(_message.Message):
     __slots__ = ("sequence", "result", "error_code", "error_message")
@@ -538,12 +575,24 @@ class QueryResult(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[ScoredPoint, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("results", "missing_shards")
+    __slots__ = ("results", "missing_shards", "partial_fields")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELDS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[QueryResult]
     missing_shards: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., missing_shards: _Optional[_Iterable[int]] = ...) -> None: ...
+    partial_fields: _containers.RepeatedCompositeFieldContainer[FieldCoverage]
+    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., missing_shards: _Optional[_Iterable[int]] = ..., partial_fields: _Optional[_Iterable[_Union[FieldCoverage, _Mapping]]] = ...) -> None: ...
+
+class FieldCoverage(_message.Message):
+    __slots__ = ("field", "points", "points_without")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_WITHOUT_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    points: int
+    points_without: int
+    def __init__(self, field: _Optional[str] = ..., points: _Optional[int] = ..., points_without: _Optional[int] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ("collection",)
@@ -582,3 +631,35 @@ class SnapshotResponse(_message.Message):
     started: _timestamp_pb2.Timestamp
     finished: _timestamp_pb2.Timestamp
     def __init__(self, sequence: _Optional[int] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ScanRequest(_message.Message):
+    __slots__ = ("collection", "page", "with_vectors")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    page: _common_pb2.PageRequest
+    with_vectors: bool
+    def __init__(self, collection: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class ScanResponse(_message.Message):
+    __slots__ = ("points", "page")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[Point]
+    page: _common_pb2.PageResponse
+    def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
+
+class AddMediaRootsRequest(_message.Message):
+    __slots__ = ("collection", "media_roots")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_ROOTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    media_roots: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., media_roots: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AddMediaRootsResponse(_message.Message):
+    __slots__ = ("media_roots",)
+    MEDIA_ROOTS_FIELD_NUMBER: _ClassVar[int]
+    media_roots: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, media_roots: _Optional[_Iterable[str]] = ...) -> None: ...

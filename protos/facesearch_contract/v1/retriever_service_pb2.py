@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from facesearch_contract.v1 import retriever_pb2 as facesearch_dot_v1_dot_retriever__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%facesearch/v1/retriever_service.proto\x12\rfacesearch.v1\x1a\x1d\x66\x61\x63\x65search/v1/retriever.proto2\x9f\n\n\tRetriever\x12\x63\n\x10\x43reateCollection\x12&.facesearch.v1.CreateCollectionRequest\x1a\'.facesearch.v1.CreateCollectionResponse\x12\x65\n\x0fListCollections\x12%.facesearch.v1.ListCollectionsRequest\x1a&.facesearch.v1.ListCollectionsResponse\"\x03\x90\x02\x01\x12n\n\x12\x44\x65scribeCollection\x12(.facesearch.v1.DescribeCollectionRequest\x1a).facesearch.v1.DescribeCollectionResponse\"\x03\x90\x02\x01\x12]\n\x0e\x44ropCollection\x12$.facesearch.v1.DropCollectionRequest\x1a%.facesearch.v1.DropCollectionResponse\x12k\n\x11\x41\x64\x64MetadataFields\x12\'.facesearch.v1.AddMetadataFieldsRequest\x1a(.facesearch.v1.AddMetadataFieldsResponse\"\x03\x90\x02\x02\x12P\n\x08SetAlias\x12\x1e.facesearch.v1.SetAliasRequest\x1a\x1f.facesearch.v1.SetAliasResponse\"\x03\x90\x02\x02\x12T\n\x0b\x44\x65leteAlias\x12!.facesearch.v1.DeleteAliasRequest\x1a\".facesearch.v1.DeleteAliasResponse\x12Y\n\x0bListAliases\x12!.facesearch.v1.ListAliasesRequest\x1a\".facesearch.v1.ListAliasesResponse\"\x03\x90\x02\x01\x12J\n\x06Upsert\x12\x1c.facesearch.v1.UpsertRequest\x1a\x1d.facesearch.v1.UpsertResponse\"\x03\x90\x02\x02\x12J\n\x0cUpsertStream\x12\x1c.facesearch.v1.UpsertRequest\x1a\x18.facesearch.v1.UpsertAck(\x01\x30\x01\x12\x41\n\x03Get\x12\x19.facesearch.v1.GetRequest\x1a\x1a.facesearch.v1.GetResponse\"\x03\x90\x02\x01\x12J\n\x06\x44\x65lete\x12\x1c.facesearch.v1.DeleteRequest\x1a\x1d.facesearch.v1.DeleteResponse\"\x03\x90\x02\x02\x12J\n\x06Search\x12\x1c.facesearch.v1.SearchRequest\x1a\x1d.facesearch.v1.SearchResponse\"\x03\x90\x02\x01\x12G\n\x05Stats\x12\x1b.facesearch.v1.StatsRequest\x1a\x1c.facesearch.v1.StatsResponse\"\x03\x90\x02\x01\x12K\n\x08Snapshot\x12\x1e.facesearch.v1.SnapshotRequest\x1a\x1f.facesearch.v1.SnapshotResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%facesearch/v1/retriever_service.proto\x12\rfacesearch.v1\x1a\x1d\x66\x61\x63\x65search/v1/retriever.proto2\xaa\x0c\n\tRetriever\x12\x63\n\x10\x43reateCollection\x12&.facesearch.v1.CreateCollectionRequest\x1a\'.facesearch.v1.CreateCollectionResponse\x12\x65\n\x0fListCollections\x12%.facesearch.v1.ListCollectionsRequest\x1a&.facesearch.v1.ListCollectionsResponse\"\x03\x90\x02\x01\x12n\n\x12\x44\x65scribeCollection\x12(.facesearch.v1.DescribeCollectionRequest\x1a).facesearch.v1.DescribeCollectionResponse\"\x03\x90\x02\x01\x12]\n\x0e\x44ropCollection\x12$.facesearch.v1.DropCollectionRequest\x1a%.facesearch.v1.DropCollectionResponse\x12k\n\x11\x41\x64\x64MetadataFields\x12\'.facesearch.v1.AddMetadataFieldsRequest\x1a(.facesearch.v1.AddMetadataFieldsResponse\"\x03\x90\x02\x02\x12\x62\n\x0e\x41\x64\x64VectorField\x12$.facesearch.v1.AddVectorFieldRequest\x1a%.facesearch.v1.AddVectorFieldResponse\"\x03\x90\x02\x02\x12P\n\x08SetAlias\x12\x1e.facesearch.v1.SetAliasRequest\x1a\x1f.facesearch.v1.SetAliasResponse\"\x03\x90\x02\x02\x12T\n\x0b\x44\x65leteAlias\x12!.facesearch.v1.DeleteAliasRequest\x1a\".facesearch.v1.DeleteAliasResponse\x12Y\n\x0bListAliases\x12!.facesearch.v1.ListAliasesRequest\x1a\".facesearch.v1.ListAliasesResponse\"\x03\x90\x02\x01\x12J\n\x06Upsert\x12\x1c.facesearch.v1.UpsertRequest\x1a\x1d.facesearch.v1.UpsertResponse\"\x03\x90\x02\x02\x12J\n\x0cUpsertStream\x12\x1c.facesearch.v1.UpsertRequest\x1a\x18.facesearch.v1.UpsertAck(\x01\x30\x01\x12\x41\n\x03Get\x12\x19.facesearch.v1.GetRequest\x1a\x1a.facesearch.v1.GetResponse\"\x03\x90\x02\x01\x12\x44\n\x04Scan\x12\x1a.facesearch.v1.ScanRequest\x1a\x1b.facesearch.v1.ScanResponse\"\x03\x90\x02\x01\x12J\n\x06\x44\x65lete\x12\x1c.facesearch.v1.DeleteRequest\x1a\x1d.facesearch.v1.DeleteResponse\"\x03\x90\x02\x02\x12J\n\x06Search\x12\x1c.facesearch.v1.SearchRequest\x1a\x1d.facesearch.v1.SearchResponse\"\x03\x90\x02\x01\x12G\n\x05Stats\x12\x1b.facesearch.v1.StatsRequest\x1a\x1c.facesearch.v1.StatsResponse\"\x03\x90\x02\x01\x12K\n\x08Snapshot\x12\x1e.facesearch.v1.SnapshotRequest\x1a\x1f.facesearch.v1.SnapshotResponse\x12_\n\rAddMediaRoots\x12#.facesearch.v1.AddMediaRootsRequest\x1a$.facesearch.v1.AddMediaRootsResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRIEVER'].methods_by_name['DescribeCollection']._serialized_options = b'\220\002\001'
   _globals['_RETRIEVER'].methods_by_name['AddMetadataFields']._loaded_options = None
   _globals['_RETRIEVER'].methods_by_name['AddMetadataFields']._serialized_options = b'\220\002\002'
+  _globals['_RETRIEVER'].methods_by_name['AddVectorField']._loaded_options = None
+  _globals['_RETRIEVER'].methods_by_name['AddVectorField']._serialized_options = b'\220\002\002'
   _globals['_RETRIEVER'].methods_by_name['SetAlias']._loaded_options = None
   _globals['_RETRIEVER'].methods_by_name['SetAlias']._serialized_options = b'\220\002\002'
   _globals['_RETRIEVER'].methods_by_name['ListAliases']._loaded_options = None
@@ -46,12 +48,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRIEVER'].methods_by_name['Upsert']._serialized_options = b'\220\002\002'
   _globals['_RETRIEVER'].methods_by_name['Get']._loaded_options = None
   _globals['_RETRIEVER'].methods_by_name['Get']._serialized_options = b'\220\002\001'
+  _globals['_RETRIEVER'].methods_by_name['Scan']._loaded_options = None
+  _globals['_RETRIEVER'].methods_by_name['Scan']._serialized_options = b'\220\002\001'
   _globals['_RETRIEVER'].methods_by_name['Delete']._loaded_options = None
   _globals['_RETRIEVER'].methods_by_name['Delete']._serialized_options = b'\220\002\002'
   _globals['_RETRIEVER'].methods_by_name['Search']._loaded_options = None
   _globals['_RETRIEVER'].methods_by_name['Search']._serialized_options = b'\220\002\001'
   _globals['_RETRIEVER'].methods_by_name['Stats']._loaded_options = None
   _globals['_RETRIEVER'].methods_by_name['Stats']._serialized_options = b'\220\002\001'
+  _globals['_RETRIEVER'].methods_by_name['AddMediaRoots']._loaded_options = None
+  _globals['_RETRIEVER'].methods_by_name['AddMediaRoots']._serialized_options = b'\220\002\002'
   _globals['_RETRIEVER']._serialized_start=88
-  _globals['_RETRIEVER']._serialized_end=1399
+  _globals['_RETRIEVER']._serialized_end=1666
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,11 @@ class RetrieverStub:
                 request_serializer=facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsResponse.FromString,
                 _registered_method=True)
+        self.AddVectorField = channel.unary_unary(
+                '/facesearch.v1.Retriever/AddVectorField',
+                request_serializer=facesearch_dot_v1_dot_retriever__pb2.AddVectorFieldRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_retriever__pb2.AddVectorFieldResponse.FromString,
+                _registered_method=True)
         self.SetAlias = channel.unary_unary(
                 '/facesearch.v1.Retriever/SetAlias',
                 request_serializer=facesearch_dot_v1_dot_retriever__pb2.SetAliasRequest.SerializeToString,
@@ -89,6 +94,11 @@ class RetrieverStub:
                 request_serializer=facesearch_dot_v1_dot_retriever__pb2.GetRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_retriever__pb2.GetResponse.FromString,
                 _registered_method=True)
+        self.Scan = channel.unary_unary(
+                '/facesearch.v1.Retriever/Scan',
+                request_serializer=facesearch_dot_v1_dot_retriever__pb2.ScanRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_retriever__pb2.ScanResponse.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/facesearch.v1.Retriever/Delete',
                 request_serializer=facesearch_dot_v1_dot_retriever__pb2.DeleteRequest.SerializeToString,
@@ -108,6 +118,11 @@ class RetrieverStub:
                 '/facesearch.v1.Retriever/Snapshot',
                 request_serializer=facesearch_dot_v1_dot_retriever__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_retriever__pb2.SnapshotResponse.FromString,
+                _registered_method=True)
+        self.AddMediaRoots = channel.unary_unary(
+                '/facesearch.v1.Retriever/AddMediaRoots',
+                request_serializer=facesearch_dot_v1_dot_retriever__pb2.AddMediaRootsRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_retriever__pb2.AddMediaRootsResponse.FromString,
                 _registered_method=True)
 
 
@@ -157,10 +172,28 @@ class RetrieverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddVectorField(self, request, context):
+        """Add a vector field to an existing collection (e.g. "attributes" to a collection indexed
+        before the attribute model existed). Points stored before have no vector in it until they
+        are back-filled (UpsertRequest.mode ADD_VECTORS; `facesearch backfill`): Describe shows
+        how many lack it (VectorFieldStats.points_without) and a search on it says so
+        (SearchResponse.partial_fields). Saved before it takes effect, so a restart keeps it.
+        The same field again (equal spec, defaults resolved) is a no-op: added=false.
+        INVALID_ARGUMENT: a bad name, dimension (1..4,096), metric, index parameters or no
+        model_id. ALREADY_EXISTS: the collection has a field of that name with another spec.
+        FAILED_PRECONDITION: the collection already has AddVectorFieldRequest's most fields, or the
+        data directory is not writable. NOT_FOUND: unknown collection. UNAVAILABLE: a shard server
+        did not answer; nothing was committed, retry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetAlias(self, request, context):
         """Create or atomically re-point an alias. NOT_FOUND: unknown target collection.
         INVALID_ARGUMENT: the alias equals a collection name, or the new target's field models
-        differ from the old target's and the caller did not drop the alias first.
+        differ from the old target's and neither did the caller drop the alias first nor set
+        SetAliasRequest.allow_model_change (a re-embedding's roll-out).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +238,20 @@ class RetrieverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Scan(self, request, context):
+        """Every point of a collection, a page at a time (exports, `facesearch reembed`): shard by
+        shard, each shard in the order its points were last written. A point stored for the whole
+        scan comes exactly once; one written during it may come a second time (its newest version
+        later), one deleted during it may be missing. INVALID_ARGUMENT: page.page_size over 1,000,
+        or a page_token that no Scan issued. FAILED_PRECONDITION: the token is of another
+        collection, or of this name before its alias moved or it was dropped and created again
+        (scan again from the first page). NOT_FOUND: unknown collection. UNAVAILABLE: a shard
+        server did not answer; the same token may be sent again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Delete(self, request, context):
         """Hard delete by ids, by filter or by person.
         """
@@ -231,6 +278,18 @@ class RetrieverServicer:
 
     def Snapshot(self, request, context):
         """Write an atomic snapshot of every shard and truncate their logs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddMediaRoots(self, request, context):
+        """Record folders the collection's media were indexed from (`facesearch index` records its
+        media root), so a re-embedding finds the images again (CollectionInfo.media_roots). Roots
+        already recorded are left as they are. INVALID_ARGUMENT: no root, a root that is not an
+        absolute path, or one over 4,096 bytes. FAILED_PRECONDITION: the collection would hold
+        more than 256 roots (index under a common parent folder, with it as the media root).
+        NOT_FOUND: unknown collection.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -264,6 +323,11 @@ def add_RetrieverServicer_to_server(servicer, server):
                     request_deserializer=facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsResponse.SerializeToString,
             ),
+            'AddVectorField': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddVectorField,
+                    request_deserializer=facesearch_dot_v1_dot_retriever__pb2.AddVectorFieldRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_retriever__pb2.AddVectorFieldResponse.SerializeToString,
+            ),
             'SetAlias': grpc.unary_unary_rpc_method_handler(
                     servicer.SetAlias,
                     request_deserializer=facesearch_dot_v1_dot_retriever__pb2.SetAliasRequest.FromString,
@@ -294,6 +358,11 @@ def add_RetrieverServicer_to_server(servicer, server):
                     request_deserializer=facesearch_dot_v1_dot_retriever__pb2.GetRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_retriever__pb2.GetResponse.SerializeToString,
             ),
+            'Scan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scan,
+                    request_deserializer=facesearch_dot_v1_dot_retriever__pb2.ScanRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_retriever__pb2.ScanResponse.SerializeToString,
+            ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
                     request_deserializer=facesearch_dot_v1_dot_retriever__pb2.DeleteRequest.FromString,
@@ -313,6 +382,11 @@ def add_RetrieverServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=facesearch_dot_v1_dot_retriever__pb2.SnapshotRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_retriever__pb2.SnapshotResponse.SerializeToString,
+            ),
+            'AddMediaRoots': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMediaRoots,
+                    request_deserializer=facesearch_dot_v1_dot_retriever__pb2.AddMediaRootsRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_retriever__pb2.AddMediaRootsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +524,33 @@ class Retriever:
             '/facesearch.v1.Retriever/AddMetadataFields',
             facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsRequest.SerializeToString,
             facesearch_dot_v1_dot_retriever__pb2.AddMetadataFieldsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddVectorField(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.Retriever/AddVectorField',
+            facesearch_dot_v1_dot_retriever__pb2.AddVectorFieldRequest.SerializeToString,
+            facesearch_dot_v1_dot_retriever__pb2.AddVectorFieldResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -623,6 +724,33 @@ class Retriever:
             _registered_method=True)
 
     @staticmethod
+    def Scan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.Retriever/Scan',
+            facesearch_dot_v1_dot_retriever__pb2.ScanRequest.SerializeToString,
+            facesearch_dot_v1_dot_retriever__pb2.ScanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Delete(request,
             target,
             options=(),
@@ -720,6 +848,33 @@ class Retriever:
             '/facesearch.v1.Retriever/Snapshot',
             facesearch_dot_v1_dot_retriever__pb2.SnapshotRequest.SerializeToString,
             facesearch_dot_v1_dot_retriever__pb2.SnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMediaRoots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.Retriever/AddMediaRoots',
+            facesearch_dot_v1_dot_retriever__pb2.AddMediaRootsRequest.SerializeToString,
+            facesearch_dot_v1_dot_retriever__pb2.AddMediaRootsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,11 +6,16 @@ from typing import Protocol
 
 import numpy as np
 
+from facesearch_server.embedder import model_files as mf
+
 
 class EncoderRuntime(Protocol):
     """Runs an encoder model by id on a batch; tensors are named as in model_files."""
 
     name: str  # "local" or "triton", reported by ListModels
+    # The encoders it serves, by id: the shipped table plus the fine-tuned face encoders of
+    # its model dir (model_files.served_encoders), known from construction on.
+    specs: dict[str, mf.EncoderSpec]
 
     async def start(self) -> None:
         """Load or connect; must not fail when a remote server is down (it may come back)."""

@@ -1,4 +1,5 @@
-"""Encoders in-process on onnxruntime (CPU): the embedded default, no server needed."""
+"""Encoders in-process on onnxruntime: the embedded default, no server needed. On the CPU, or
+on a GPU through onnxruntime's CUDA provider (``device="cuda"``, onnxruntime-gpu)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,15 @@ class LocalRuntime:
         concurrency: int = 1,
         export_missing: bool = True,
         spinning: bool = False,
+        device: str = "cpu",
     ) -> None:
         self.model_dir = mf.model_dir(model_dir)
+        # Operators the CUDA provider lacks fall back to the CPU one, per node.
+        self.providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if device == "cuda"
+            else ["CPUExecutionProvider"]
+        )
         self.intra_op_threads = intra_op_threads
         self._max_batch = max_batch
         self.export_missing = export_missing
@@ -38,7 +46,9 @@ class LocalRuntime:
         # decodes images and serves gRPC on the same few cores, that steals their CPU.
         self.spinning = spinning
         self.sessions: dict[str, ort.InferenceSession] = {}
-        self.specs: dict[str, mf.EncoderSpec] = dict(mf.ENCODERS)
+        # Fine-tuned face encoders in the model dir (embedder/training) are served too; the
+        # table is read once, here, so the pipeline and ListModels know it before load().
+        self.specs: dict[str, mf.EncoderSpec] = mf.served_encoders(self.model_dir)
         # onnxruntime already spreads one batch over the cores; running several batches at once
         # on a small machine only makes them contend, so the default is one at a time.
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ort")
@@ -61,11 +71,9 @@ class LocalRuntime:
         opts.log_severity_level = 3
         if not self.spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Fine-tuned face encoders in the model dir (embedder/training) are served too.
-        self.specs = mf.served_encoders(self.model_dir)
         for spec in self.specs.values():
             self.sessions[spec.model_id] = ort.InferenceSession(
-                str(mf.encoder_path(spec, self.model_dir)), opts, providers=["CPUExecutionProvider"]
+                str(mf.encoder_path(spec, self.model_dir)), opts, providers=self.providers
             )
 
     async def start(self) -> None:

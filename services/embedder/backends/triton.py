@@ -6,12 +6,19 @@ backoff with jitter, ``retries`` attempts after the first), and gRPC stops retry
 call's deadline is spent, so a caller never waits longer than configured. What still fails is
 reported as UNAVAILABLE. Reconnection is gRPC's own too; its backoff is capped low so the
 embedder notices within a second or two when Triton is back.
+
+Which models: the shipped table, plus each fine-tuned face encoder whose card
+(``<id>.card.json``, ``trained_from`` a shipped face encoder) is in ``model_dir``, the same
+folder the repository generator read with ``--trained-dir`` (the ONNX file need not be there:
+Triton holds the weights). The card gives the id, the base's tensors and dimension, and the
+calibration ListModels reports; readiness then requires the model READY on Triton too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -57,8 +64,16 @@ class TritonRuntime:
         backoff_s: float = 0.1,
         max_batch: int = 64,
         reconnect_backoff_ms: int = 1000,
+        model_dir: Path | str | None = None,
     ) -> None:
         self.url = url
+        # Cards only: the servicer reads them from here too (trained models' calibration).
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.specs: dict[str, mf.EncoderSpec] = (
+            mf.served_encoders(self.model_dir, weights=False)
+            if self.model_dir is not None
+            else dict(mf.ENCODERS)
+        )
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -120,7 +135,7 @@ class TritonRuntime:
     async def start(self) -> None:
         # Connect lazily; a Triton that is still starting must not stop the embedder starting.
         self.client  # noqa: B018
-        for model_id in mf.ENCODERS:
+        for model_id in self.specs:
             if not await self.ready(model_id):
                 log.warning(
                     "triton model not ready yet", extra={"model": model_id, "url": self.url}
@@ -136,7 +151,7 @@ class TritonRuntime:
         return out
 
     async def infer(self, model_id: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        spec = mf.ENCODERS.get(model_id)
+        spec = self.specs.get(model_id)
         if spec is None:
             raise InvalidArgument("model_id", f"{model_id!r} is not served here")
         request = self._inputs(inputs)

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facesearch_server.embedder import model_files as mf
 from facesearch_server.embedder.calibration import label_errors
 from facesearch_server.embedder.calibration.degradations import CONDITIONS, Degradation
 from facesearch_server.embedder.face_quality import face_quality
@@ -26,7 +27,8 @@ _DETECT = DetectionSettings(min_face_size=8, score_threshold=0.5)
 class EmbeddedSet:
     """Row i: image ``paths[i]`` of ``identities[i]``; per condition an embedding (NaN when no
     face was found), the face's quality score, size and detection score. Loading corrects the
-    labelled set's known errors (``label_errors``)."""
+    labelled set's known errors (``label_errors``). ``model_id``: the face encoder that made the
+    embeddings (a cache saved before it was recorded holds SFace's)."""
 
     paths: np.ndarray
     identities: np.ndarray
@@ -34,9 +36,14 @@ class EmbeddedSet:
     quality: dict[str, np.ndarray]
     face_size: dict[str, np.ndarray]
     detection: dict[str, np.ndarray]
+    model_id: str = mf.SFACE
 
     def save(self, path: Path) -> None:
-        arrays: dict[str, np.ndarray] = {"paths": self.paths, "identities": self.identities}
+        arrays: dict[str, np.ndarray] = {
+            "paths": self.paths,
+            "identities": self.identities,
+            "model_id": np.array(self.model_id),
+        }
         for name in self.embeddings:
             arrays[f"emb:{name}"] = self.embeddings[name]
             arrays[f"q:{name}"] = self.quality[name]
@@ -56,10 +63,14 @@ class EmbeddedSet:
             quality={n: z[f"q:{n}"] for n in names},
             face_size={n: z[f"size:{n}"] for n in names},
             detection={n: z[f"det:{n}"] for n in names},
+            model_id=str(z["model_id"]) if "model_id" in z.files else mf.SFACE,
         )
 
     @classmethod
     def concat(cls, parts: list[EmbeddedSet]) -> EmbeddedSet:
+        models = {p.model_id for p in parts}
+        if len(models) > 1:
+            raise ValueError(f"parts embedded by different face models: {sorted(models)}")
         names = parts[0].conditions
         return cls(
             paths=np.concatenate([p.paths for p in parts]),
@@ -68,6 +79,7 @@ class EmbeddedSet:
             quality={n: np.concatenate([p.quality[n] for p in parts]) for n in names},
             face_size={n: np.concatenate([p.face_size[n] for p in parts]) for n in names},
             detection={n: np.concatenate([p.detection[n] for p in parts]) for n in names},
+            model_id=parts[0].model_id,
         )
 
     @property
@@ -102,13 +114,14 @@ def embed_folder(
     progress: bool = True,
     start: int = 0,
 ) -> EmbeddedSet:
-    """Rows ``start`` .. ``start + limit`` of the manifest (all with the defaults); parts
-    embedded in parallel processes join with ``EmbeddedSet.concat``."""
+    """Rows ``start`` .. ``start + limit`` of the manifest (all with the defaults), embedded by
+    the pipeline's default face model; parts embedded in parallel processes join with
+    ``EmbeddedSet.concat``."""
     conditions = conditions or CONDITIONS
     paths, identities = read_manifest(folder)
     stop = start + limit if limit else len(paths)
     paths, identities = paths[start:stop], identities[start:stop]
-    n, dim = len(paths), 128
+    n, dim = len(paths), pipe.face_models[pipe.model_id].dimension
     out = EmbeddedSet(
         paths=np.array([str(p.relative_to(folder)) for p in paths]),
         identities=np.array(identities),
@@ -116,6 +129,7 @@ def embed_folder(
         quality={c: np.full(n, np.nan, np.float32) for c in conditions},
         face_size={c: np.full(n, np.nan, np.float32) for c in conditions},
         detection={c: np.full(n, np.nan, np.float32) for c in conditions},
+        model_id=pipe.model_id,
     )
     started = time.monotonic()
     for i, path in enumerate(paths):

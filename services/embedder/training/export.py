@@ -17,6 +17,7 @@ import torch
 
 from facesearch_server.embedder import model_cards
 from facesearch_server.embedder import model_files as mf
+from facesearch_server.embedder.face_encoder_info import CALIBRATION_STATUS, calibrate_command
 from facesearch_server.embedder.model_export import ONNX_IR_VERSION, _atomic_write, _session
 from facesearch_server.embedder.training.sface_torch import SFaceNet
 
@@ -64,11 +65,11 @@ def export_encoder(
     onnx_path = model_dir / f"{model_id}.onnx"
     _atomic_write(data, onnx_path)
     card_path = model_cards.card_beside(onnx_path)
-    _atomic_write(json_bytes(card(model_id, training)), card_path)
+    _atomic_write(json_bytes(card(model_id, training, model_dir)), card_path)
     return onnx_path, card_path
 
 
-def card(model_id: str, training: dict[str, Any]) -> dict[str, Any]:
+def card(model_id: str, training: dict[str, Any], model_dir: Path | None = None) -> dict[str, Any]:
     base = model_cards.shipped_card(mf.SFACE) or {}
     return {
         "model_id": model_id,
@@ -82,9 +83,12 @@ def card(model_id: str, training: dict[str, Any]) -> dict[str, Any]:
         # The base weights are Apache-2.0; what the training images allow is the operator's.
         "licence": "Apache-2.0 (SFace weights); training data terms apply to the result",
         "training": training,
-        # No calibration yet: open-set thresholds of the base model do not carry over.
-        "calibration_status": "not calibrated: run the open-set calibration on held-out "
-        "identities before using this model for open-set identification",
+        # No calibration yet: open-set thresholds of the base model do not carry over. The
+        # embedder reports this in ListModels (ModelInfo.calibration_pending) until the
+        # calibration tool writes one here and removes this key.
+        CALIBRATION_STATUS: "pending: not calibrated yet (the base model's thresholds do not "
+        "carry over); before open-set identification with it, run "
+        + calibrate_command(model_id, str(model_dir) if model_dir else mf.DEFAULT_MODEL_DIR),
     }
 
 

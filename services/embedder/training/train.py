@@ -123,16 +123,24 @@ def _probe(faces: FaceSet) -> np.ndarray:
 
 
 def _batches(labels: np.ndarray, cfg: TrainConfig, epoch: int) -> list[list[int]]:
+    return per_class_batches(labels, cfg.batch_size, cfg.per_identity, cfg.seed * 1000 + epoch)
+
+
+def per_class_batches(
+    labels: np.ndarray, batch_size: int, per_identity: int, seed: int
+) -> list[list[int]]:
+    """One epoch of MPerClassSampler batches (``per_identity`` images of each person drawn);
+    also what cached_features trains on."""
     classes = len(np.unique(labels))
-    size = min(cfg.batch_size, cfg.per_identity * classes)
-    size -= size % cfg.per_identity
+    size = min(batch_size, per_identity * classes)
+    size -= size % per_identity
     length = max(size, len(labels) - len(labels) % size)
     # The sampler draws from Python's and numpy's global generators: seed them per epoch so a
     # resumed run replays the same batches.
-    random.seed(cfg.seed * 1000 + epoch)
-    np.random.seed(cfg.seed * 1000 + epoch)
+    random.seed(seed)
+    np.random.seed(seed)
     sampler = _per_class_sampler()(
-        labels, cfg.per_identity, batch_size=size, length_before_new_iter=length
+        labels, per_identity, batch_size=size, length_before_new_iter=length
     )
     idx = list(iter(sampler))
     return [idx[i : i + size] for i in range(0, len(idx) - size + 1, size)]
