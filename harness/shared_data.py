@@ -20,3 +20,17 @@ def shared_data_dir() -> Path | None:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def shared_data(subdir: str) -> Path:
+    """``../shared/data/<subdir>``; where it is absent the calling test skips, saying why (and
+    under CI that skip fails the run, harness/ci_strict.py)."""
+    import pytest  # only tests call this; the harness's other users need no pytest
+
+    root = shared_data_dir()
+    if root is None or not (root / subdir).exists():
+        pytest.skip(
+            f"../shared/data/{subdir} is absent (a user's clone): the labelled real faces "
+            "live there in CI"
+        )
+    return root / subdir

@@ -12,17 +12,7 @@ import pytest
 
 from bench.train.coreface_data import identity_part, lfw_parts
 from bench.train.pair_metrics import fold_accuracy, threshold_at_far, verify
-from harness.shared_data import shared_data_dir
-
-
-def shared_data(subdir: str) -> Path:
-    root = shared_data_dir()
-    if root is None or not (root / subdir).exists():
-        pytest.skip(
-            f"../shared/data/{subdir} is absent (a user's clone): the labelled real faces "
-            "live there in CI"
-        )
-    return root / subdir
+from harness.shared_data import shared_data
 
 
 def test_threshold_lets_through_at_most_the_far_share_of_impostors() -> None:

@@ -12,7 +12,7 @@ from facesearch_contract.v1 import embedder_service_pb2_grpc as pb_grpc
 from facesearch_server.embedder import model_files as mf
 from facesearch_server.embedder.model_export import export_all
 from harness.service_process import ServiceProcess, start_service
-from harness.shared_data import shared_data_dir
+from harness.shared_data import shared_data  # noqa: F401  (the embedder tests import it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models"
@@ -71,13 +71,3 @@ def trained_embedder(trained_model_dir: Path) -> Iterator[ServiceProcess]:
 
 def package_photos() -> list[Path]:
     return sorted(PACKAGE_PHOTOS.glob("*.jpg"))
-
-
-def shared_data(subdir: str) -> Path:
-    root = shared_data_dir()
-    if root is None or not (root / subdir).exists():
-        pytest.skip(
-            f"../shared/data/{subdir} is absent (a user's clone): the labelled real faces "
-            "live there in CI"
-        )
-    return root / subdir
