@@ -9,11 +9,13 @@ facesearch.cli.
 
 from facesearch.client import FacesearchClient
 from facesearch.errors import CollectionMismatch, FacesearchError, NoFaceFound
+from facesearch.index_choice import FaceIndex
 from facesearch.settings import ClientSettings
 
 __all__ = [
     "ClientSettings",
     "CollectionMismatch",
+    "FaceIndex",
     "FacesearchClient",
     "FacesearchError",
     "NoFaceFound",

@@ -40,10 +40,12 @@ from facesearch import (
     index_resume,
     messages,
 )
+from facesearch.cli_face_index import face_index_arguments, face_index_of
 from facesearch.client import FacesearchClient
 from facesearch.core.search import ContextHits, DescriptionHits
 from facesearch.errors import FacesearchError, explain
 from facesearch.local_stack import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, SERVICES, LocalStack
+from facesearch.progress_bar import ProgressBar
 from facesearch.settings import ClientSettings
 from facesearch_contract.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
 
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("directory", type=Path, metavar="DIR")
     index.add_argument("--collection", "-c", default=DEFAULT_COLLECTION)
     index.add_argument("--shards", type=int, default=1, help="when creating the collection")
+    face_index_arguments(index)
     index.add_argument("--batch-size", type=int, default=64, help="faces per upsert")
     index.add_argument("--in-flight", type=int, default=4, help="upserts awaiting their ack")
     index.add_argument(
@@ -313,9 +316,12 @@ def cmd_index(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -
     if not files:
         print(f"no images under {args.directory}", file=sys.stderr)
         return 1
+    face_index = face_index_of(args)  # a wrong choice fails before any call
     # A retriever restarting as the run starts is waited for as one restarting mid-run is.
     info, created = index_resume.call_with_retries(
-        lambda: flows.ensure_collection(client, args.collection, shards=args.shards),
+        lambda: flows.ensure_collection(
+            client, args.collection, shards=args.shards, face_index=face_index
+        ),
         args.retry_for,
         client.settings.initial_backoff_s,
         client.settings.max_backoff_s,
@@ -328,18 +334,10 @@ def cmd_index(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -
     if args.no_resume:
         journal.unlink(missing_ok=True)
 
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(files), unit="img", desc="indexing", file=sys.stderr)
+    bar = ProgressBar(not args.no_progress, unit="img", desc="indexing", total=len(files))
 
     def progress(p: flows.IndexProgress) -> None:
-        if bar is not None:
-            bar.total = p.total
-            bar.set_postfix(faces=p.faces, errors=p.errors, refresh=False)
-            # update() redraws at most every mininterval, so a fast run is not slowed.
-            bar.update(p.done - bar.n)
+        bar.show(p.done, p.total, faces=p.faces, errors=p.errors)
 
     stopped = None
     try:
@@ -360,8 +358,7 @@ def cmd_index(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -
     except index_resume.IndexIncomplete as exc:
         stopped, summary = exc, exc.summary
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     print_index_summary(summary, len(files), journal, out)
     if stopped is not None:
         print(

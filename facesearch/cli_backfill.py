@@ -10,13 +10,13 @@ filled, 1 when any was not (the summary lists them and why) or a call failed, 2 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from facesearch import flows, messages
 from facesearch.client import FacesearchClient
 from facesearch.core.vector_fields import FILLERS
+from facesearch.progress_bar import ProgressBar
 
 # The faces and photos a summary lists before it only counts the rest.
 SHOW = 50
@@ -73,17 +73,10 @@ def cmd_backfill(args: argparse.Namespace, client: FacesearchClient, out: TextIO
     )
     if args.no_resume:
         journal.unlink(missing_ok=True)
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(unit="photo", desc=f"back-filling {args.field}", file=sys.stderr)
+    bar = ProgressBar(not args.no_progress, unit="photo", desc=f"back-filling {args.field}")
 
     def progress(p: flows.BackfillProgress) -> None:
-        if bar is not None:
-            bar.total = p.total
-            bar.set_postfix(filled=p.filled, unmatched=p.unmatched, refresh=False)
-            bar.update(p.done - bar.n)
+        bar.show(p.done, p.total, filled=p.filled, unmatched=p.unmatched)
 
     stopped = None
     try:
@@ -100,8 +93,7 @@ def cmd_backfill(args: argparse.Namespace, client: FacesearchClient, out: TextIO
     except flows.BackfillIncomplete as exc:
         stopped, summary = exc, exc.summary
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     print_summary(summary, journal, out)
     if stopped is not None:
         print(

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from google.protobuf.json_format import MessageToDict
 
 from facesearch import flows
+from facesearch.cli_face_index import index_summary
 from facesearch.client import FacesearchClient
 from facesearch.errors import FacesearchError
 from facesearch_contract.v1 import persons_pb2, retriever_pb2
@@ -317,12 +318,15 @@ def cmd_collections(args: argparse.Namespace, client: FacesearchClient, out: Tex
         else:
             print(f"{info.name}: {info.points} points, {info.shard_count} shard(s)", file=out)
             lacking = {s.name: s.points_without for s in info.field_stats}
+            stats = {s.name: s for s in info.field_stats}
             for f in info.vector_fields:
                 line = f"  field {f.name}: {f.dimension}-d, model {f.model_id}"
                 if lacking.get(f.name):
                     # Added after faces were stored, or optional (captions): not silent.
                     line += f"; {lacking[f.name]:,} point(s) without it"
                 print(line, file=out)
+                if f.name in stats:
+                    print(f"    index: {index_summary(f, stats[f.name])}", file=out)
         return 0
     if not args.yes:
         raise FacesearchError(

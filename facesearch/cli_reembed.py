@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from facesearch import flows, index_resume
 from facesearch.client import FacesearchClient
+from facesearch.progress_bar import ProgressBar
 
 # The lost images a summary lists before it only counts the rest.
 SHOW_LOST = 50
@@ -75,17 +76,11 @@ class _Progress:
     def __init__(self, bar: bool, every_s: float) -> None:
         self.every_s, self.last = every_s, 0.0
         self.phase = ""
-        self.bar: Any = None
-        if bar and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=0, unit="img", desc="re-embedding", file=sys.stderr)
+        self.bar = ProgressBar(bar and sys.stderr.isatty(), unit="img", desc="re-embedding")
 
     def __call__(self, p: flows.ReembedProgress) -> None:
-        if self.bar is not None and p.phase == "embedding":
-            self.bar.total = p.total
-            self.bar.set_postfix(faces=p.faces, lost=p.lost, refresh=False)
-            self.bar.update(p.done - self.bar.n)
+        if self.bar.active and p.phase == "embedding":
+            self.bar.show(p.done, p.total, faces=p.faces, lost=p.lost)
             return
         now = time.monotonic()
         if p.phase != self.phase or now - self.last >= self.every_s or p.done == p.total:
@@ -98,8 +93,7 @@ class _Progress:
             )
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
 
 
 def cmd_reembed(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from facesearch_contract.v1 import retriever_pb2
+
 # Two detections of one face by the same detector overlap almost wholly; neighbouring faces in
 # a crowd rarely reach half.
 MIN_IOU = 0.5
@@ -23,6 +25,19 @@ class StoredFace:
     id: str
     box: Box | None
     face_index: int | None
+
+
+BOX_KEYS = ("box_x", "box_y", "box_w", "box_h")
+
+
+def stored_face(point: retriever_pb2.Point) -> StoredFace:
+    """Where a stored face was found at indexing: the box metadata messages.face_points wrote."""
+    meta = point.metadata
+    box = None
+    if all(k in meta for k in BOX_KEYS):
+        box = tuple(float(meta[k].double_value) for k in BOX_KEYS)
+    index = int(meta["face_index"].int_value) if "face_index" in meta else None
+    return StoredFace(point.id, box, index)  # type: ignore[arg-type]
 
 
 def iou(a: Box, b: Box) -> float:

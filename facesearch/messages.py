@@ -244,16 +244,20 @@ def create_collection_request(
     description: str = "",
     attribute_model: embedder_pb2.ModelInfo | None = None,
     scene_model: embedder_pb2.ModelInfo | None = None,
+    face_index: retriever_pb2.IndexParams | None = None,
 ) -> retriever_pb2.CreateCollectionRequest:
     """A collection with a "face" field and, given a text model, a "caption" field; given an
     attribute model, an "attributes" field (what description searches read, TGFR); given an
-    image-text model, a "scene" field (SCENE_FIELD: what context queries match pixels in)."""
+    image-text model, a "scene" field (SCENE_FIELD: what context queries match pixels in).
+    ``face_index``: the face field's index (index_choice.FaceIndex.params()); None = the
+    retriever's default."""
     fields = [
         retriever_pb2.VectorFieldSpec(
             name="face",
             dimension=face_model.dimension,
             metric=retriever_pb2.METRIC_INNER_PRODUCT,
             model_id=face_model.model_id,
+            index=face_index,
         )
     ]
     if text_model is not None:
@@ -374,11 +378,19 @@ def vector_term(
 
 
 def text_term(
-    field_name: str, vector: common_pb2.Vector, model_id: str, weight: float = 0.0
+    field_name: str,
+    vector: common_pb2.Vector,
+    model_id: str,
+    weight: float = 0.0,
+    missing_similarity: float | None = None,
 ) -> retriever_pb2.QueryTerm:
-    return retriever_pb2.QueryTerm(
+    """``missing_similarity``: what a record without the field scores (None: 0)."""
+    term = retriever_pb2.QueryTerm(
         field=field_name, vector=vector, model_id=model_id, weight=weight
     )
+    if missing_similarity is not None:
+        term.missing_similarity = missing_similarity
+    return term
 
 
 def person_term(

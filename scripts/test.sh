@@ -12,4 +12,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
 fi
 ruff check .
 ruff format --check .
-python -m pytest "$@"
+# Two workers (FACESEARCH_TEST_WORKERS), each taking whole test files (--dist loadfile), so a
+# module's fixtures (its services, its tiny models) start once: the tests mostly wait on service
+# subprocesses and the open_clip children, and one pytest process left a core idle.
+python -m pytest -n "${FACESEARCH_TEST_WORKERS:-2}" --dist loadfile "$@"

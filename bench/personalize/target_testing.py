@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from dataclasses import replace
@@ -76,8 +77,13 @@ def summarise(rounds: np.ndarray, max_rounds: int) -> dict[str, float | list[flo
 
 
 def faircop_params(args: argparse.Namespace) -> RoundParams:
-    """The service's defaults, with the answer-model overrides given on the command line."""
+    """The service's defaults, with the answer-model overrides given on the command line.
+
+    The head's per-round training is bounded by steps only here, not by the service's wall-time
+    budget: on a loaded bench machine the budget would cut steps at random and make the figures
+    depend on the load (on an idle one the service takes every step: round_latency.py)."""
     p = RoundParams()
+    p = replace(p, training=replace(p.training, time_budget_s=float("inf")))
     sc = p.scoring
     if args.likelihood_weight is not None:
         sc = replace(sc, likelihood_weight=args.likelihood_weight)
@@ -100,55 +106,133 @@ def faircop_params(args: argparse.Namespace) -> RoundParams:
     return replace(p, scoring=sc)
 
 
+# Per-process state of the parallel runner (set by _init_worker; the gallery is loaded once per
+# worker from bench/.cache, not pickled per task).
+_W: dict = {}
+
+
+def _init_worker(args: argparse.Namespace) -> None:
+    g = load_real_gallery()
+    if args.gallery_size:
+        g = pad_synthetic(g, args.gallery_size, seed=1234)
+    _W.update(
+        args=args,
+        vectors=np.ascontiguousarray(g.vectors, np.float32),
+        codes=g.identity_codes(),
+        attributes=g.attributes,
+        fp=faircop_params(args),
+    )
+
+
+def _run_target(job: tuple[str, float, int, int, int]) -> tuple[str, float, dict[str, int]]:
+    """Every policy on one target (one simulated session each): (truth, flip, rounds/policy)."""
+    truth, flip, seed, ti, target = job
+    args, vectors = _W["args"], _W["vectors"]
+    gt = GroundTruth(vectors, _W["codes"], _W["attributes"], truth, args.similar_fraction)
+    similar = gt.similar_mask(target, np.random.default_rng((seed, ti, 7)))
+    first = first_round(vectors, args.k, np.random.default_rng((seed, ti, 1)), RoundParams())
+    rich = gt.rich_masks(target)
+    out: dict[str, int] = {}
+    for name in args.policies:
+        user = SimulatedUser(target, similar, flip, np.random.default_rng((seed, ti, 2)), rich)
+        rng = np.random.default_rng((seed, ti, 3))
+        if name == "faircop":
+            pol = FaircopPolicy(vectors, rng, first, _W["fp"])
+        else:
+            pol = POLICIES[name](vectors, rng, first)
+        out[name] = run_session(pol, user, args.k, args.max_rounds)
+    return truth, flip, out
+
+
+def parse_condition(spec: str) -> tuple[str, float]:
+    """``truth`` or ``truth:flip`` (e.g. ``embedding:0.1``) -> (truth, flip)."""
+    truth, _, flip = spec.partition(":")
+    if truth not in TRUTHS:
+        raise ValueError(f"unknown truth {truth!r} in {spec!r}; use one of {TRUTHS}")
+    return truth, float(flip) if flip else 0.0
+
+
+def condition_name(truth: str, flip: float) -> str:
+    return f"{truth}, {flip:.0%} flipped" if flip else truth
+
+
 def evaluate(args: argparse.Namespace) -> dict:
+    """Every (truth, flip) condition; targets run in ``--workers`` processes. The sessions and
+    their answers depend only on (seed, target index), so the figures do not depend on the
+    number of workers."""
     g = load_real_gallery()
     if args.gallery_size:
         g = pad_synthetic(g, args.gallery_size, seed=1234)
     vectors = np.ascontiguousarray(g.vectors, np.float32)
     codes = g.identity_codes()
-    p = RoundParams()
-    fp = faircop_params(args)
+    flips = args.flips if args.flips is not None else [args.flip]
     results: dict = {
-        "flip": args.flip,
+        "flip": flips[0] if len(flips) == 1 else None,
         "gallery": len(g),
         "k": args.k,
         "max_rounds": args.max_rounds,
         "truths": {},
     }
-    for truth in args.truth:
+    conditions = [(truth, flip) for truth in args.truth for flip in flips]
+    if args.conditions:
+        results["flip"] = None
+        conditions = [parse_condition(c) for c in args.conditions]
+    jobs: list[tuple[str, float, int, int, int]] = []
+    for truth, flip in conditions:
         gt = GroundTruth(vectors, codes, g.attributes, truth, args.similar_fraction)
         eligible = np.intersect1d(gt.eligible_targets(), np.flatnonzero(~g.degraded & ~g.synthetic))
-        per_policy: dict[str, list[int]] = {name: [] for name in args.policies}
-        t0 = time.time()
         for seed in range(args.seed_offset, args.seed_offset + args.seeds):
             rng = np.random.default_rng(seed)
             targets = rng.choice(eligible, size=min(args.targets, len(eligible)), replace=False)
-            for ti, target in enumerate(targets):
-                similar = gt.similar_mask(int(target), np.random.default_rng((seed, ti, 7)))
-                first = first_round(vectors, args.k, np.random.default_rng((seed, ti, 1)), p)
-                rich = gt.rich_masks(int(target))
-                for name in args.policies:
-                    user = SimulatedUser(
-                        int(target), similar, args.flip, np.random.default_rng((seed, ti, 2)), rich
-                    )
-                    rng = np.random.default_rng((seed, ti, 3))
-                    if name == "faircop":
-                        pol = FaircopPolicy(vectors, rng, first, fp)
-                    else:
-                        pol = POLICIES[name](vectors, rng, first)
-                    per_policy[name].append(run_session(pol, user, args.k, args.max_rounds))
-            print(f"{truth}: seed {seed} done, {time.time() - t0:.0f}s", file=sys.stderr)
-        results["truths"][truth] = {
-            name: summarise(np.array(r), args.max_rounds) for name, r in per_policy.items()
+            jobs += [(truth, flip, seed, ti, int(t)) for ti, t in enumerate(targets)]
+    # Seed-major order over the conditions: a run cut short (or read from its checkpoint,
+    # --json) holds whole seeds of every condition rather than all of some conditions.
+    jobs.sort(key=lambda j: (j[2], j[3], j[0], j[1]))
+    per: dict[str, dict[str, list[int]]] = {}
+    t0 = time.time()
+    if args.workers > 1:
+        ctx = multiprocessing.get_context("fork")
+        pool = ctx.Pool(args.workers, initializer=_init_worker, initargs=(args,))
+        done = pool.imap(_run_target, jobs, chunksize=4)
+    else:
+        _init_worker(args)
+        pool, done = None, map(_run_target, jobs)
+    for j, (truth, flip, rounds) in enumerate(done, 1):
+        rows = per.setdefault(condition_name(truth, flip), {n: [] for n in args.policies})
+        for name, r in rounds.items():
+            rows[name].append(r)
+        if j % 100 == 0 or j == len(jobs):
+            print(f"{j}/{len(jobs)} targets, {time.time() - t0:.0f}s", file=sys.stderr)
+            _fill(results, per, args)
+            if args.json:  # checkpoint: a long run's figures so far
+                _write_json(args.json, results)
+    if pool is not None:
+        pool.close()
+        pool.join()
+    return _fill(results, per, args)
+
+
+def _fill(results: dict, per: dict[str, dict[str, list[int]]], args) -> dict:
+    for cond, rows in per.items():
+        results["truths"][cond] = {
+            name: summarise(np.array(r), args.max_rounds) for name, r in rows.items()
         }
-        results["truths"][truth]["_sessions_per_policy"] = len(per_policy[args.policies[0]])
+        results["truths"][cond]["_sessions_per_policy"] = len(rows[args.policies[0]])
+        results["truths"][cond]["_rounds"] = rows
     return results
 
 
+def _write_json(path: str, results: dict) -> None:
+    with open(path, "w") as fh:
+        json.dump(results, fh, indent=2)
+
+
 def table(results: dict) -> str:
+    flip = results["flip"]
     lines = [
         f"gallery {results['gallery']} faces, k={results['k']}, max rounds "
-        f"{results['max_rounds']}, flipped answers {results['flip']:.0%}",
+        f"{results['max_rounds']}, flipped answers "
+        + ("per condition" if flip is None else f"{flip:.0%}"),
     ]
     for truth, rows in results["truths"].items():
         lines += [
@@ -268,6 +352,16 @@ def main() -> None:
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     ap.add_argument("--similar-fraction", type=float, default=0.02)
     ap.add_argument("--flip", type=float, default=0.0, help="answer flip probability")
+    ap.add_argument(
+        "--flips", type=float, nargs="+", help="several flip probabilities, each a condition"
+    )
+    ap.add_argument(
+        "--conditions",
+        nargs="+",
+        help="(in-process) conditions as truth or truth:flip, e.g. embedding embedding:0.1 "
+        "user identity; replaces --truth and --flip(s)",
+    )
+    ap.add_argument("--workers", type=int, default=1, help="processes (in-process mode)")
     ap.add_argument("--gallery-size", type=int, default=0, help="pad with synthetic vectors")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--seed-offset", type=int, default=0, help="first seed (dev vs held-out)")
@@ -291,8 +385,7 @@ def main() -> None:
         results = evaluate(args)
         print(table(results))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+        _write_json(args.json, results)
 
 
 if __name__ == "__main__":

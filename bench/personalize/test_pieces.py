@@ -4,11 +4,12 @@ user, and a small target test where FaIRCoP must beat random display."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bench.common.gallery import Gallery, embedding_statistics, pad_synthetic
 from bench.personalize.policies import POLICIES, first_round
 from bench.personalize.simulator import GroundTruth, SimulatedUser
-from bench.personalize.target_testing import run_session
+from bench.personalize.target_testing import parse_condition, run_session
 from facesearch_server.personalizer.round_planner import RoundParams
 
 
@@ -103,3 +104,10 @@ def test_in_process_rounds_are_timed_per_round() -> None:
     t = time_rounds(v, index, rounds=6, session_rounds=3, k=4)
     assert len(t.round) == len(t.train) == len(t.faiss) == 6
     assert all(r >= f for r, f in zip(t.round, t.faiss, strict=True))
+
+
+def test_conditions_parse_truth_and_flip() -> None:
+    assert parse_condition("embedding") == ("embedding", 0.0)
+    assert parse_condition("embedding:0.2") == ("embedding", 0.2)
+    with pytest.raises(ValueError):
+        parse_condition("likeness:0.1")

@@ -39,7 +39,14 @@ from facesearch_server.embedder.attributes.dataset import AttributeSet
 from facesearch_server.embedder.attributes.description import DescriptionReader, query_vector
 from facesearch_server.embedder.attributes.train import ONNX_FILE, degraded_crops, predict_onnx
 
-SYSTEMS = ("face only", "caption fusion", "attribute fusion", "oracle attributes", "learned fusion")
+SYSTEMS = (
+    "face only",
+    "caption fusion",
+    "attribute fusion",
+    "oracle attributes",
+    "learned fusion",
+    "fused embedding",
+)
 # The oracle row's weight: not tuned (it shows what better attributes would be worth).
 ORACLE_WEIGHT = 0.1
 CONDITIONS = ("clean", "24px", "16px", "12px", "blur3", "blur5", "jpeg10")
@@ -187,6 +194,7 @@ def identification(
     out_of_fold: bool = False,
     photos: Path | None = None,
     learned=None,  # type: ignore[no-untyped-def]
+    fused=None,  # type: ignore[no-untyped-def]
 ) -> dict[str, object]:
     labelled = np.flatnonzero(test & (np.abs(data.labels).sum(axis=1) > 0))
     names = list(data.label_names)
@@ -261,6 +269,12 @@ def identification(
                 face, data.quality[cond][labelled], queries, gallery_attr
             )
             systems["learned fusion"] = learned_fusion.score(learned, feats)
+        if fused is not None:
+            from bench.tgfr.fused_embedding import fused_probes
+
+            probe = data.embeddings[cond][labelled]
+            z = fused_probes(fused, probe, data.quality[cond][labelled], desc_vec)
+            systems["fused embedding"] = z @ gallery_emb.T
         row: dict[str, object] = {"condition": cond, "quality": float(weight.mean())}
         impostor = ~same
         row["tar"] = {
@@ -350,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also train and measure the learned fusion (learned_fusion.py; bench only)",
     )
+    parser.add_argument(
+        "--fused",
+        action="store_true",
+        help="also train and measure the fused embedding (fused_embedding.py, TGFR losses)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     data = AttributeSet.load(args.data)
@@ -363,6 +382,12 @@ def main(argv: list[str] | None = None) -> None:
         from bench.tgfr import learned_fusion
 
         learned = learned_fusion.train(data, ~test, args.model_dir)
+    fused = None
+    if args.fused:
+        from bench.tgfr.fused_embedding import train_on_training_identities
+
+        fused, info = train_on_training_identities(data, args.model_dir)
+        print(f"fused embedding trained: {json.dumps(info)}")
     ident = identification(
         data,
         test,
@@ -371,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         out_of_fold=args.train_identities,
         photos=args.photos,
         learned=learned,
+        fused=fused,
     )
     print(f"attribute accuracy, {'train' if args.train_identities else 'held-out'} identities")
     print("| attribute | n (pos) | " + " | ".join(CONDITIONS) + " |")
@@ -394,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     d = ident["description_only"]
     print(f"description only (attributes): {d['rank1']:.3f} ({d['ci'][0]:.3f}-{d['ci'][1]:.3f})")  # type: ignore[index]
     shown = [n for n in ident["rows"][0] if n in SYSTEMS]  # type: ignore[index]
-    diffs = [n for n in ("attribute fusion", "learned fusion") if n in shown]
+    diffs = [n for n in ("attribute fusion", "learned fusion", "fused embedding") if n in shown]
     heads = [f"{n.split()[0]} - face (95 % CI)" for n in diffs]
     print("| probe | " + " | ".join(shown + heads) + " |")
     print("|---|" + "---|" * (len(shown) + len(diffs)))

@@ -41,7 +41,7 @@ from facesearch.core.collections import scan_points
 from facesearch.core.indexing import embed_images
 from facesearch.core.vector_fields import FILLERS, add_vector_field, fill_model
 from facesearch.errors import CollectionMismatch, FacesearchError
-from facesearch.face_matching import StoredFace, match_faces
+from facesearch.face_matching import StoredFace, match_faces, stored_face
 from facesearch.index_resume import (
     IndexJournal,
     TransientRefusal,
@@ -389,7 +389,7 @@ class _BackfillRun:
             )
             for p in reply.points:
                 if name not in p.vectors:
-                    out[p.id] = _stored_face(p)
+                    out[p.id] = stored_face(p)
         return out
 
     def _apply(self, outcome: _Outcome, book: IndexJournal | None) -> None:
@@ -422,15 +422,6 @@ class _Outcome:
 async def _nothing() -> AsyncIterator[embedder_pb2.ImageResult]:
     return
     yield
-
-
-def _stored_face(point: retriever_pb2.Point) -> StoredFace:
-    """Where the face was found at indexing (its box metadata, messages.face_points)."""
-    meta = point.metadata
-    keys = ("box_x", "box_y", "box_w", "box_h")
-    box = tuple(meta[k].double_value for k in keys) if all(k in meta for k in keys) else None
-    index = meta["face_index"].int_value if "face_index" in meta else None
-    return StoredFace(point.id, box, index)  # type: ignore[arg-type]
 
 
 def _unmatched_why(media: str, detected: int) -> str:

@@ -9,6 +9,7 @@ import grpc
 from facesearch import messages
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.errors import FacesearchError
+from facesearch.index_choice import FaceIndex
 from facesearch_contract.v1 import common_pb2, embedder_pb2, retriever_pb2
 
 
@@ -30,10 +31,15 @@ async def ensure_collection(
     with_text_field: bool = True,
     description: str = "",
     with_scene_field: bool = True,
+    face_index: FaceIndex | None = None,
 ) -> tuple[retriever_pb2.CollectionInfo, bool]:
     """The collection, created for the embedder's default models when missing.
 
-    Returns (info, created). The face field uses the default face encoder; with
+    Returns (info, created). ``face_index`` (facesearch.FaceIndex): the face field's index
+    kind and search-width tuning objective when the collection is created, e.g.
+    ``FaceIndex("hnsw", "above_threshold", target_recall=0.99, min_score=0.64)``; None = the
+    retriever's default (exact search). An existing collection keeps its index (compare
+    ``info.vector_fields[0].index``). The face field uses the default face encoder; with
     ``with_text_field`` a "caption" field uses the default text encoder, when there is one;
     with ``with_scene_field`` a "scene" field (a scene vector per photo, on each of its faces)
     uses the image-text model, when the embedder serves one."""
@@ -69,6 +75,7 @@ async def ensure_collection(
         description=description,
         attribute_model=attributes,
         scene_model=scene,
+        face_index=face_index.params() if face_index is not None else None,
     )
     try:
         return (await client.retriever.CreateCollection(request)).collection, True

@@ -39,7 +39,7 @@ from facesearch.core.callbacks import call_back
 from facesearch.core.collections import scan_points
 from facesearch.core.indexing import _BoundedUpserts, embed_images
 from facesearch.errors import CollectionMismatch, FacesearchError
-from facesearch.face_matching import StoredFace, match_faces
+from facesearch.face_matching import match_faces, stored_face
 from facesearch.index_resume import (
     IndexIncomplete,
     TransientRefusal,
@@ -207,15 +207,6 @@ class _Face:
 def _digest(point: retriever_pb2.Point) -> bytes:
     meta = retriever_pb2.Point(metadata=point.metadata).SerializeToString(deterministic=True)
     return hashlib.blake2b(meta, digest_size=8).digest()
-
-
-def _stored_face(point: retriever_pb2.Point) -> StoredFace:
-    meta = point.metadata
-    box = None
-    if all(k in meta for k in ("box_x", "box_y", "box_w", "box_h")):
-        box = tuple(float(meta[k].double_value) for k in ("box_x", "box_y", "box_w", "box_h"))
-    index = int(meta["face_index"].int_value) if "face_index" in meta else None
-    return StoredFace(point.id, box, index)  # type: ignore[arg-type]
 
 
 class _Reembed:
@@ -703,7 +694,7 @@ class _Reembed:
         """The stored faces of one image with their new face vectors; the faces not detected
         now are lost (reported), faces detected now that were not stored are counted."""
         boxes = [(f.box.x, f.box.y, f.box.width, f.box.height) for f in result.faces]
-        pairs = match_faces([_stored_face(p) for p in stored], boxes)
+        pairs = match_faces([stored_face(p) for p in stored], boxes)
         self.summary.new_faces += len(result.faces) - len(pairs)
         unmatched = [p.id for p in stored if p.id not in pairs]
         if unmatched:

@@ -402,6 +402,9 @@ class DescriptionHits(list[messages.Hit]):
         self.face_quality: float | None = None
         self.face_weight: float | None = None
         self.notes: list[str] = []
+        # The attribute term's score for a face stored without attributes (the description's
+        # mean log-likelihood under the attribute priors); None when no attribute term ran.
+        self.missing_attribute_score: float | None = None
 
     def face_score(self, hit: messages.Hit) -> float | None:
         """The hit's cosine with the probe face, or None when no face term ran."""
@@ -480,23 +483,35 @@ async def search_face_with_description(
     request = messages.search_request(collection, terms, k=k, where=where)
     reply = await client.retriever.Search(request)
     out.extend(messages.hits(reply.results[0]))
-    out.notes.extend(_coverage_notes(reply, collection))
+    out.notes.extend(_coverage_notes(reply, collection, out))
     return out
 
 
-def _coverage_notes(reply: retriever_pb2.SearchResponse, collection: str) -> list[str]:
+def _coverage_notes(
+    reply: retriever_pb2.SearchResponse, collection: str, out: DescriptionHits
+) -> list[str]:
     """What a user must know of a field searched that only part of the faces hold
     (SearchResponse.partial_fields): those faces were not scored by it."""
     notes = []
     for c in reply.partial_fields:
         head = f"{c.points_without:,} of the {c.points:,} faces have no {c.field!r} vector"
         if c.field == messages.ATTRIBUTE_FIELD:
-            # A missing term scores 0, and attribute scores are log-likelihoods (<= 0): those
-            # faces count as fitting the description perfectly.
+            neutral = out.missing_attribute_score
+            how = (
+                "they score as a face of unknown attributes would (the description's "
+                f"likelihood under the attribute priors, {math.exp(neutral):.2f})"
+                if neutral
+                # An embedder that states no priors: 0, the best a log-likelihood scores.
+                else "they score as if they fitted it fully and may rank too high"
+            )
+            found = (
+                ""
+                if "face" in out.used
+                else ", and a search by the description alone cannot find them"
+            )
             notes.append(
-                f"{head}: the description could not be checked against them, so they score as "
-                f"if they fitted it fully and may rank too high; fill them with "
-                f"`facesearch backfill {collection} --field {c.field}`"
+                f"{head}: the description could not be checked against them, so {how}{found}; "
+                f"fill them with `facesearch backfill {collection} --field {c.field}`"
             )
         else:
             notes.append(f"{head}: the description was not matched against them (score 0)")
@@ -528,11 +543,15 @@ def _description_term(
     if has_attributes and out.evidence:
         out.used.append("attributes")
         assert parsed is not None
+        # A face stored without attributes scores the description's likelihood under the
+        # model's priors (neutral), not 0: 0 is the best a log-likelihood can score.
+        out.missing_attribute_score = parsed.prior_score
         return messages.text_term(
             fields.attributes,
             parsed.query_vector,
             fields.attributes_model,
             weight=ATTRIBUTE_WEIGHT if weight is None else weight,
+            missing_similarity=parsed.prior_score,
         )
     if has_captions:
         if has_attributes:

@@ -299,8 +299,11 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         )
         if request.role == pb.TEXT_ROLE_DESCRIPTION and self.descriptions is not None:
             model = self.faces.attribute_model or ""
+            prior = attribute_messages.prior_vector(self._cards.get(model))
             for evidence in await self.descriptions.read_many(list(request.texts)):
-                reply.descriptions.append(attribute_messages.description_evidence(evidence, model))
+                reply.descriptions.append(
+                    attribute_messages.description_evidence(evidence, model, prior)
+                )
         return reply
 
     async def EmbedImagesStream(

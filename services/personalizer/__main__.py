@@ -47,7 +47,11 @@ def sessions_config(cfg: PersonalizerSettings) -> SessionsConfig:
         ConsolidationParams(), steps=cfg.lasting_steps, learning_rate=cfg.lasting_learning_rate
     )
     return SessionsConfig(
-        default_k=cfg.k, round=p, undo_depth=cfg.undo_depth, consolidation=lasting
+        default_k=cfg.k,
+        round=p,
+        undo_depth=cfg.undo_depth,
+        consolidation=lasting,
+        exploration_seed=cfg.exploration_seed,
     )
 
 

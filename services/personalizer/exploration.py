@@ -9,7 +9,20 @@ the user say "not this" to whole regions of the face space at once.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
+
+
+def session_rng(seed: int, session_id: str, round_no: int) -> np.random.Generator:
+    """The exploration RNG of one round of one session.
+
+    Derived from (``seed`` setting, session id, round) rather than held by the process, so a
+    session's candidates are reproducible (the same collection gives the same exploration pool
+    on replay, on another replica, or after an undo puts the round back), while distinct
+    sessions still explore differently. The id is hashed because it is text of any length."""
+    digest = hashlib.blake2b(session_id.encode(), digest_size=8).digest()
+    return np.random.default_rng((seed, int.from_bytes(digest, "little"), round_no))
 
 
 def random_directions(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

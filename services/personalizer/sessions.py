@@ -48,7 +48,7 @@ from facesearch_server.personalizer.consolidation import (
     consolidate,
     relative_answers,
 )
-from facesearch_server.personalizer.exploration import random_directions
+from facesearch_server.personalizer.exploration import random_directions, session_rng
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.head_store import HeadSnapshot, HeadStore
 from facesearch_server.personalizer.online_training import train_round
@@ -85,6 +85,8 @@ class SessionsConfig:
     undo_depth: int = 4
     # How a session's answers update the user's lasting head at its end.
     consolidation: ConsolidationParams = field(default_factory=ConsolidationParams)
+    # Seed of the exploration directions (with the session id and round: exploration.py).
+    exploration_seed: int = 0
 
     def __post_init__(self) -> None:
         # Settings within what the contract allows: k as a caller could ask for it, and
@@ -111,7 +113,6 @@ class Sessions:
         self.store = store
         self.source = source
         self.cfg = config or SessionsConfig()
-        self.rng = np.random.default_rng()
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -160,7 +161,8 @@ class Sessions:
         queries = scoring_queries(head, c, k, p)
         n_scored = len(queries)
         if n_exp > 0 or c.mu_pos is None:
-            dirs = random_directions(self.rng, p.pool_directions, s.dim)
+            rng = session_rng(self.cfg.exploration_seed, s.id, s.round)
+            dirs = random_directions(rng, p.pool_directions, s.dim)
             queries += [(d, p.pool_per_direction) for d in dirs]
         exclude = s.shown + s.exclude
         results = await self.source.search(

@@ -75,3 +75,9 @@ class PersonalizerSettings(ServiceSettings):
     lasting_learning_rate: float = Field(
         0.003, gt=0, description="learning rate of that update (small: one session, one step)"
     )
+    exploration_seed: int = Field(
+        0,
+        ge=0,
+        description="seed of the exploration faces; with the session id and round it makes a "
+        "session's candidates reproducible",
+    )

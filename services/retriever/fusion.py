@@ -94,6 +94,10 @@ def plan(coll: Collection, q: pb.Query, i: int, limits: Limits) -> Plan:
             raise InvalidArgument(tpath, "set one of vector, point_id or person_id")
         if t.model_id and t.model_id != spec.model_id:
             check.check_model(t.model_id, spec, f"{tpath}.model_id")
+        if t.HasField("missing_similarity") and not math.isfinite(t.missing_similarity):
+            raise InvalidArgument(
+                f"{tpath}.missing_similarity", f"is {t.missing_similarity}; give a finite score"
+            )
         terms.append(term)
     if not any(t.weight > 0 for t in terms):
         raise InvalidArgument(
@@ -199,7 +203,8 @@ async def search(
 async def _field_coverage(
     coll: Collection, plans: list[Plan], b: CallBudget
 ) -> list[pb.FieldCoverage]:
-    """The searched fields that some points lack (they score 0 there), for the reply to say.
+    """The searched fields that some points lack (they score the term's missing_similarity,
+    0 unless set), for the reply to say.
     A vector term on a field no face has a vector in (a text search on a collection indexed
     without captions) would silently add nothing: it is refused, saying what to index."""
     reports = await coll.shards.reports(b)
@@ -332,6 +337,9 @@ async def _fused(
     term_sims = np.zeros((len(pts), len(p.terms)), dtype=np.float32)
     for j, t in enumerate(p.terms):
         name = t.spec.name
+        # A record without the field scores the term's stated neutral similarity (0 unless set):
+        # for a log-likelihood term 0 would be the best score, not a neutral one.
+        term_sims[:, j] = t.proto.missing_similarity
         rows = [i for i, x in enumerate(pts) if name in x.vectors]
         if rows:
             mat = np.array([list(pts[i].vectors[name].values) for i in rows], dtype=np.float32)

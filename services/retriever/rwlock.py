@@ -30,6 +30,24 @@ class RWLock:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
+    def try_read(self) -> Iterator[bool]:
+        """read() if no writer holds or waits for the lock, else nothing: yields whether it was
+        taken. For a caller that must not block (the event loop's inline searches)."""
+        with self._cond:
+            if self._writer:
+                taken = False
+            else:
+                self._readers += 1
+                taken = True
+        try:
+            yield taken
+        finally:
+            if taken:
+                with self._cond:
+                    self._readers -= 1
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
     def write(self) -> Iterator[None]:
         with self._cond:
             while self._writer:

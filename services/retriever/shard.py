@@ -24,9 +24,10 @@ import numpy as np
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import gpu, shard_persistence, shard_stats, snapshot
 from facesearch_server.retriever.build_schedule import SCRUB, BuildSchedule
+from facesearch_server.retriever.field_index import FieldIndex
 from facesearch_server.retriever.filters import Predicate
 from facesearch_server.retriever.rwlock import RWLock
-from facesearch_server.retriever.shard_search import search_field
+from facesearch_server.retriever.shard_search import is_small, search_field
 from facesearch_server.retriever.shard_state import ShardState
 from facesearch_server.retriever.wal import (
     OP_ADD_VECTORS,
@@ -197,6 +198,30 @@ class LocalShard:
                 self.state.fill_vectors(pts)
         return [p for _, p in pts], (found[-1][0] if found else after), more
 
+    def search_small(
+        self,
+        field: str,
+        queries: np.ndarray,
+        k: int,
+        pred: Predicate | None,
+        exclude: list[str],
+        params: pb.SearchParams,
+        with_meta: bool,
+        with_vectors: bool,
+    ) -> list[list[tuple[float, pb.Point]]] | None:
+        """search() on the calling thread (the event loop) when it is small (is_small) and no
+        write holds the lock; None otherwise, for the caller to run search() on a worker."""
+        fi = self.state.fields[field]
+        if not is_small(fi, len(queries), pred, params):
+            return None
+        with self._rw.try_read() as taken:
+            if not taken:
+                return None
+            gpu.pin_threads()
+            return self._search_locked(
+                fi, queries, k, pred, exclude, params, with_meta, with_vectors
+            )
+
     def search(
         self,
         field: str,
@@ -210,18 +235,33 @@ class LocalShard:
     ) -> list[list[tuple[float, pb.Point]]]:
         gpu.pin_threads()
         fi = self.state.fields[field]
-        store = self.state.store
         with self._rw.read():
-            hits = search_field(store, fi, queries, k, pred, exclude, params)
-            if not with_meta and not with_vectors:
-                # The hot path of plain searches: ids and scores only.
-                return [[(s, pb.Point(id=i)) for s, i, _l in row] for row in hits]
-            out: list[list[tuple[float, pb.Point]]] = []
-            for row in hits:
-                pts = [(lab, store.point(store.records[lab], with_meta)) for _s, _i, lab in row]
-                if with_vectors:
-                    self.state.fill_vectors(pts)
-                out.append([(s, p) for (s, _i, _l), (_lab, p) in zip(row, pts, strict=True)])
+            return self._search_locked(
+                fi, queries, k, pred, exclude, params, with_meta, with_vectors
+            )
+
+    def _search_locked(
+        self,
+        fi: FieldIndex,
+        queries: np.ndarray,
+        k: int,
+        pred: Predicate | None,
+        exclude: list[str],
+        params: pb.SearchParams,
+        with_meta: bool,
+        with_vectors: bool,
+    ) -> list[list[tuple[float, pb.Point]]]:
+        store = self.state.store
+        hits = search_field(store, fi, queries, k, pred, exclude, params)
+        if not with_meta and not with_vectors:
+            # The hot path of plain searches: ids and scores only.
+            return [[(s, pb.Point(id=i)) for s, i, _l in row] for row in hits]
+        out: list[list[tuple[float, pb.Point]]] = []
+        for row in hits:
+            pts = [(lab, store.point(store.records[lab], with_meta)) for _s, _i, lab in row]
+            if with_vectors:
+                self.state.fill_vectors(pts)
+            out.append([(s, p) for (s, _i, _l), (_lab, p) in zip(row, pts, strict=True)])
         return out
 
     # ---- approximate indexes -------------------------------------------------------------

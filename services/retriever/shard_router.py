@@ -149,6 +149,19 @@ class LocalShardHandle:
         return ShardPage(*await asyncio.to_thread(self.shard.scan, after, limit, with_vectors))
 
     async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]:
+        # A small search is answered here, on the event loop: cheaper than the thread hop.
+        small = self.shard.search_small(
+            req.field,
+            req.queries,
+            req.k,
+            req.pred,
+            req.exclude,
+            req.params,
+            req.with_meta,
+            req.with_vectors,
+        )
+        if small is not None:
+            return small
         return await asyncio.to_thread(
             self.shard.search,
             req.field,

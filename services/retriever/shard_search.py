@@ -25,6 +25,25 @@ log = logging.getLogger("facesearch.retriever.shard")
 # cheaper than the approximate index and never short of results.
 FLAT_FILTER_MAX = 20_000
 
+# Searches at most this costly run on the event loop instead of a worker thread (is_small):
+# at batch 1 the thread hop (pool submit, two wake-ups, call_soon_threadsafe) took more of the
+# server's CPU than the HNSW search itself (py-spy, bench/peers/README.md). A few queries
+# through a built graph of moderate width with no exact-scanned delta and no filter cost
+# 0.05-0.5 ms; anything that may scan (exact, filter, delta, wide IVF) keeps the thread.
+INLINE_MAX_QUERIES = 4
+INLINE_MAX_WIDTH = 256
+
+
+def is_small(fi: FieldIndex, nq: int, pred: Predicate | None, params: pb.SearchParams) -> bool:
+    """Whether a search is cheap enough to answer on the event loop (INLINE_MAX_QUERIES)."""
+    ann = fi.ann
+    if ann is None or nq > INLINE_MAX_QUERIES or pred is not None or params.exact or fi.delta:
+        return False
+    if ann.kind != pb.INDEX_KIND_HNSW or ann.search_index is not ann.index:
+        return False  # IVF probes and GPU calls vary more; they keep the worker thread
+    width = params.ef_search or ann.width(fi.spec.index)
+    return width <= INLINE_MAX_WIDTH and params.rescore_top <= INLINE_MAX_WIDTH
+
 
 def search_field(
     store: RecordStore,

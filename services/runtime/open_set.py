@@ -131,8 +131,9 @@ class QualityBand:
 @dataclass(frozen=True)
 class ScoreCalibration:
     """A face model's calibration: one band per range of probe quality, ascending. A
-    comparison's FMR is its band's curve times ``fmr_safety_factor`` (>= 1), the largest
-    under-estimate seen when the curve fitted on some identities met others (fit.py)."""
+    comparison's FMR is its band's curve times ``fmr_safety_factor`` (>= 1), a high quantile
+    of the under-estimate seen when curves fitted on some identities met others
+    (calibration/safety_factor.py)."""
 
     model_id: str
     bands: tuple[QualityBand, ...]

@@ -132,6 +132,12 @@ def test_the_service_returns_attributes_and_evidence(stub) -> None:  # type: ign
     ]
     assert {e.phrase for e in evidence.evidence} == {"older", "man", "glasses", "beard"}
     assert sum(evidence.query_vector.values) == pytest.approx(1.0)
+    # The neutral score of a face of unknown attributes: the evidence's likelihood under the
+    # training prevalences the card states.
+    prevalence = model_cards.card_for(mf.ATTRIBUTES, None)["training"]["prevalence"]
+    prior = an.attribute_vector(np.array([prevalence[n] for n in an.NAMES]))
+    expected = float(np.dot(evidence.query_vector.values, prior))
+    assert evidence.prior_score == pytest.approx(expected, abs=1e-5) and expected < -0.3
     # Other roles carry no evidence: a query is not a description of a face.
     plain = stub.EmbedText(pb.EmbedTextRequest(texts=[text]), timeout=60)
     assert not plain.descriptions

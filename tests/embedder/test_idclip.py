@@ -39,13 +39,13 @@ codes, write_triples, train = tiny_clip.codes, tiny_clip.write_triples, tiny_cli
 
 @pytest.fixture(scope="module")
 def prepared(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return tiny_clip.prepared(tmp_path_factory.getbasetemp(), model_dir)
+    return tiny_clip.prepared(tiny_clip.shared_base(tmp_path_factory), model_dir)
 
 
 @pytest.fixture(scope="module")
 def trained(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """A copy of the tiny model's dir, its translator trained on the synthetic triples."""
-    return tiny_clip.identity_trained(tmp_path_factory.getbasetemp(), model_dir)
+    return tiny_clip.identity_trained(tiny_clip.shared_base(tmp_path_factory), model_dir)
 
 
 def session(path: Path) -> ort.InferenceSession:

@@ -39,7 +39,7 @@ MIN_COSINE = 0.9999
 
 @pytest.fixture(scope="module")
 def prepared(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return tiny_clip.prepared(tmp_path_factory.getbasetemp(), model_dir)
+    return tiny_clip.prepared(tiny_clip.shared_base(tmp_path_factory), model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from filelock import FileLock
+
+if TYPE_CHECKING:
+    import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_ID = "tiny-clip-v1"
@@ -95,10 +100,24 @@ def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     )
 
 
+def shared_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The base temp dir of this test run, shared by its pytest-xdist workers (each worker's
+    own base is a child of it): the open_clip steps below then run once per run, not per
+    worker."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def prepared(base: Path, model_dir: Path) -> tuple[Path, Path]:
     """(the tiny checkpoints with their references, a model dir with the shipped files linked
     in and the tiny model imported as MODEL_ID by the import command), made once under
-    ``base`` (a test session's base temp dir) and reused by every test module."""
+    ``base`` (shared_base) and reused by every test module, whichever worker runs it."""
+    # A second worker waits here for the first one's files instead of making its own.
+    with FileLock(base / "tiny-clip.lock"):
+        return _prepared(base, model_dir)
+
+
+def _prepared(base: Path, model_dir: Path) -> tuple[Path, Path]:
     from facesearch_server.embedder import model_cards
     from facesearch_server.embedder import model_files as mf
 
@@ -197,15 +216,20 @@ def identity_trained(base: Path, model_dir: Path) -> tuple[Path, Path, str]:
     tiny, clip_dir = prepared(base, model_dir)
     dest = base / "tiny-clip-idclip" / "models"
     log = dest.parent / "train.log"
-    if not log.exists():
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(clip_dir, dest, symlinks=True)
-        done = train_idclip(dest, tiny, write_triples(dest.parent / "data"), *TRAIN)
-        if done.returncode:
-            raise AssertionError(f"train idclip failed: {done.stderr[-3000:]}")
-        log.write_text(done.stdout)
+    with FileLock(base / "tiny-clip-idclip.lock"):
+        if not log.exists():
+            _train_identities(tiny, clip_dir, dest, log)
     return tiny, dest, log.read_text()
+
+
+def _train_identities(tiny: Path, clip_dir: Path, dest: Path, log: Path) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(clip_dir, dest, symlinks=True)
+    done = train_idclip(dest, tiny, write_triples(dest.parent / "data"), *TRAIN)
+    if done.returncode:
+        raise AssertionError(f"train idclip failed: {done.stderr[-3000:]}")
+    log.write_text(done.stdout)
 
 
 def main() -> None:

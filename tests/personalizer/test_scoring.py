@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from facesearch_server.personalizer.answer_model import AnswerModel
-from facesearch_server.personalizer.exploration import farthest_points, random_directions
+from facesearch_server.personalizer.exploration import (
+    farthest_points,
+    random_directions,
+    session_rng,
+)
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.online_training import TrainingParams, train_round
 from facesearch_server.personalizer.round_planner import RoundParams, exploratory_count, select
@@ -91,6 +95,22 @@ def test_farthest_points_spread_out_and_avoid_what_was_seen() -> None:
     assert min_gap(picked) > min_gap(rand)
     d = random_directions(rng, 5, 64)
     np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-5)
+
+
+def test_exploration_rng_is_reproducible_per_session_and_round() -> None:
+    def dirs(seed: int, sid: str, rnd: int) -> np.ndarray:
+        return random_directions(session_rng(seed, sid, rnd), 4, 32)
+
+    np.testing.assert_array_equal(dirs(0, "s-1", 3), dirs(0, "s-1", 3))
+    for other in (dirs(1, "s-1", 3), dirs(0, "s-2", 3), dirs(0, "s-1", 4)):
+        assert not np.allclose(other, dirs(0, "s-1", 3))
+
+
+def test_sessions_draw_exploration_from_the_session_rng() -> None:
+    # The service holds no process-wide RNG: a round's pool depends only on its inputs.
+    from facesearch_server.personalizer.sessions import Sessions, SessionsConfig
+
+    assert not hasattr(Sessions(None, None, None, SessionsConfig()), "rng")  # type: ignore[arg-type]
 
 
 def test_round_mixes_exploration_and_never_repeats() -> None:

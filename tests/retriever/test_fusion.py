@@ -52,6 +52,24 @@ def test_face_plus_caption_weighted_sum(alpha: Client, data: tuple[np.ndarray, n
     assert len(hits[0].term_scores) == 2
 
 
+def test_a_record_lacking_a_field_scores_the_terms_missing_similarity(
+    alpha: Client, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, t = data
+    req = pb.SearchRequest(collection="fused")
+    q = req.queries.add(k=80)
+    q.terms.add(field="face", model_id=MODEL, weight=1.0).vector.values.extend(x[5].tolist())
+    cap = q.terms.add(field="caption", model_id=TEXT, weight=0.5, missing_similarity=-0.25)
+    cap.vector.values.extend(t[6].tolist())
+    hits = {h.id: h for h in alpha.Search(req).results[0].hits}
+    assert "f5" in hits and "f6" in hits  # f5 has no caption (5 % 5 == 0), f6 has one
+    assert hits["f5"].term_scores[1] == pytest.approx(-0.25)
+    assert hits["f5"].score == pytest.approx(1.0 - 0.125, abs=1e-4)
+    assert hits["f6"].term_scores[1] == pytest.approx(1.0, abs=1e-4)
+    cap.missing_similarity = float("nan")
+    assert code_of(lambda: alpha.Search(req)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_point_id_term(alpha: Client, data: tuple[np.ndarray, np.ndarray]) -> None:
     x, _ = data
     req = pb.SearchRequest(collection="fused")

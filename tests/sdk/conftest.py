@@ -6,15 +6,19 @@ The gallery is 17 LFW photos of 4 people with a caption sidecar each (from
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from facesearch import ClientSettings, FacesearchClient
 from harness.service_process import ServiceProcess, start_suite, stop_suite
 from harness.shared_data import shared_data_dir
+
+from .apis import AsyncApi, SyncApi, open_async
 
 GALLERY = {
     "Aaron_Peirsol": (4, "a swimmer in goggles at the pool after a race"),
@@ -52,6 +56,27 @@ def settings_of(services: dict[str, ServiceProcess], **kw: object) -> ClientSett
 def client(suite: dict[str, ServiceProcess]) -> Iterator[FacesearchClient]:
     with FacesearchClient(settings_of(suite)) as fs:
         yield fs
+
+
+@pytest.fixture
+def api_settings(suite: dict[str, ServiceProcess]) -> ClientSettings:
+    """Where ``api`` connects: the shared suite; a module with a stack of its own overrides it."""
+    return settings_of(suite)
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest, api_settings: ClientSettings) -> Iterator[Any]:
+    """The SDK's sync or async API (apis.py), each test run once through each."""
+    if request.param == "sync":
+        with FacesearchClient(api_settings) as fs:
+            yield SyncApi(fs)
+        return
+    with asyncio.Runner() as runner:
+        client = runner.run(open_async(api_settings))
+        try:
+            yield AsyncApi(runner, client)
+        finally:
+            runner.run(client.close())
 
 
 @pytest.fixture(scope="package")

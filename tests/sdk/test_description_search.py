@@ -146,6 +146,39 @@ def test_negation_reverses_the_ranking(fs: FacesearchClient, beards: str) -> Non
     assert ("beard", False) in [(e.name, e.present) for e in without.evidence]
 
 
+def test_a_face_without_attributes_ranks_between_fitting_and_contradicting_faces(
+    fs: FacesearchClient,
+) -> None:
+    # Three faces the face term cannot tell apart (its weight is negligible): one that fits
+    # "a man with a beard", one that contradicts it and one stored without attributes. A
+    # face of unknown attributes scores the description's likelihood under the priors, so it
+    # ranks between them; before, it scored 0 (the best a log-likelihood can) and ranked first.
+    name = "tgfr-partly-filled"
+    create(fs, name, mf.ATTRIBUTES)
+    faces = np.random.default_rng(5).normal(size=(3, 128)).astype(np.float32)
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    unknown = retriever_pb2.Point(id="unknown")
+    unknown.vectors["face"].values.extend(faces[2].tolist())
+    unknown.model_ids["face"] = mf.SFACE
+    points = [
+        attribute_point("fits", faces[0], male=0.95, beard=0.95),
+        attribute_point("contradicts", faces[1], male=0.05, beard=0.02),
+        unknown,
+    ]
+    fs.retriever.Upsert(messages.upsert_request(name, points))
+    found = flows.search_face_with_description(
+        fs, name, PHOTOS[0], "a man with a beard", k=3, face_weight=1e-6
+    )
+    assert [h.id for h in found] == ["fits", "unknown", "contradicts"]
+    neutral = found.missing_attribute_score
+    assert neutral is not None and -3.9 < neutral < -0.05
+    assert found[1].term_scores[1] == pytest.approx(neutral, abs=1e-5)
+    assert any(
+        "1 of the 3 faces have no 'attributes' vector" in n and "attribute priors" in n
+        for n in found.notes
+    ), found.notes
+
+
 def test_neither_attributes_nor_captions_fails_saying_how_to_back_fill(
     fs: FacesearchClient,
 ) -> None:

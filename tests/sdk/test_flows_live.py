@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,70 +23,6 @@ from .conftest import GALLERY, settings_of
 
 COLLECTION = "sdk-flows"
 IMAGES = sum(n for n, _ in GALLERY.values())
-
-
-class SyncApi:
-    """``api.<flow>(...)`` = ``flows.<flow>(client, ...)``."""
-
-    mode = "sync"
-
-    def __init__(self, client: FacesearchClient) -> None:
-        self.client = client
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        flow = getattr(flows, name)
-        if name in flows.STREAMING_FLOWS:
-            return lambda *args, **kw: list(flow(self.client, *args, **kw))
-        return lambda *args, **kw: flow(self.client, *args, **kw)
-
-    def rpc(self, service: str, method: str, request: Any) -> Any:
-        return getattr(getattr(self.client, service), method)(request)
-
-
-class AsyncApi:
-    """``api.<flow>(...)`` = ``await aio.<flow>(client, ...)``, run on a loop of its own
-    (asyncio.Runner), where the AsyncFacesearchClient lives."""
-
-    mode = "async"
-
-    def __init__(self, runner: asyncio.Runner, client: AsyncFacesearchClient) -> None:
-        self.runner, self.client = runner, client
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        flow = getattr(aio, name)
-        if name in aio.STREAMING_FLOWS:
-
-            async def collect(*args: Any, **kw: Any) -> list[Any]:
-                return [item async for item in flow(self.client, *args, **kw)]
-
-            return lambda *args, **kw: self.runner.run(collect(*args, **kw))
-        return lambda *args, **kw: self.runner.run(flow(self.client, *args, **kw))
-
-    def rpc(self, service: str, method: str, request: Any) -> Any:
-        call = getattr(getattr(self.client, service), method)
-
-        async def reply() -> Any:
-            return await call(request)
-
-        return self.runner.run(reply())
-
-
-@pytest.fixture(params=["sync", "async"])
-def api(request: pytest.FixtureRequest, suite: dict[str, ServiceProcess]) -> Iterator[Any]:
-    if request.param == "sync":
-        with FacesearchClient(settings_of(suite)) as client:
-            yield SyncApi(client)
-        return
-    with asyncio.Runner() as runner:
-        client = runner.run(_open_async(settings_of(suite)))
-        try:
-            yield AsyncApi(runner, client)
-        finally:
-            runner.run(client.close())
-
-
-async def _open_async(settings: Any) -> AsyncFacesearchClient:
-    return AsyncFacesearchClient(settings)
 
 
 @pytest.fixture(scope="module")

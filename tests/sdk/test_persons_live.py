@@ -4,8 +4,6 @@ enrolled is unknown, forget with a dry run first."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,24 +12,6 @@ import numpy as np
 import pytest
 
 from facesearch import FacesearchClient, FacesearchError, NoFaceFound
-from harness.service_process import ServiceProcess
-
-from .conftest import settings_of
-from .test_flows_live import AsyncApi, SyncApi, _open_async
-
-
-@pytest.fixture(params=["sync", "async"])
-def api(request: pytest.FixtureRequest, suite: dict[str, ServiceProcess]) -> Iterator[Any]:
-    if request.param == "sync":
-        with FacesearchClient(settings_of(suite)) as client:
-            yield SyncApi(client)
-        return
-    with asyncio.Runner() as runner:
-        client = runner.run(_open_async(settings_of(suite)))
-        try:
-            yield AsyncApi(runner, client)
-        finally:
-            runner.run(client.close())
 
 
 def photos(gallery: Path, person: str) -> list[Path]:

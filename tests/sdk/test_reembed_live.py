@@ -6,7 +6,6 @@ from ../shared/data (skipped without them)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import shutil
@@ -24,12 +23,9 @@ import numpy as np
 import pytest
 
 from facesearch import ClientSettings, FacesearchClient, cli, flows, messages
-from facesearch.async_client import AsyncFacesearchClient
 from facesearch.core import search as search_flows
 from facesearch_contract.v1 import persons_pb2, retriever_pb2
 from harness.service_process import REPO_ROOT, ServiceProcess, start_service
-
-from .test_flows_live import AsyncApi, SyncApi
 
 pytestmark = pytest.mark.slow
 
@@ -90,22 +86,10 @@ def client(services: dict[str, ServiceProcess]) -> Iterator[FacesearchClient]:
         yield fs
 
 
-@pytest.fixture(params=["sync", "async"])
-def api(request: pytest.FixtureRequest, services: dict[str, ServiceProcess]) -> Iterator[Any]:
-    if request.param == "sync":
-        with FacesearchClient(settings(services)) as fs:
-            yield SyncApi(fs)
-        return
-    with asyncio.Runner() as runner:
-        fs = runner.run(_open(settings(services)))
-        try:
-            yield AsyncApi(runner, fs)
-        finally:
-            runner.run(fs.close())
-
-
-async def _open(s: ClientSettings) -> AsyncFacesearchClient:
-    return AsyncFacesearchClient(s)
+@pytest.fixture
+def api_settings(services: dict[str, ServiceProcess]) -> ClientSettings:
+    """``api`` (conftest.py) on this module's own stack, not the shared suite."""
+    return settings(services)
 
 
 def conn(services: dict[str, ServiceProcess]) -> list[str]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from facesearch import flows
-from facesearch.face_matching import StoredFace, iou, match_faces
+from facesearch.face_matching import StoredFace, iou, match_faces, stored_face
 from facesearch.reembed_journal import ReembedJournal
+from facesearch_contract.v1 import retriever_pb2
 
 
 def test_faces_pair_by_overlap_best_first_each_detection_once() -> None:
@@ -31,6 +32,17 @@ def test_a_face_without_a_box_pairs_by_its_number_and_a_weak_overlap_not_at_all(
     detected = [(6, 6, 10, 10), (50, 50, 10, 10)]
     assert iou((0, 0, 10, 10), (6, 6, 10, 10)) < 0.5
     assert match_faces(stored, detected) == {"x": 1}
+
+
+def test_a_stored_point_gives_its_box_and_face_number_and_no_box_when_one_key_is_missing() -> None:
+    point = retriever_pb2.Point(id="a")
+    for key, value in {"box_x": 10, "box_y": 20, "box_w": 30.5, "box_h": 40}.items():
+        point.metadata[key].double_value = value
+    point.metadata["face_index"].int_value = 2
+    assert stored_face(point) == StoredFace("a", (10.0, 20.0, 30.5, 40.0), 2)
+    del point.metadata["box_h"]
+    del point.metadata["face_index"]
+    assert stored_face(point) == StoredFace("a", None, None)
 
 
 def test_the_journal_remembers_the_collection_it_made_and_the_faces_it_lost(

@@ -38,7 +38,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The tiny model with an Id-CLIP translator (trained on tiny_clip's synthetic task): a
     text without the placeholder gives the same vector as without the translator."""
     export_all(MODEL_DIR, only_missing=True)
-    tiny, models, _ = tiny_clip.identity_trained(tmp_path_factory.getbasetemp(), MODEL_DIR)
+    tiny, models, _ = tiny_clip.identity_trained(tiny_clip.shared_base(tmp_path_factory), MODEL_DIR)
     return tiny, models
 
 

@@ -193,14 +193,16 @@ class AttributeEvidence(_message.Message):
     def __init__(self, name: _Optional[str] = ..., present: _Optional[bool] = ..., confidence: _Optional[float] = ..., phrase: _Optional[str] = ...) -> None: ...
 
 class DescriptionEvidence(_message.Message):
-    __slots__ = ("evidence", "attribute_model_id", "query_vector")
+    __slots__ = ("evidence", "attribute_model_id", "query_vector", "prior_score")
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_SCORE_FIELD_NUMBER: _ClassVar[int]
     evidence: _containers.RepeatedCompositeFieldContainer[AttributeEvidence]
     attribute_model_id: str
     query_vector: _common_pb2.Vector
-    def __init__(self, evidence: _Optional[_Iterable[_Union[AttributeEvidence, _Mapping]]] = ..., attribute_model_id: _Optional[str] = ..., query_vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ...) -> None: ...
+    prior_score: float
+    def __init__(self, evidence: _Optional[_Iterable[_Union[AttributeEvidence, _Mapping]]] = ..., attribute_model_id: _Optional[str] = ..., query_vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., prior_score: _Optional[float] = ...) -> None: ...
 
 class EmbedStreamRequest(_message.Message):
     __slots__ = ("image", "options", "model_id", "with_scene")

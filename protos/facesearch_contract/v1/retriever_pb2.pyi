@@ -477,7 +477,7 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class QueryTerm(_message.Message):
-    __slots__ = ("field", "vector", "point_id", "person_id", "model_id", "weight", "person_collection", "person_aggregation")
+    __slots__ = ("field", "vector", "point_id", "person_id", "model_id", "weight", "person_collection", "person_aggregation", "missing_similarity")
     FIELD_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     POINT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -486,6 +486,7 @@ class QueryTerm(_message.Message):
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     PERSON_COLLECTION_FIELD_NUMBER: _ClassVar[int]
     PERSON_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     field: str
     vector: _common_pb2.Vector
     point_id: str
@@ -494,7 +495,8 @@ class QueryTerm(_message.Message):
     weight: float
     person_collection: str
     person_aggregation: PersonAggregation
-    def __init__(self, field: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., point_id: _Optional[str] = ..., person_id: _Optional[str] = ..., model_id: _Optional[str] = ..., weight: _Optional[float] = ..., person_collection: _Optional[str] = ..., person_aggregation: _Optional[_Union[PersonAggregation, str]] = ...) -> None: ...
+    missing_similarity: float
+    def __init__(self, field: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., point_id: _Optional[str] = ..., person_id: _Optional[str] = ..., model_id: _Optional[str] = ..., weight: _Optional[float] = ..., person_collection: _Optional[str] = ..., person_aggregation: _Optional[_Union[PersonAggregation, str]] = ..., missing_similarity: _Optional[float] = ...) -> None: ...
 
 class SearchParams(_message.Message):
     __slots__ = ("nprobe", "ef_search", "rescore_top", "exact")

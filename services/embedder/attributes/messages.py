@@ -19,7 +19,21 @@ def face_attributes(probabilities: np.ndarray, model_id: str) -> pb.FaceAttribut
     )
 
 
-def description_evidence(evidence: list[Evidence], model_id: str) -> pb.DescriptionEvidence:
+def prior_vector(card: dict | None) -> np.ndarray | None:
+    """The stored attribute vector of a face predicted at the model's training prevalences
+    (its card's training.prevalence), or None when the card states none."""
+    prevalence = ((card or {}).get("training") or {}).get("prevalence")
+    if not prevalence or any(n not in prevalence for n in an.NAMES):
+        return None
+    return an.attribute_vector(np.array([prevalence[n] for n in an.NAMES], dtype=np.float32))
+
+
+def description_evidence(
+    evidence: list[Evidence], model_id: str, prior: np.ndarray | None = None
+) -> pb.DescriptionEvidence:
+    """``prior``: prior_vector of the model; the evidence's likelihood under it is the neutral
+    score of a face whose attributes are unknown (DescriptionEvidence.prior_score)."""
+    query = query_vector(evidence)
     return pb.DescriptionEvidence(
         evidence=[
             pb.AttributeEvidence(
@@ -28,7 +42,8 @@ def description_evidence(evidence: list[Evidence], model_id: str) -> pb.Descript
             for e in evidence
         ],
         attribute_model_id=model_id,
-        query_vector=common.Vector(values=query_vector(evidence).tolist()),
+        query_vector=common.Vector(values=query.tolist()),
+        prior_score=float(query @ prior) if prior is not None else 0.0,
     )
 
 

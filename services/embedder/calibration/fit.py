@@ -95,7 +95,7 @@ def fit_calibration(
     conditions: Sequence[str] | None = None,
 ) -> ScoreCalibration:
     """The bands fitted on every identity given, and the FMR safety factor learned by
-    cross-validation over halves of them (safety_factor.py)."""
+    cross-validation over repeated random halves of them (safety_factor.py)."""
     conditions = list(conditions or data.conditions)
     cal = fit_bands(data, identities, model_id, band_edges, conditions)
     factor, seen = safety_factor.cross_validated_factor(
