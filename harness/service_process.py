@@ -21,9 +21,13 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+if TYPE_CHECKING:
+    from facesearch.settings import ClientSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("embedder", "retriever", "personalizer")
@@ -244,6 +248,20 @@ def start_suite(
         stop_suite(started)
         raise
     return started
+
+
+def suite_settings(
+    services: Mapping[str, ServiceProcess], timeout_s: float = 60, **kw: object
+) -> ClientSettings:
+    """The SDK's settings for a suite started by ``start_suite`` (``kw`` overrides fields)."""
+    from facesearch.settings import ClientSettings  # late: most harness users need no SDK
+
+    return ClientSettings(
+        embedder_address=services["embedder"].address,
+        retriever_address=services["retriever"].address,
+        personalizer_address=services["personalizer"].address,
+        timeout_s=timeout_s,
+    ).replace(**kw)
 
 
 def stop_suite(services: Mapping[str, ServiceProcess]) -> None:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pyexiv2
 
-from facesearch import ClientSettings, FacesearchClient, flows, messages
+from facesearch import FacesearchClient, flows, messages
 from facesearch.context_text import context_of
 from facesearch_contract.v1 import embedder_pb2, retriever_pb2
-from harness.service_process import start_suite, stop_suite
+from harness.service_process import start_suite, stop_suite, suite_settings
 from harness.shared_data import shared_data_dir
 
 BATCH = 64
@@ -88,12 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         suite = start_suite(Path(tmp) / "suite")
         try:
-            settings = ClientSettings(
-                embedder_address=suite["embedder"].address,
-                retriever_address=suite["retriever"].address,
-                personalizer_address=suite["personalizer"].address,
-                timeout_s=120,
-            )
+            settings = suite_settings(suite, timeout_s=120)
             with FacesearchClient(settings) as fs:
                 for source in sources:
                     folder = Path(tmp) / source

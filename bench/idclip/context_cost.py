@@ -27,11 +27,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.idclip import context_archive
-from facesearch import ClientSettings
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.context_text import context_of
 from facesearch.core import ensure_collection, index_folder
-from harness.service_process import start_suite, stop_suite
+from harness.service_process import start_suite, stop_suite, suite_settings
 from harness.shared_data import shared_data_dir
 
 WAYS = {"off": (False, True), "read": (True, False), "read + embed": (True, True)}
@@ -96,12 +95,7 @@ async def main_async(args: argparse.Namespace) -> None:
         }
         suite = start_suite(Path(tmp) / "suite")
         try:
-            settings = ClientSettings(
-                embedder_address=suite["embedder"].address,
-                retriever_address=suite["retriever"].address,
-                personalizer_address=suite["personalizer"].address,
-                timeout_s=120,
-            )
+            settings = suite_settings(suite, timeout_s=120)
             async with AsyncFacesearchClient(settings) as client:
                 rates = await index_rates(client, Path(tmp) / "archive", copies, args.rounds)
         finally:

@@ -37,7 +37,7 @@ import numpy as np
 
 from bench.idclip import context_archive
 from bench.idclip.precision import bootstrap_ci, ceiling_at, distinct, precision_at
-from facesearch import ClientSettings, messages
+from facesearch import messages
 from facesearch.async_client import AsyncFacesearchClient
 from facesearch.core import (
     collection_fields,
@@ -46,7 +46,7 @@ from facesearch.core import (
     search_person_in_context,
 )
 from facesearch.core.context_terms import CAPTIONS, context_terms
-from harness.service_process import start_suite, stop_suite
+from harness.service_process import start_suite, stop_suite, suite_settings
 from harness.shared_data import shared_data_dir
 
 COLLECTION = "person-in-context"
@@ -138,12 +138,7 @@ async def main_async(args: argparse.Namespace) -> None:
         archive = context_archive.write(photos, lfw, Path(tmp) / "archive")
         suite = start_suite(Path(tmp) / "suite")
         try:
-            settings = ClientSettings(
-                embedder_address=suite["embedder"].address,
-                retriever_address=suite["retriever"].address,
-                personalizer_address=suite["personalizer"].address,
-                timeout_s=120,
-            )
+            settings = suite_settings(suite, timeout_s=120)
             async with AsyncFacesearchClient(settings) as client:
                 await ensure_collection(client, COLLECTION)
                 started = time.perf_counter()

@@ -150,7 +150,7 @@ class LocalShardHandle:
 
     async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]:
         # A small search is answered here, on the event loop: cheaper than the thread hop.
-        small = self.shard.search_small(
+        args = (
             req.field,
             req.queries,
             req.k,
@@ -160,19 +160,10 @@ class LocalShardHandle:
             req.with_meta,
             req.with_vectors,
         )
+        small = self.shard.search_small(*args)
         if small is not None:
             return small
-        return await asyncio.to_thread(
-            self.shard.search,
-            req.field,
-            req.queries,
-            req.k,
-            req.pred,
-            req.exclude,
-            req.params,
-            req.with_meta,
-            req.with_vectors,
-        )
+        return await asyncio.to_thread(self.shard.search, *args)
 
     async def report(self, b: CallBudget) -> ShardReport:
         s = self.shard

@@ -28,6 +28,7 @@ from harness.service_process import (
     start_service,
     start_suite,
     stop_suite,
+    suite_settings,
 )
 from harness.shared_data import shared_data_dir
 
@@ -74,12 +75,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Servic
 
 
 def settings(suite: dict[str, ServiceProcess]) -> ClientSettings:
-    return ClientSettings(
-        embedder_address=suite["embedder"].address,
-        retriever_address=suite["retriever"].address,
-        personalizer_address=suite["personalizer"].address,
-        timeout_s=60,
-    )
+    return suite_settings(suite)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from facesearch import ClientSettings, FacesearchClient
-from harness.service_process import ServiceProcess, start_suite, stop_suite
+from harness.service_process import ServiceProcess, start_suite, stop_suite, suite_settings
 from harness.shared_data import shared_data_dir
 
 from .apis import AsyncApi, SyncApi, open_async
@@ -44,12 +44,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Servic
 
 
 def settings_of(services: dict[str, ServiceProcess], **kw: object) -> ClientSettings:
-    return ClientSettings(
-        embedder_address=services["embedder"].address,
-        retriever_address=services["retriever"].address,
-        personalizer_address=services["personalizer"].address,
-        timeout_s=60,
-    ).replace(**kw)
+    return suite_settings(services, **kw)
 
 
 @pytest.fixture

@@ -224,7 +224,10 @@ def test_a_run_killed_midway_resumes_and_finishes_without_duplicates(
             child.kill()
         output = child.communicate(timeout=30)[0].decode()
     assert child.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{output}"
-    assert 0 < stored < faces, stored
+    # The kill lands after the first faces are stored and before the run ends (it never
+    # finished: SIGKILL above). Faces become visible in bursts as streamed upserts are acked,
+    # so all of them may already be stored; the journal still lacks the run's end.
+    assert 0 < stored <= faces, stored
 
     code, out = run(*argv)
     assert code == 0, out
