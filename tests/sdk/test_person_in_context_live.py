@@ -161,10 +161,13 @@ def test_unlabelled_faces_that_identify_as_the_person_on_request(
     labelled = flows.search_person_in_context(fs, ARCHIVE, "Vladimir_Putin", context, k=20)
     assert {h.metadata.get("person_id") for h in labelled} == {"Vladimir_Putin"}
     assert not labelled.identified
+    # Fewer labelled faces than asked for: the reply says the unlabelled ones were not searched.
+    assert any("unlabelled faces were not searched" in n for n in labelled.notes), labelled.notes
     found = flows.search_person_in_context(
         fs, ARCHIVE, "Vladimir_Putin", context, k=20, include_unlabelled=True
     )
     assert found.identified, found.notes
+    assert not any("were not searched" in n for n in found.notes), found.notes
     for hit in found:
         if hit.id in found.identified:
             assert "person_id" not in hit.metadata
