@@ -25,9 +25,7 @@ class RWLock:
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
+            self._release_read()
 
     @contextlib.contextmanager
     def try_read(self) -> Iterator[bool]:
@@ -43,9 +41,12 @@ class RWLock:
             yield taken
         finally:
             if taken:
-                with self._cond:
-                    self._readers -= 1
-                    self._cond.notify_all()
+                self._release_read()
+
+    def _release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            self._cond.notify_all()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
