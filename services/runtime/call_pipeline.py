@@ -35,16 +35,31 @@ class _Call:
         self.context = context
         self.start = time.perf_counter()
         self.code = grpc.StatusCode.OK
+        self._recorded = False
 
     def __enter__(self) -> _Call:
         metrics.RPC_IN_FLIGHT.labels(self.pipeline.service).inc()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._record()
+
+    def _record(self) -> None:
+        """Count the call once. grpc.aio's abort sends the status before it raises, so a
+        refused call is counted before its abort: a caller that scrapes /metrics right after
+        its error must see the error counted."""
+        if self._recorded:
+            return
+        self._recorded = True
         service = self.pipeline.service
         metrics.RPC_IN_FLIGHT.labels(service).dec()
         metrics.RPC_TOTAL.labels(service, self.short, self.code.name).inc()
         metrics.RPC_LATENCY.labels(service, self.short).observe(time.perf_counter() - self.start)
+
+    async def _abort(self, code: grpc.StatusCode, details: str, trailing: Any = ()) -> None:
+        self.code = code
+        self._record()
+        await self.context.abort(code, details, trailing)
 
     def authenticate(self) -> None:
         self.pipeline.auth.authenticate(self.method, self.context)
@@ -52,17 +67,15 @@ class _Call:
     async def fail(self, exc: BaseException) -> None:
         """Answer the caller for ``exc``; always raises."""
         if isinstance(exc, errors.ServiceError):
-            self.code = exc.code
             log.info(
                 "rpc refused",
                 extra={"method": self.short, "code": exc.code.name, "why": exc.message},
             )
             status = errors.to_rpc_status(exc)
-            await self.context.abort(status.code, status.details, status.trailing_metadata)
+            await self._abort(status.code, status.details, status.trailing_metadata)
         if isinstance(exc, NotImplementedError):
             # A method the servicer does not override (the generated base class raises this).
-            self.code = grpc.StatusCode.UNIMPLEMENTED
-            await self.context.abort(
+            await self._abort(
                 grpc.StatusCode.UNIMPLEMENTED, f"{self.short} is not served by this server"
             )
         if isinstance(exc, asyncio.CancelledError):
@@ -72,9 +85,8 @@ class _Call:
             code = self.context.code()
             self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
             raise exc
-        self.code = grpc.StatusCode.INTERNAL
         log.error("rpc failed", exc_info=exc, extra={"method": self.short})
-        await self.context.abort(
+        await self._abort(
             grpc.StatusCode.INTERNAL, f"internal error in {self.short}; the server log has details"
         )
 
