@@ -105,6 +105,7 @@ async def identify_image(
                 vector=common_pb2.Vector(values=f.embedding.values),
                 quality=min(max(f.quality.score, 0.0), 1.0),
                 ref=str(i),
+                model_id=fields.face_model,
             )
             for i, f in enumerate(faces)
         ],

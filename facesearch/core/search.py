@@ -328,6 +328,7 @@ async def _unlabelled_in_context(
                         vector=h.vectors[fields.face],
                         quality=min(max(_quality(h), 0.0), 1.0),
                         ref=h.id,
+                        model_id=fields.face_model,
                     )
                     for h in batch
                 ],

@@ -100,9 +100,13 @@ def code(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
     return err.value.code()  # type: ignore[attr-defined]
 
 
-def identify(persons: Persons, vectors: list[np.ndarray], quality: float = 0.9):  # type: ignore[no-untyped-def]
+def identify(  # type: ignore[no-untyped-def]
+    persons: Persons, vectors: list[np.ndarray], quality: float = 0.9, model: str = MODEL
+):
     faces = [
-        ppb.FaceProbe(vector=cpb.Vector(values=v.tolist()), quality=quality, ref=f"q{i}")
+        ppb.FaceProbe(
+            vector=cpb.Vector(values=v.tolist()), quality=quality, ref=f"q{i}", model_id=model
+        )
         for i, v in enumerate(vectors)
     ]
     return persons.Identify(ppb.IdentifyRequest(collection="people", faces=faces)).faces
@@ -152,6 +156,18 @@ def test_known_faces_match_and_strangers_are_unknown(world) -> None:  # type: ig
     # A tiny or blurred face (quality under the floor) cannot be a match, whatever its score.
     poor = identify(persons, [people.face("p04")], quality=0.05)
     assert poor[0].candidates[0].person_id == "p04" and poor[0].decision == ppb.DECISION_POSSIBLE
+
+
+def test_a_probe_of_another_model_or_of_no_model_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+    # A vector of another encoder would be scored against the references as if comparable
+    # (a probe embedded just before an alias moved to a re-embedded collection).
+    _, persons, people = world
+    for model in ("another-model", ""):
+        with pytest.raises(grpc.RpcError) as err:
+            identify(persons, [people.face("p00")], model=model)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert "faces[0].model_id" in err.value.details()  # type: ignore[attr-defined]
+        assert MODEL in err.value.details()  # type: ignore[attr-defined]
 
 
 def test_unlabelled_faces_cluster_into_candidate_persons(world) -> None:  # type: ignore[no-untyped-def]

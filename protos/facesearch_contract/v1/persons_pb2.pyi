@@ -277,14 +277,16 @@ class ForgetPersonResponse(_message.Message):
     def __init__(self, labelled_faces: _Optional[int] = ..., unlabelled_matches: _Optional[int] = ..., face_ids: _Optional[_Iterable[str]] = ..., truncated: _Optional[bool] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class FaceProbe(_message.Message):
-    __slots__ = ("vector", "quality", "ref")
+    __slots__ = ("vector", "quality", "ref", "model_id")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     vector: _common_pb2.Vector
     quality: float
     ref: str
-    def __init__(self, vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., quality: _Optional[float] = ..., ref: _Optional[str] = ...) -> None: ...
+    model_id: str
+    def __init__(self, vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., quality: _Optional[float] = ..., ref: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class IdentifyRequest(_message.Message):
     __slots__ = ("collection", "faces", "max_candidates")

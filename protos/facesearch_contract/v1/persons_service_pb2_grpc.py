@@ -235,8 +235,9 @@ class PersonsServicer:
     def Identify(self, request, context):
         """Identify faces among the collection's persons. FAILED_PRECONDITION: identification is not
         configured (ConfigureIdentification with the model's calibration). INVALID_ARGUMENT: no
-        faces or more than 64, a vector of the wrong dimension or not finite, quality outside
-        [0, 1], max_candidates over 50.
+        faces or more than 64, a vector of the wrong dimension or not finite, a model_id that is
+        missing or not the identification field's model (embed again with the model
+        DescribeCollection names), quality outside [0, 1], max_candidates over 50.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

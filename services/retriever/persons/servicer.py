@@ -28,6 +28,7 @@ from facesearch_server.retriever.persons.cluster_store import ClusterStore
 from facesearch_server.retriever.persons.person_store import PersonRecord, PersonStore
 from facesearch_server.retriever.persons.reference_index import ReferenceIndex
 from facesearch_server.retriever.shard_router import CallBudget, ShardSearch, timestamp
+from facesearch_server.retriever.validation import check_model
 from facesearch_server.runtime.auth import current_tenant
 from facesearch_server.runtime.calibration_proto import calibration_from_proto
 from facesearch_server.runtime.errors import (
@@ -667,6 +668,7 @@ class PersonsServicer(pb_grpc.PersonsServicer):
                     f"has {len(f.vector.values)} values; field {field.name!r} has dimension "
                     f"{field.dimension}",
                 )
+            check_model(f.model_id, field, f"{path}.model_id")
             v = np.asarray(f.vector.values, np.float32)
             if not np.isfinite(v).all():
                 raise InvalidArgument(f"{path}.vector", "has NaN or Inf values")
