@@ -15,7 +15,7 @@ from tenacity import AsyncRetrying
 
 from facesearch import context_text, messages
 from facesearch.async_client import AsyncFacesearchClient
-from facesearch.core import folder_persons
+from facesearch.core import face_context, folder_persons
 from facesearch.core.callbacks import call_back
 from facesearch.errors import FacesearchError
 from facesearch.index_resume import (
@@ -482,7 +482,7 @@ class _IndexRun:
             nonlocal pending, pending_faces
             if not pending:
                 return
-            texts = await _caption_vectors(
+            texts = await face_context.caption_vectors(
                 self.client, self.text_field, [meta for _, meta, _ in pending]
             )
             points = []
@@ -584,26 +584,17 @@ class _IndexRun:
         field = self.fields.scene_field
         if field is None:
             return
-        models = (await self.client.embedder.ListModels(embedder_pb2.ListModelsRequest())).models
-        kind = embedder_pb2.MODEL_KIND_IMAGE_TEXT_ENCODER
-        served = [m.model_id for m in models if m.kind == kind]
-        self.with_scene = field[1] in served
-        if not self.with_scene:
-            serves = f"serves {served[0]!r}" if served else "serves no image-text model"
-            self.summary.scene_note = (
-                f"the collection's {field[0]!r} field holds {field[1]!r} vectors; the "
-                f"embedder {serves}"
-            )
+        why_not = await face_context.scene_not_served(self.client, field)
+        self.with_scene = why_not is None
+        self.summary.scene_note = why_not or ""
 
     def _scene_vector(self, result: embedder_pb2.ImageResult) -> dict[str, tuple]:
         """{scene field: (the photo's scene vector, model)}, or {} (counted) without one."""
         field = self.fields.scene_field
-        if field is None:
-            return {}
-        if result.scene_model_id == field[1]:
-            return {field[0]: (result.scene, result.scene_model_id)}
-        self.without_scene[result.media_id] = len(result.faces)
-        return {}
+        vector = face_context.scene_vector(result, field)
+        if field is not None and not vector:
+            self.without_scene[result.media_id] = len(result.faces)
+        return vector
 
     def _acked(self, media: list[str], upserted: int) -> None:
         self.summary.upserted += upserted
@@ -676,29 +667,6 @@ class _IndexRun:
         s.seconds = time.perf_counter() - started
 
 
-async def _caption_vectors(
-    client: AsyncFacesearchClient,
-    text_field: tuple[str, str] | None,
-    metas: list[dict[str, messages.MetadataInput]],
-) -> list[dict[str, tuple]]:
-    """Per image, {text field: (vector, model id)} of its caption (EmbedText, one batch)."""
-    out: list[dict[str, tuple]] = [{} for _ in metas]
-    with_caption = [i for i, meta in enumerate(metas) if meta.get("caption")]
-    if text_field is None or not with_caption:
-        return out
-    name, model = text_field
-    reply = await client.embedder.EmbedText(
-        messages.embed_text_request(
-            [str(metas[i]["caption"]) for i in with_caption],
-            model_id=model,
-            role=embedder_pb2.TEXT_ROLE_CAPTION,
-        )
-    )
-    for i, vector in zip(with_caption, reply.embeddings, strict=True):
-        out[i] = {name: (vector, reply.model_id or model)}
-    return out
-
-
 def _image_metadata(
     media_id: str,
     by_media: dict[str, Path],
@@ -713,6 +681,6 @@ def _image_metadata(
         meta["source"] = source
     if path is None or not captions:
         return meta, ()
-    context = context_text.context_of(path)
-    meta.update(context.metadata())
-    return meta, context.problems
+    context, problems = face_context.photo_context(path)
+    meta.update(context)
+    return meta, problems

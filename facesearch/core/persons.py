@@ -14,6 +14,7 @@ import grpc
 
 from facesearch import messages
 from facesearch.async_client import AsyncFacesearchClient
+from facesearch.core import face_context
 from facesearch.core.collections import collection_fields
 from facesearch.core.image_faces import embed_image_faces
 from facesearch.errors import FacesearchError
@@ -135,15 +136,26 @@ async def enroll_person(
     attributes: dict[str, str] | None = None,
 ) -> persons_pb2.Person:
     """Enrol a person with reference faces from photos showing only them (one face each): the
-    faces are indexed into the collection and become the person's references."""
+    faces are indexed into the collection and become the person's references.
+
+    They are stored as ``index`` stores a face: with the photo's context text (read from the
+    file when a photo is a path) and its caption vector, the face's attribute vector and the
+    photo's scene vector where the collection has those fields and the embedder serves their
+    models, so a reference answers context and description queries like the person's other
+    faces."""
     if not photos:
         raise FacesearchError("enrolment needs at least one photo of the person")
     fields = await collection_fields(client, collection)
-    reply = await client.embedder.EmbedImages(
-        messages.embed_images_request(photos, model_id=fields.face_model)
-    )
+    scene = fields.scene_field
+    with_scene = scene is not None and await face_context.scene_not_served(client, scene) is None
+    request = messages.embed_images_request(photos, model_id=fields.face_model)
+    request.with_scene = with_scene
+    reply = await client.embedder.EmbedImages(request)
+    contexts = [face_context.photo_context(image)[0] for image in photos]
+    text_field = fields.text_field() if fields.text_fields else None
+    captions = await face_context.caption_vectors(client, text_field, contexts)
     points = []
-    for image, result in zip(photos, reply.results, strict=True):
+    for image, result, meta, caption in zip(photos, reply.results, contexts, captions, strict=True):
         where = messages.describe_image(image)
         if result.error_code:
             raise FacesearchError(f"{where}: {result.error_message}")
@@ -152,7 +164,15 @@ async def enroll_person(
                 f"{where} shows {len(result.faces)} faces: a reference photo must show the "
                 "person alone (crop it, or enrol from an existing face with add_references)"
             )
-        points.extend(messages.face_points(result, face_field=fields.face))
+        points.extend(
+            messages.face_points(
+                result,
+                face_field=fields.face,
+                metadata=meta,
+                text_vectors={**caption, **face_context.scene_vector(result, scene)},
+                attribute_field=fields.attribute_field,
+            )
+        )
     await client.retriever.Upsert(retriever_pb2.UpsertRequest(collection=collection, points=points))
     await ensure_identification(client, collection)
     person = persons_pb2.Person(

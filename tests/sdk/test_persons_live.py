@@ -13,6 +13,8 @@ import pytest
 
 from facesearch import FacesearchClient, FacesearchError, NoFaceFound
 
+from .context_fixtures import copy_to, write_xmp
+
 
 def photos(gallery: Path, person: str) -> list[Path]:
     return sorted((gallery / person).glob("*.jpg"))
@@ -97,6 +99,27 @@ def test_enrol_identify_and_forget(api: Any, gallery: Path, tmp_path: Path) -> N
     assert [p.person_id for p in api.list_persons(collection)] == ["aaron-peirsol"]
     left = api.search_by_image(collection, merkel[1], k=3)
     assert not [h for h in left if "Angela_Merkel" in str(h.metadata.get("media_id", ""))]
+
+
+def test_an_enrolled_reference_is_stored_like_an_indexed_face(
+    api: Any, gallery: Path, tmp_path: Path
+) -> None:
+    # A reference face answers context and description queries like the person's other faces:
+    # it carries its photo's caption (and caption vector) and its attribute vector.
+    collection = f"sdk-persons-context-{api.mode}"
+    api.ensure_collection(collection)
+    photo = copy_to(photos(gallery, "Angela_Merkel")[0], tmp_path / "refs")
+    caption = "Angela Merkel answers questions at a news conference in Berlin"
+    write_xmp(photo, description={"x-default": caption})
+    person = api.enroll_person(collection, "angela-merkel", [photo])
+    (ref,) = person.reference_ids
+    (point,) = [p for p in api.scan_points(collection, with_vectors=True) if p.id == ref]
+    assert point.metadata["caption"].string_value == caption
+    assert point.metadata["caption_source"].string_value == "xmp"
+    assert len(point.vectors["caption"].values) > 0 and point.model_ids["caption"]
+    assert api.stored_attributes(collection, [ref])[ref]
+    found = api.search_by_text(collection, "Merkel at a press conference", k=1)
+    assert [h.id for h in found] == [ref]
 
 
 def test_enrolment_needs_one_face_per_photo(api: Any, gallery: Path, tmp_path: Path) -> None:
