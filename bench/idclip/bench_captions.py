@@ -17,11 +17,13 @@ import csv
 import shutil
 import tempfile
 import time
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyexiv2
 
+from bench.idclip.precision import distinct, grouped_intervals
 from facesearch import FacesearchClient, flows, messages
 from facesearch.context_text import context_of
 from facesearch_contract.v1 import embedder_pb2, retriever_pb2
@@ -32,7 +34,7 @@ BATCH = 64
 DEPTH = 40  # hits fetched per query; enough for 10 distinct photos
 
 
-def archive(folder: Path, source: str) -> tuple[Path, list[tuple[str, str]]]:
+def archive(folder: Path, source: str) -> tuple[Path, list[tuple[str, frozenset[str]]]]:
     """Copies of the images with caption_1 as ``source``; the (query, answer media id) pairs."""
     data = shared_data_dir()
     if data is None:
@@ -50,21 +52,23 @@ def archive(folder: Path, source: str) -> tuple[Path, list[tuple[str, str]]]:
                 with pyexiv2.Image(str(image)) as im:
                     im.modify_xmp({"Xmp.dc.description": {'lang="x-default"': row["caption_1"]}})
             queries += [
-                (row[f"caption_{i}"], image.name) for i in range(2, 11) if row[f"caption_{i}"]
+                (row[f"caption_{i}"], frozenset({image.name}))
+                for i in range(2, 11)
+                if row[f"caption_{i}"]
             ]
     return folder, queries
 
 
-def ranks(fs: FacesearchClient, collection: str, queries: list[tuple[str, str]]) -> np.ndarray:
-    """Rank (1-based) of the answer among distinct photos; DEPTH + 1 when not found."""
+def search_photos(fs: FacesearchClient, collection: str, texts: Sequence[str]) -> list[list[str]]:
+    """For each text, the distinct photos (media ids) of its DEPTH best faces, best first: the
+    text embedded by the collection's text model, searched against the stored captions."""
     fields = flows.collection_fields(fs, collection)
     name, model = fields.text_field()
     out = []
-    for i in range(0, len(queries), BATCH):
-        batch = queries[i : i + BATCH]
+    for i in range(0, len(texts), BATCH):
         reply = fs.embedder.EmbedText(
             messages.embed_text_request(
-                [q for q, _ in batch], model_id=model, role=embedder_pb2.TEXT_ROLE_QUERY
+                list(texts[i : i + BATCH]), model_id=model, role=embedder_pb2.TEXT_ROLE_QUERY
             )
         )
         request = retriever_pb2.SearchRequest(collection=collection)
@@ -74,10 +78,34 @@ def ranks(fs: FacesearchClient, collection: str, queries: list[tuple[str, str]])
                     terms=[messages.text_term(name, vector, reply.model_id or model)], k=DEPTH
                 )
             )
-        for (_, answer), result in zip(batch, fs.retriever.Search(request).results, strict=True):
-            photos = list(dict.fromkeys(str(h.metadata["media_id"]) for h in messages.hits(result)))
-            out.append(photos.index(answer) + 1 if answer in photos else DEPTH + 1)
-    return np.array(out)
+        for result in fs.retriever.Search(request).results:
+            out.append(distinct(str(h.metadata["media_id"]) for h in messages.hits(result)))
+    return out
+
+
+def rank_of(photos: Sequence[str], right: Collection[str], depth: int = DEPTH) -> int:
+    """1-based rank of the first right photo among distinct ``photos``: 1 + the wrong photos
+    before it (photos equally right by construction share one place); ``depth + 1`` when none
+    is there."""
+    wrong = 0
+    for photo in distinct(photos):
+        if photo in right:
+            return wrong + 1
+        wrong += 1
+    return depth + 1
+
+
+def recall_at(ranks: np.ndarray, k: int) -> float:
+    """Share of queries whose answer is within the first ``k`` distinct photos."""
+    return float(np.mean(ranks <= k))
+
+
+def ranks(
+    fs: FacesearchClient, collection: str, queries: Sequence[tuple[str, Collection[str]]]
+) -> np.ndarray:
+    """Rank of each (text, right photos) query's answer (rank_of); DEPTH + 1 when not found."""
+    found = search_photos(fs, collection, [q for q, _ in queries])
+    return np.array([rank_of(p, right) for p, (_, right) in zip(found, queries, strict=True)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,10 +133,20 @@ def main(argv: list[str] | None = None) -> None:
                     print(
                         f"{source}: {len(images)} images ({summary.images_with_faces} with faces, "
                         f"captions {summary.caption_sources}, {kept.count(source)} read as "
-                        f"{source}), {len(r)} queries: top-1 {np.mean(r <= 1):.3f}, "
-                        f"top-5 {np.mean(r <= 5):.3f}, top-10 {np.mean(r <= 10):.3f}; "
+                        f"{source}), {len(r)} queries: top-1 {recall_at(r, 1):.3f}, "
+                        f"top-5 {recall_at(r, 5):.3f}, top-10 {recall_at(r, 10):.3f}; "
                         f"context_of {per_image_ms:.2f} ms/image"
                     )
+                    # The 9 queries of an image share its answer: the interval over images is
+                    # the honest one when one image's queries fail together.
+                    answers = np.array([next(iter(right)) for _, right in queries])
+                    for k in (1, 5, 10):
+                        hit = (r <= k).astype(float)
+                        (lo, hi), (glo, ghi) = grouped_intervals(hit, answers)
+                        print(
+                            f"  top-{k} {hit.mean():.3f}: 95 % CI over queries [{lo:.3f}, "
+                            f"{hi:.3f}], over images [{glo:.3f}, {ghi:.3f}]"
+                        )
         finally:
             stop_suite(suite)
 

@@ -113,15 +113,27 @@ MONTHS = ("January", "March", "May", "June", "September", "November")
 
 
 @dataclass(frozen=True)
+class Frame:
+    """What a wire caption says beside the person and the scene: where, when, which agency."""
+
+    place: str
+    day: int
+    month: str
+    year: int
+    agency: str
+
+
+@dataclass(frozen=True)
 class Photo:
-    """One photo of the archive: its media id (``labelled|unlabelled/person/file``), scene and
-    caption."""
+    """One photo of the archive: its media id (``labelled|unlabelled/person/file``), scene,
+    caption and the caption's frame."""
 
     media_id: str
     person: str
     context: str
     caption: str
     source: str  # "iptc" or "xmp": the field written
+    frame: Frame
 
 
 @dataclass(frozen=True)
@@ -161,8 +173,9 @@ def plan(
             folder = "labelled" if slot < labelled_per_person else "unlabelled"
             media_id = f"{folder}/{person}/{files[i]}"
             source = "iptc" if slot % 2 == 0 else "xmp"
-            caption = wire_caption(person, CONTEXTS[scene][wording], rng)
-            photos.append(Photo(media_id, person, scene, caption, source))
+            frame = draw_frame(rng)
+            caption = wire_caption(person, CONTEXTS[scene][wording], frame)
+            photos.append(Photo(media_id, person, scene, caption, source, frame))
             answers[scene].add(media_id)
         queries += [
             Query(person, s, CONTEXTS[s][QUERY_WORDING], frozenset(answers[s])) for s in scenes
@@ -170,13 +183,24 @@ def plan(
     return photos, queries
 
 
-def wire_caption(person: str, scene: str, rng: np.random.Generator) -> str:
-    """``scene`` framed as a wire caption: who, where, when, which agency."""
+def draw_frame(rng: np.random.Generator) -> Frame:
+    """A random place, date and agency."""
     place = PLACES[rng.integers(len(PLACES))]
     day, month = int(rng.integers(1, 29)), MONTHS[rng.integers(len(MONTHS))]
     year = int(rng.integers(2000, 2005))
     agency = AGENCIES[rng.integers(len(AGENCIES))]
-    return f"{person.replace('_', ' ')} {scene} in {place}, {day} {month} {year}. {agency}"
+    return Frame(place, day, month, year, agency)
+
+
+def display_name(person: str) -> str:
+    """The person as a caption writes them: LFW's folder name with spaces."""
+    return person.replace("_", " ")
+
+
+def wire_caption(person: str, scene: str, frame: Frame) -> str:
+    """``scene`` framed as a wire caption: who, where, when, which agency."""
+    f = frame
+    return f"{display_name(person)} {scene} in {f.place}, {f.day} {f.month} {f.year}. {f.agency}"
 
 
 def write(photos: Sequence[Photo], source_root: Path, out: Path) -> Path:

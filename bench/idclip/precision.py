@@ -33,3 +33,11 @@ def bootstrap_ci(
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(means, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def grouped_intervals(values: np.ndarray, groups: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """95 % bootstrap intervals of the mean over queries, then over ``groups`` (queries that
+    share what makes them alike: a person, an answer image; the mean of group means, which is
+    the mean when groups are of equal size)."""
+    by_group = np.array([values[groups == g].mean() for g in np.unique(groups)])
+    return bootstrap_ci(values), bootstrap_ci(by_group)
