@@ -25,7 +25,13 @@ from facesearch.settings import ClientSettings
 # DropCollection, StartSession, SubmitFeedback and EndSession are not (a retry could answer
 # ALREADY_EXISTS or NOT_FOUND, or count a round twice), nor are the streams.
 IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
-    "facesearch.v1.Embedder": ("EmbedImages", "EmbedFaces", "EmbedText", "ListModels"),
+    "facesearch.v1.Embedder": (
+        "EmbedImages",
+        "EmbedFaces",
+        "EmbedText",
+        "FuseDescription",
+        "ListModels",
+    ),
     "facesearch.v1.Retriever": (
         "ListCollections",
         "DescribeCollection",

@@ -169,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with IMAGE or alone",
     )
     search.add_argument(
+        "--fusion",
+        choices=("attributes", "learned"),
+        default="attributes",
+        help="with IMAGE and --description: `attributes` (default) scores the description "
+        "against the stored attributes or captions beside the face; `learned` fuses face and "
+        "description into one probe with the embedder's learned fusion model (TGFR; measured "
+        "no better than the face alone) and shows the description's weight",
+    )
+    search.add_argument(
         "--where", action="append", default=[], metavar="KEY=VALUE", help="filter; repeatable"
     )
     search.add_argument(
@@ -448,9 +457,18 @@ def run_search(args: argparse.Namespace, client: FacesearchClient) -> list[messa
             raise UsageError("give IMAGE (optionally with --description) or --text/--person")
         if args.description is not None:
             return flows.search_face_with_description(
-                client, args.collection, args.image, args.description, **common
+                client,
+                args.collection,
+                args.image,
+                args.description,
+                fusion=args.fusion,
+                **common,
             )
+        if args.fusion != "attributes":
+            raise UsageError("--fusion goes with --description")
         return flows.search_by_image(client, args.collection, args.image, **common)
+    if args.fusion == "learned":
+        raise UsageError("--fusion learned fuses a face with its description: give an IMAGE")
     if args.description is not None:
         if args.text or args.person:
             raise UsageError("give --description alone or with an IMAGE, not with --text/--person")
@@ -578,6 +596,11 @@ def format_described(found: DescriptionHits) -> str:
     per hit the fused score, the face score and the description score."""
     read = ", ".join(str(e) for e in found.evidence) or "no attribute"
     lines = [f"description read as: {read}"]  # the description's parsed attributes
+    if found.fusion == "learned":
+        lines.append(
+            f"fusion: learned ({found.fusion_model}), face quality {found.face_quality:.2f} "
+            f"-> description weight {found.description_weight:.3f}"
+        )
     if found.face_weight is not None:
         lines.append(
             f"face quality {found.face_quality:.2f} -> face weight {found.face_weight:.2f}"
@@ -609,6 +632,9 @@ def _described_json(found: DescriptionHits) -> str:
             for e in found.evidence
         ],
         "used": found.used,
+        "fusion": found.fusion,
+        "fusion_model": found.fusion_model,
+        "description_weight": found.description_weight,
         "face_quality": found.face_quality,
         "face_weight": found.face_weight,
         "notes": found.notes,

@@ -270,10 +270,8 @@ def identification(
             )
             systems["learned fusion"] = learned_fusion.score(learned, feats)
         if fused is not None:
-            from bench.tgfr.fused_embedding import fused_probes
-
             probe = data.embeddings[cond][labelled]
-            z = fused_probes(fused, probe, data.quality[cond][labelled], desc_vec)
+            z = fused(probe, data.quality[cond][labelled], desc_vec)
             systems["fused embedding"] = z @ gallery_emb.T
         row: dict[str, object] = {"condition": cond, "quality": float(weight.mean())}
         impostor = ~same
@@ -367,7 +365,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--fused",
         action="store_true",
-        help="also train and measure the fused embedding (fused_embedding.py, TGFR losses)",
+        help="also measure the fused embedding as served (the ONNX file shipped in "
+        "facesearch_server.embedder.description_fusion)",
+    )
+    parser.add_argument(
+        "--fused-retrain",
+        action="store_true",
+        help="with --fused: train a fresh one on the training identities and measure that",
     )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -383,11 +387,17 @@ def main(argv: list[str] | None = None) -> None:
 
         learned = learned_fusion.train(data, ~test, args.model_dir)
     fused = None
-    if args.fused:
-        from bench.tgfr.fused_embedding import train_on_training_identities
+    if args.fused and args.fused_retrain:
+        from bench.tgfr.fused_embedding import fused_probes, train_on_training_identities
 
-        fused, info = train_on_training_identities(data, args.model_dir)
+        model, info = train_on_training_identities(data, args.model_dir)
         print(f"fused embedding trained: {json.dumps(info)}")
+
+        def fused(face: np.ndarray, quality: np.ndarray, text: np.ndarray) -> np.ndarray:
+            return fused_probes(model, face, quality, text)
+
+    elif args.fused:
+        from bench.tgfr.fused_embedding import served_probes as fused
     ident = identification(
         data,
         test,

@@ -401,7 +401,14 @@ class DescriptionHits(list[messages.Hit]):
     "attributes", "captions": the terms, in the order of each hit's ``term_scores``),
     ``face_quality`` and ``face_weight`` (None when the probe had no usable face), and
     ``notes`` (what a user must know, e.g. that no face was found and the description
-    searched alone)."""
+    searched alone).
+
+    ``fusion`` says which fusion ran: "attributes" (the default: face term plus the
+    description scored against stored attributes or captions) or "learned" (one fused probe
+    from the embedder's description fusion model, FuseDescription, searched against the face
+    field; ``used`` is then ["learned"]), with ``fusion_model``, ``description_weight`` (how
+    much the description moved the probe, 0 = the face alone) and ``query_vector`` (the
+    fused probe searched)."""
 
     def __init__(self, hits: list[messages.Hit]) -> None:
         super().__init__(hits)
@@ -410,6 +417,10 @@ class DescriptionHits(list[messages.Hit]):
         self.face_quality: float | None = None
         self.face_weight: float | None = None
         self.notes: list[str] = []
+        self.fusion = "attributes"
+        self.fusion_model: str | None = None
+        self.description_weight: float | None = None
+        self.query_vector: list[float] | None = None
         # The attribute term's score for a face stored without attributes (the description's
         # mean log-likelihood under the attribute priors); None when no attribute term ran.
         self.missing_attribute_score: float | None = None
@@ -429,6 +440,10 @@ class DescriptionHits(list[messages.Hit]):
         return None
 
 
+# How a description search fuses face and description (search_face_with_description).
+FUSIONS = ("attributes", "learned")
+
+
 def face_weight_for(quality: float, floor: float = FACE_WEIGHT_FLOOR) -> float:
     """The face term's weight for a probe of this quality (0..1)."""
     return floor + (1.0 - floor) * min(max(quality, 0.0), 1.0)
@@ -444,9 +459,17 @@ async def search_face_with_description(
     face_weight: float | None = None,
     description_weight: float | None = None,
     where: messages.FilterSpec = None,
+    fusion: str = "attributes",
 ) -> DescriptionHits:
     """A (possibly poor) face plus a description of it (TGFR), or a description alone
     (``image`` None).
+
+    ``fusion`` "learned" fuses face and description into one probe with the embedder's
+    learned description fusion model (FuseDescription; measured no better than the face
+    alone, bench/tgfr) and searches the face field with it; it needs an image (ValueError
+    without one) and ignores ``face_weight`` / ``description_weight``; a photo with no
+    detectable face is searched by the description alone, as below, and ``notes`` says so.
+    The default, "attributes", is described below.
 
     The description is read into attribute evidence by the embedder ("an older man with
     glasses and no beard": young absent, male present, eyeglasses present, beard absent) and
@@ -456,6 +479,8 @@ async def search_face_with_description(
     searched by the description alone, and ``notes`` says so. A collection with neither
     attribute vectors nor captions raises CollectionMismatch saying how to back-fill, never
     the plain face result."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion is {fusion!r}; use one of {', '.join(FUSIONS)}")
     fields = await collection_fields(client, collection)
     reply = await client.embedder.EmbedText(
         messages.embed_text_request(
@@ -471,15 +496,27 @@ async def search_face_with_description(
             AttributeReading(e.name, e.present, e.confidence, e.phrase) for e in parsed.evidence
         ]
     terms: list[retriever_pb2.QueryTerm] = []
+    if fusion == "learned" and image is None:
+        raise ValueError("learned fusion fuses a face with its description: give an image")
     if image is not None:
         try:
             face = await embed_largest_face(client, image, fields.face_model)
         except NoFaceFound:
+            # As TGFR asks: a photo without a usable face still has its description.
+            learned = (
+                " (learned fusion needs a face, so the description ran through attribute fusion)"
+                if fusion == "learned"
+                else ""
+            )
             out.notes.append(
                 f"no face found in {messages.describe_image(image)}: searched by the "
-                "description alone"
+                f"description alone{learned}"
             )
         else:
+            if fusion == "learned":
+                return await _search_learned(
+                    client, collection, fields, face, description, k, where, out
+                )
             out.face_quality = float(face.quality.score)
             out.face_weight = (
                 face_weight if face_weight is not None else face_weight_for(out.face_quality)
@@ -492,6 +529,41 @@ async def search_face_with_description(
     reply = await client.retriever.Search(request)
     out.extend(messages.hits(reply.results[0]))
     out.notes.extend(_coverage_notes(reply, collection, out))
+    return out
+
+
+async def _search_learned(
+    client: AsyncFacesearchClient,
+    collection: str,
+    fields: messages.CollectionFields,
+    face: embedder_pb2.Face,
+    description: str,
+    k: int,
+    where: messages.FilterSpec,
+    out: DescriptionHits,
+) -> DescriptionHits:
+    """Learned fusion: the face's embedding and the description fused by the embedder into
+    one probe in the face model's space, searched against the collection's face vectors."""
+    fused = await client.embedder.FuseDescription(
+        embedder_pb2.FuseDescriptionRequest(
+            embedding=face.embedding,
+            face_model_id=face.model_id,
+            quality=face.quality.score,
+            description=description,
+        )
+    )
+    out.fusion, out.fusion_model = "learned", fused.model_id
+    out.description_weight = float(fused.description_weight)
+    out.face_quality = float(face.quality.score)
+    out.query_vector = list(fused.fused.values)
+    out.used.append("learned")
+    term = retriever_pb2.QueryTerm(
+        field=fields.face, vector=fused.fused, model_id=fused.face_model_id
+    )
+    reply = await client.retriever.Search(
+        messages.search_request(collection, [term], k=k, where=where)
+    )
+    out.extend(messages.hits(reply.results[0]))
     return out
 
 

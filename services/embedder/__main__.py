@@ -98,6 +98,7 @@ def build(cfg: EmbedderSettings) -> ServiceDefinition:
         stream_window=cfg.stream_window,
         pixel_budget=PixelBudget(cfg.pixel_limits()),
         scene=scene,
+        description_fusion_model=cfg.description_fusion_model,
     )
 
     async def stop() -> None:

@@ -263,12 +263,35 @@ def attributes_onnx() -> bytes:
     return data
 
 
+def description_fusion_onnx() -> bytes:
+    """The description fusion model as shipped (trained offline by
+    description_fusion/train.py), checked to load and to give a unit fused probe and a
+    non-negative weight per row."""
+    from facesearch_server.embedder.description_fusion import names as fn
+
+    data = mf.description_fusion_source().read_bytes()
+    rng = np.random.default_rng(7)
+    feeds = {
+        t.name: rng.normal(size=(3, *t.dims)).astype(np.float32)
+        for t in mf.DESCRIPTION_FUSION_SPEC.inputs
+    }
+    feeds["quality"] = rng.uniform(size=(3, 1)).astype(np.float32)
+    out = _session(data).run(None, feeds)[0]
+    if out.shape != (3, fn.OUTPUT_DIM):
+        raise RuntimeError(f"the shipped description fusion model gives {out.shape}")
+    fused, weight = fn.split_output(out)
+    if not (np.allclose(np.linalg.norm(fused, axis=1), 1, atol=1e-4) and (weight >= 0).all()):
+        raise RuntimeError("the shipped description fusion model gives no unit probe")
+    return data
+
+
 def export_all(out: Path, only_missing: bool = False) -> list[Path]:
     """Write every encoder file into ``out``; returns the paths written."""
     makers = {
         mf.SFACE: sface_dynamic_batch,
         mf.MINILM: minilm_onnx,
         mf.ATTRIBUTES: attributes_onnx,
+        mf.DESCRIPTION_FUSION: description_fusion_onnx,
         mf.YUNET: yunet_dynamic,
     }
     written = []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from facesearch_server.embedder.attributes.names import ATTRIBUTE_MODEL
 from facesearch_server.embedder.attributes.names import NAMES as ATTRIBUTE_NAMES
+from facesearch_server.embedder.description_fusion import names as fusion_names
 
 # Model ids name the version, so a collection bound to one never receives another's vectors.
 YUNET = "yunet-2023mar"
@@ -86,6 +87,23 @@ ATTRIBUTES_SPEC = EncoderSpec(
 # Which face model's embedding each attribute model reads.
 ATTRIBUTES_INPUT_MODEL = {ATTRIBUTES: SFACE}
 
+# Learned description fusion (description_fusion/, TGFR): a face embedding, its quality and a
+# description's embedding -> the fused probe and the description's weight, side by side in one
+# output (description_fusion/names.py). Trained here and shipped inside this package.
+DESCRIPTION_FUSION = fusion_names.FUSION_MODEL
+DESCRIPTION_FUSION_SPEC = EncoderSpec(
+    model_id=DESCRIPTION_FUSION,
+    kind="description_fusion",
+    dimension=fusion_names.FACE_DIM,
+    file_name=f"{DESCRIPTION_FUSION}.onnx",
+    inputs=tuple(TensorSpec(n, "float32", (d,)) for n, d in fusion_names.INPUTS),
+    output=TensorSpec(fusion_names.OUTPUT, "float32", (fusion_names.OUTPUT_DIM,)),
+)
+# Which face and text models' vectors each fusion model reads.
+DESCRIPTION_FUSION_INPUT_MODELS = {
+    DESCRIPTION_FUSION: (fusion_names.FACE_MODEL, fusion_names.TEXT_MODEL)
+}
+
 # YuNet as the runtimes serve it (face_detection_runtime.py): re-exported by model_export with
 # a symbolic batch, height and width (multiples of 32) and its twelve outputs (cls, obj, bbox,
 # kps at strides 8, 16, 32) joined into one tensor, so it fits the one-output interface and
@@ -103,7 +121,8 @@ YUNET_SPEC = EncoderSpec(
 )
 
 ENCODERS: dict[str, EncoderSpec] = {
-    s.model_id: s for s in (SFACE_SPEC, MINILM_SPEC, ATTRIBUTES_SPEC, YUNET_SPEC)
+    s.model_id: s
+    for s in (SFACE_SPEC, MINILM_SPEC, ATTRIBUTES_SPEC, DESCRIPTION_FUSION_SPEC, YUNET_SPEC)
 }
 
 # MiniLM was trained with 256 word pieces (sentence_bert_config.json); longer is refused.
@@ -183,6 +202,19 @@ def attributes_source() -> Path:
     return package_file("facesearch_server.embedder.attributes", ATTRIBUTES_SPEC.file_name)
 
 
+def description_fusion_source() -> Path:
+    """The description fusion model as trained here (description_fusion/train.py), shipped
+    in this package."""
+    return package_file(
+        "facesearch_server.embedder.description_fusion", DESCRIPTION_FUSION_SPEC.file_name
+    )
+
+
+# The models shipped as trained files in this package: a copy in a model dir that differs is
+# replaced on export (a reinstall with a retrained file replaces it).
+SHIPPED_FILES = {ATTRIBUTES: attributes_source, DESCRIPTION_FUSION: description_fusion_source}
+
+
 def tokenizer_file() -> Path:
     return minilm_source() / "tokenizer.json"
 
@@ -197,14 +229,16 @@ def encoder_path(spec: EncoderSpec, directory: Path) -> Path:
 
 
 def missing_encoders(directory: Path) -> list[EncoderSpec]:
-    """Encoders whose file is absent, or (the attribute model, shipped as a file) differs from
-    the one this package ships, so a reinstall with a retrained file replaces the copy."""
+    """Encoders whose file is absent, or (the attribute and fusion models, shipped as files)
+    differs from the one this package ships, so a reinstall with a retrained file replaces the
+    copy."""
     return [s for s in ENCODERS.values() if not _current(s, encoder_path(s, directory))]
 
 
 def _current(spec: EncoderSpec, path: Path) -> bool:
     if not path.exists():
         return False
-    if spec.model_id == ATTRIBUTES:
-        return path.read_bytes() == attributes_source().read_bytes()
+    source = SHIPPED_FILES.get(spec.model_id)
+    if source is not None:
+        return path.read_bytes() == source().read_bytes()
     return True

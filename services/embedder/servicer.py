@@ -30,6 +30,7 @@ from facesearch_server.embedder.attributes import messages as attribute_messages
 from facesearch_server.embedder.attributes.description import DescriptionReader
 from facesearch_server.embedder.backends.base import EncoderRuntime
 from facesearch_server.embedder.call_stop import CallStop, CallStopped
+from facesearch_server.embedder.description_fusion.serving import DescriptionFusionServer
 from facesearch_server.embedder.face_encoder_info import face_encoder_info
 from facesearch_server.embedder.image_text import SceneEncoder, no_model, prepare_with_scene
 from facesearch_server.embedder.pipeline import (
@@ -68,6 +69,7 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         stream_window: int = 16,
         pixel_budget: PixelBudget | None = None,
         scene: SceneEncoder | None = None,
+        description_fusion_model: str = mf.DESCRIPTION_FUSION,
     ) -> None:
         self.runtime = runtime
         self.faces = faces
@@ -93,6 +95,10 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
         self.budget = pixel_budget or PixelBudget()
         # Descriptions (TextRole DESCRIPTION) are read into attribute evidence (TGFR).
         self.descriptions = DescriptionReader(text.embed) if faces.attribute_model else None
+        # Learned description fusion (FuseDescription); an empty id serves none.
+        self.fusion = DescriptionFusionServer(
+            runtime, text, description_fusion_model, faces.model_id
+        )
         # Model cards, read once: beside the model files the runtime loads (a model dir brings
         # its own thresholds), else the ones this package ships (Triton serves the same files).
         # Fine-tuned face encoders have no shipped card: theirs is beside their file.
@@ -306,6 +312,11 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                 )
         return reply
 
+    async def FuseDescription(
+        self, request: pb.FuseDescriptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FuseDescriptionResponse:
+        return await self.fusion.fuse(request)
+
     async def EmbedImagesStream(
         self,
         request_iterator: AsyncIterator[pb.EmbedStreamRequest],
@@ -430,6 +441,16 @@ class EmbedderServicer(pb_grpc.EmbedderServicer):
                     self.faces.attribute_model,
                     self.runtime.name,
                     await self.runtime.ready(self.faces.attribute_model),
+                    self.max_batch,
+                    json.dumps(card) if card else "",
+                )
+            )
+        if self.fusion.model_id:
+            card = self._cards.get(self.fusion.model_id)
+            models.append(
+                self.fusion.model_info(
+                    self.runtime.name,
+                    await self.runtime.ready(self.fusion.model_id),
                     self.max_batch,
                     json.dumps(card) if card else "",
                 )

@@ -12,6 +12,8 @@ from facesearch_contract.limits import max_items, value_range
 from facesearch_contract.v1 import embedder_pb2 as pb
 from facesearch_server.embedder.model_files import (
     DEFAULT_MODEL_DIR,
+    DESCRIPTION_FUSION,
+    DESCRIPTION_FUSION_INPUT_MODELS,
     SFACE,
     face_encoders,
     served_encoders,
@@ -50,6 +52,12 @@ class EmbedderSettings(ServiceSettings):
         description="image-text (CLIP-architecture) model to serve, imported into `model_dir` "
         "by `clip_import` (`<id>.card.json`, tokenizer and, for `local`, both ONNX towers): "
         "scene vectors (`with_scene`) and its text vectors; empty = none",
+    )
+    description_fusion_model: str = Field(
+        DESCRIPTION_FUSION,
+        description="learned description fusion model served by `FuseDescription` (TGFR; "
+        "shipped in the package, trained on `sface-2021dec` and `minilm-l6-v2` vectors); "
+        "empty = none (`FuseDescription` answers FAILED_PRECONDITION)",
     )
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address")
     triton_timeout_s: float = Field(
@@ -186,6 +194,16 @@ class EmbedderSettings(ServiceSettings):
             raise ValueError(
                 f"is not a face encoder served here; available: {', '.join(served)} (a "
                 f"fine-tuned one needs {trained} in model_dir {model_dir})"
+            )
+        return value
+
+    @field_validator("description_fusion_model")
+    @classmethod
+    def _fusion_model_known(cls, value: str) -> str:
+        if value and value not in DESCRIPTION_FUSION_INPUT_MODELS:
+            raise ValueError(
+                f"is not a description fusion model; available: "
+                f"{', '.join(DESCRIPTION_FUSION_INPUT_MODELS)}, or empty for none"
             )
         return value
 

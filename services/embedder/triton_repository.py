@@ -39,6 +39,8 @@ def _tensor(spec: mf.TensorSpec) -> str:
 
 
 def _what(spec: mf.EncoderSpec) -> str:
+    if spec.kind == "description_fusion":
+        return f"description fusion, {spec.dimension}-d fused probe and its description weight"
     if spec.kind == "detector":
         return f"face detector, {spec.dimension} values per anchor (decoded by the embedder)"
     return f"{spec.kind} encoder, {spec.dimension}-d output"

@@ -171,7 +171,9 @@ def test_list_models_reports_ready_defaults(stub) -> None:
         "sface-2021dec",
         "minilm-l6-v2",
         "celeba-attr-sface-v1",
+        "tgfr-fusion-sface-minilm-v1",
     }
+    assert models["tgfr-fusion-sface-minilm-v1"].kind == pb.MODEL_KIND_DESCRIPTION_FUSION
     attributes = models["celeba-attr-sface-v1"]
     assert attributes.kind == pb.MODEL_KIND_FACE_ATTRIBUTES
     assert list(attributes.attribute_names)[:3] == ["male", "young", "beard"]

@@ -158,6 +158,7 @@ def test_triton_and_local_backends_give_the_same_embeddings(stub, triton_stub) -
         TRAINED_ID,
         "minilm-l6-v2",
         "celeba-attr-sface-v1",
+        "tgfr-fusion-sface-minilm-v1",
     }
     assert all(m.backend == "triton" and m.ready for m in encoders)
 
@@ -215,6 +216,30 @@ def test_triton_and_local_backends_give_the_same_attributes(stub, triton_stub) -
         (e.name, e.present) for e in ev_t.evidence
     ]
     assert np.allclose(ev_l.query_vector.values, ev_t.query_vector.values)
+
+
+def test_triton_and_local_backends_give_the_same_fused_probe(stub, triton_stub) -> None:
+    """The learned description fusion (FuseDescription) answers the same through Triton as
+    in-process: the same ONNX file, on the same face and description."""
+    request = pb.EmbedImagesRequest(
+        images=[pb.ImageInput(data=p.read_bytes()) for p in package_photos()[:3]]
+    )
+    faces = [r.faces[0] for r in stub.EmbedImages(request, timeout=60).results]
+    for face, text in zip(faces, [*TEXTS, "an older man with glasses and no beard"], strict=True):
+        fuse = pb.FuseDescriptionRequest(
+            embedding=face.embedding,
+            face_model_id=face.model_id,
+            quality=face.quality.score,
+            description=text,
+        )
+        local, remote = (
+            stub.FuseDescription(fuse, timeout=60),
+            triton_stub.FuseDescription(fuse, timeout=60),
+        )
+        assert local.model_id == remote.model_id == "tgfr-fusion-sface-minilm-v1"
+        assert np.allclose(local.fused.values, remote.fused.values, atol=1e-5)
+        assert abs(local.description_weight - remote.description_weight) < 1e-5
+        assert local.description_weight > 0
 
 
 def test_unreachable_triton_is_unavailable_in_time_then_recovers(

@@ -228,3 +228,54 @@ def test_the_cli_shows_what_was_understood_and_both_scores(
     assert "scored by: attributes" in text
     lines = [line.split() for line in text.splitlines() if line.strip().startswith("1 ")]
     assert lines and lines[0][-1] == "shaven"
+
+
+def test_learned_fusion_changes_the_query_vector_and_says_it_ran(
+    api, fs: FacesearchClient, captionless: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Both SDKs: --fusion learned searches one fused probe (FuseDescription), not the face's
+    own vector, and the reply says which fusion ran and the description's weight."""
+    text = "a young woman with glasses"
+    found = api.search_face_with_description(captionless, PHOTOS[0], text, k=5, fusion="learned")
+    assert isinstance(found, DescriptionHits)
+    assert (found.fusion, found.fusion_model, found.used) == (
+        "learned",
+        "tgfr-fusion-sface-minilm-v1",
+        ["learned"],
+    )
+    assert found.description_weight is not None and found.description_weight > 0
+    face = flows.search_by_image(fs, captionless, PHOTOS[0], k=1)
+    own = fs.embedder.EmbedImages(messages.embed_images_request([PHOTOS[0]])).results[0]
+    emb = np.asarray(messages.largest_face(own).embedding.values)
+    q = np.asarray(found.query_vector)
+    # Another vector than the face's, still mostly the face: the photo's own face comes first.
+    assert 0.9 < float(q @ emb) < 1 - 1e-5
+    assert found[0].id == face[0].id and found[0].score < face[0].score
+    default = api.search_face_with_description(captionless, PHOTOS[0], text, k=5)
+    assert (default.fusion, default.description_weight) == ("attributes", None)
+
+
+def test_learned_fusion_needs_a_face(fs: FacesearchClient, captionless: str) -> None:
+    with pytest.raises(ValueError, match="give an image"):
+        flows.search_face_with_description(fs, captionless, None, "a man", fusion="learned")
+    with pytest.raises(ValueError, match="fusion is 'clip'"):
+        flows.search_face_with_description(fs, captionless, PHOTOS[0], "a man", fusion="clip")
+    # A photo without a usable face still has its description (TGFR): searched alone, said so.
+    found = flows.search_face_with_description(
+        fs, captionless, blank_photo(), "a man", k=3, fusion="learned"
+    )
+    assert found.fusion == "attributes" and found.used == ["attributes"] and len(found) == 3
+    assert any("no face found" in n and "learned fusion needs a face" in n for n in found.notes)
+
+
+def test_the_cli_searches_with_learned_fusion_and_shows_its_weight(
+    suite: dict[str, ServiceProcess], captionless: str
+) -> None:
+    addresses = [a for n, s in suite.items() for a in (f"--{n}", s.address)]
+    out = io.StringIO()
+    args = ["search", str(PHOTOS[0]), "-c", captionless, "--description", "a man", *addresses]
+    code = cli.main([*args, "--fusion", "learned"], out=out)
+    text = out.getvalue()
+    assert code == 0, text
+    assert "fusion: learned (tgfr-fusion-sface-minilm-v1)" in text
+    assert "description weight 0." in text and "scored by: learned" in text

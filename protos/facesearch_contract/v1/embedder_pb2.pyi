@@ -25,6 +25,7 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_TEXT_ENCODER: _ClassVar[ModelKind]
     MODEL_KIND_IMAGE_TEXT_ENCODER: _ClassVar[ModelKind]
     MODEL_KIND_FACE_ATTRIBUTES: _ClassVar[ModelKind]
+    MODEL_KIND_DESCRIPTION_FUSION: _ClassVar[ModelKind]
 TEXT_ROLE_UNSPECIFIED: TextRole
 TEXT_ROLE_QUERY: TextRole
 TEXT_ROLE_CAPTION: TextRole
@@ -35,6 +36,7 @@ MODEL_KIND_FACE_ENCODER: ModelKind
 MODEL_KIND_TEXT_ENCODER: ModelKind
 MODEL_KIND_IMAGE_TEXT_ENCODER: ModelKind
 MODEL_KIND_FACE_ATTRIBUTES: ModelKind
+MODEL_KIND_DESCRIPTION_FUSION: ModelKind
 
 class ImageInput(_message.Message):
     __slots__ = ("data", "media_id")
@@ -203,6 +205,34 @@ class DescriptionEvidence(_message.Message):
     query_vector: _common_pb2.Vector
     prior_score: float
     def __init__(self, evidence: _Optional[_Iterable[_Union[AttributeEvidence, _Mapping]]] = ..., attribute_model_id: _Optional[str] = ..., query_vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., prior_score: _Optional[float] = ...) -> None: ...
+
+class FuseDescriptionRequest(_message.Message):
+    __slots__ = ("embedding", "face_model_id", "quality", "description", "model_id")
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    FACE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    embedding: _common_pb2.Vector
+    face_model_id: str
+    quality: float
+    description: str
+    model_id: str
+    def __init__(self, embedding: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., face_model_id: _Optional[str] = ..., quality: _Optional[float] = ..., description: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
+
+class FuseDescriptionResponse(_message.Message):
+    __slots__ = ("fused", "description_weight", "model_id", "face_model_id", "text_model_id")
+    FUSED_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FACE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    fused: _common_pb2.Vector
+    description_weight: float
+    model_id: str
+    face_model_id: str
+    text_model_id: str
+    def __init__(self, fused: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., description_weight: _Optional[float] = ..., model_id: _Optional[str] = ..., face_model_id: _Optional[str] = ..., text_model_id: _Optional[str] = ...) -> None: ...
 
 class EmbedStreamRequest(_message.Message):
     __slots__ = ("image", "options", "model_id", "with_scene")

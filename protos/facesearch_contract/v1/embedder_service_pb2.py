@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from facesearch_contract.v1 import embedder_pb2 as facesearch_dot_v1_dot_embedder__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$facesearch/v1/embedder_service.proto\x12\rfacesearch.v1\x1a\x1c\x66\x61\x63\x65search/v1/embedder.proto2\xc2\x03\n\x08\x45mbedder\x12Y\n\x0b\x45mbedImages\x12!.facesearch.v1.EmbedImagesRequest\x1a\".facesearch.v1.EmbedImagesResponse\"\x03\x90\x02\x01\x12V\n\nEmbedFaces\x12 .facesearch.v1.EmbedFacesRequest\x1a!.facesearch.v1.EmbedFacesResponse\"\x03\x90\x02\x01\x12S\n\tEmbedText\x12\x1f.facesearch.v1.EmbedTextRequest\x1a .facesearch.v1.EmbedTextResponse\"\x03\x90\x02\x01\x12V\n\x11\x45mbedImagesStream\x12!.facesearch.v1.EmbedStreamRequest\x1a\x1a.facesearch.v1.ImageResult(\x01\x30\x01\x12V\n\nListModels\x12 .facesearch.v1.ListModelsRequest\x1a!.facesearch.v1.ListModelsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$facesearch/v1/embedder_service.proto\x12\rfacesearch.v1\x1a\x1c\x66\x61\x63\x65search/v1/embedder.proto2\xa9\x04\n\x08\x45mbedder\x12Y\n\x0b\x45mbedImages\x12!.facesearch.v1.EmbedImagesRequest\x1a\".facesearch.v1.EmbedImagesResponse\"\x03\x90\x02\x01\x12V\n\nEmbedFaces\x12 .facesearch.v1.EmbedFacesRequest\x1a!.facesearch.v1.EmbedFacesResponse\"\x03\x90\x02\x01\x12S\n\tEmbedText\x12\x1f.facesearch.v1.EmbedTextRequest\x1a .facesearch.v1.EmbedTextResponse\"\x03\x90\x02\x01\x12\x65\n\x0f\x46useDescription\x12%.facesearch.v1.FuseDescriptionRequest\x1a&.facesearch.v1.FuseDescriptionResponse\"\x03\x90\x02\x01\x12V\n\x11\x45mbedImagesStream\x12!.facesearch.v1.EmbedStreamRequest\x1a\x1a.facesearch.v1.ImageResult(\x01\x30\x01\x12V\n\nListModels\x12 .facesearch.v1.ListModelsRequest\x1a!.facesearch.v1.ListModelsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDDER'].methods_by_name['EmbedFaces']._serialized_options = b'\220\002\001'
   _globals['_EMBEDDER'].methods_by_name['EmbedText']._loaded_options = None
   _globals['_EMBEDDER'].methods_by_name['EmbedText']._serialized_options = b'\220\002\001'
+  _globals['_EMBEDDER'].methods_by_name['FuseDescription']._loaded_options = None
+  _globals['_EMBEDDER'].methods_by_name['FuseDescription']._serialized_options = b'\220\002\001'
   _globals['_EMBEDDER'].methods_by_name['ListModels']._loaded_options = None
   _globals['_EMBEDDER'].methods_by_name['ListModels']._serialized_options = b'\220\002\001'
   _globals['_EMBEDDER']._serialized_start=86
-  _globals['_EMBEDDER']._serialized_end=536
+  _globals['_EMBEDDER']._serialized_end=639
 # @@protoc_insertion_point(module_scope)

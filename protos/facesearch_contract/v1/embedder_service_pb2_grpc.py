@@ -49,6 +49,11 @@ class EmbedderStub:
                 request_serializer=facesearch_dot_v1_dot_embedder__pb2.EmbedTextRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_embedder__pb2.EmbedTextResponse.FromString,
                 _registered_method=True)
+        self.FuseDescription = channel.unary_unary(
+                '/facesearch.v1.Embedder/FuseDescription',
+                request_serializer=facesearch_dot_v1_dot_embedder__pb2.FuseDescriptionRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_embedder__pb2.FuseDescriptionResponse.FromString,
+                _registered_method=True)
         self.EmbedImagesStream = channel.stream_stream(
                 '/facesearch.v1.Embedder/EmbedImagesStream',
                 request_serializer=facesearch_dot_v1_dot_embedder__pb2.EmbedStreamRequest.SerializeToString,
@@ -95,6 +100,19 @@ class EmbedderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FuseDescription(self, request, context):
+        """Learned description fusion (TGFR): a face embedding, its quality and a description ->
+        the fused probe vector to search the face field with, and the description's weight.
+        INVALID_ARGUMENT: embedding of the wrong length, non-finite or zero; face_model_id not
+        the face model the fusion model was trained on; quality outside [0, 1]; description
+        empty, blank or over the token limit; unknown model_id. FAILED_PRECONDITION: the server
+        serves no fusion model (its description_fusion_model setting is empty).
+        UNAVAILABLE: as EmbedImages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EmbedImagesStream(self, request_iterator, context):
         """Bulk indexing: stream images in, results stream out in order, one per image. Flow control
         is gRPC's: the server reads the next image only when a result has room, so a fast client
@@ -130,6 +148,11 @@ def add_EmbedderServicer_to_server(servicer, server):
                     servicer.EmbedText,
                     request_deserializer=facesearch_dot_v1_dot_embedder__pb2.EmbedTextRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_embedder__pb2.EmbedTextResponse.SerializeToString,
+            ),
+            'FuseDescription': grpc.unary_unary_rpc_method_handler(
+                    servicer.FuseDescription,
+                    request_deserializer=facesearch_dot_v1_dot_embedder__pb2.FuseDescriptionRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_embedder__pb2.FuseDescriptionResponse.SerializeToString,
             ),
             'EmbedImagesStream': grpc.stream_stream_rpc_method_handler(
                     servicer.EmbedImagesStream,
@@ -223,6 +246,33 @@ class Embedder:
             '/facesearch.v1.Embedder/EmbedText',
             facesearch_dot_v1_dot_embedder__pb2.EmbedTextRequest.SerializeToString,
             facesearch_dot_v1_dot_embedder__pb2.EmbedTextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FuseDescription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.Embedder/FuseDescription',
+            facesearch_dot_v1_dot_embedder__pb2.FuseDescriptionRequest.SerializeToString,
+            facesearch_dot_v1_dot_embedder__pb2.FuseDescriptionResponse.FromString,
             options,
             channel_credentials,
             insecure,
