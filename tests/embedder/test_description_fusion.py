@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from facesearch_contract.v1 import common_pb2 as common
 from facesearch_contract.v1 import embedder_pb2 as pb
@@ -20,12 +21,16 @@ from facesearch_server.embedder import model_cards
 from facesearch_server.embedder import model_files as mf
 from facesearch_server.embedder.description_fusion import names as fn
 from facesearch_server.embedder.description_fusion.model import (
+    SCALE,
+    TEMPERATURE,
     DescriptionFusion,
     TrainingSet,
+    alignment_loss,
     export_onnx,
     fit,
     fused_probes,
     identity_accuracy,
+    identity_loss,
 )
 from facesearch_server.embedder.description_fusion.serving import DescriptionFusionServer
 from facesearch_server.embedder.settings import EmbedderSettings
@@ -82,6 +87,45 @@ def test_an_untrained_fusion_is_the_face_alone() -> None:
     text = unit(rng.normal(size=(4, TEXT_DIM)))
     out = fused_probes(DescriptionFusion().eval(), face, np.zeros(4, np.float32), text)
     assert float(np.min((out * face).sum(1))) > 0.99
+
+
+def test_the_library_losses_are_the_hand_written_formulas() -> None:
+    """pytorch-metric-learning's SupConLoss (centroids as reference set) and
+    NormalizedSoftmaxLoss (weights fixed to the centroids) give the values and gradients of
+    the formulas trained with before (kept here only as the reference)."""
+    gen = torch.Generator().manual_seed(4)
+    n, k = 24, 7
+    raw_d = torch.randn(n, FACE_DIM, generator=gen, requires_grad=True)
+    raw_f = torch.randn(n, FACE_DIM, generator=gen, requires_grad=True)
+    cent = F.normalize(torch.randn(k, FACE_DIM, generator=gen), dim=-1)
+    y = torch.randint(k, (n,), generator=gen)
+
+    def reference() -> torch.Tensor:
+        d, fused = F.normalize(raw_d, dim=-1), F.normalize(raw_f, dim=-1)
+        identity = F.cross_entropy(SCALE * fused @ cent.T, y)
+        logits = d @ cent.T / TEMPERATURE
+        logp = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        same = y[:, None] == torch.arange(k)[None, :]
+        align = -((logp * same).sum(1) / same.sum(1)).mean()
+        return torch.stack([identity, align])
+
+    def library() -> torch.Tensor:
+        d, fused = F.normalize(raw_d, dim=-1), F.normalize(raw_f, dim=-1)
+        identity = identity_loss(cent)(fused, y)
+        align = alignment_loss()(d, y, ref_emb=cent, ref_labels=torch.arange(k))
+        return torch.stack([identity, align])
+
+    grads = []
+    for losses in (reference(), library()):
+        losses.sum().backward()
+        grads.append((losses.detach(), raw_d.grad.clone(), raw_f.grad.clone()))  # type: ignore[union-attr]
+        raw_d.grad, raw_f.grad = None, None
+    for want, got in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert float(grads[0][0][0]) > 0.1 and float(grads[0][0][1]) > 0.1  # not a trivial batch
+    fixed = identity_loss(cent)
+    assert not fixed.W.requires_grad
+    torch.testing.assert_close(fixed.W.T, cent)
 
 
 @pytest.mark.slow  # a second alone; tens under a loaded CPU

@@ -19,8 +19,9 @@ Losses, as METHODS.md's TGFR section describes, at our scale:
 Simplified against TGFR (WACV 2024): no word-region attention loss and no sentence loss (our
 face side is a frozen 128-d SFace vector, not a feature map), no fine-tuning of the face or
 text encoders (110 training identities would be learned by heart), one global description
-vector. Losses are written in torch (pytorch-metric-learning is not in the venv); they are
-the standard InfoNCE / NormFace forms.
+vector. Both losses are pytorch-metric-learning's (the embedder's ``train`` extra):
+``SupConLoss`` with the centroids as its reference set (``ref_emb``/``ref_labels``) and
+``NormalizedSoftmaxLoss`` with its class weights fixed to the centroids.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pytorch_metric_learning import losses
 from torch import nn
 
 from facesearch_server.embedder.description_fusion.names import (
@@ -88,12 +90,25 @@ class _Served(nn.Module):
         return torch.cat(self.model.fuse(face, quality, text), dim=-1)
 
 
-def supcon(anchors: torch.Tensor, keys: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
-    """InfoNCE with every same-identity key a positive (SupCon's L_out): anchors (n, d),
-    keys (m, d), same (n, m) bool with at least one True per row."""
-    logits = anchors @ keys.T / TEMPERATURE
-    logp = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    return -((logp * same).sum(1) / same.sum(1)).mean()
+def alignment_loss() -> losses.SupConLoss:
+    """SupCon/InfoNCE of description vectors (anchors) against the identity centroids (the
+    reference set): called as ``loss(d, label, ref_emb=centroids, ref_labels=arange(k))``;
+    with a reference set no anchor is its own key, so each row's positive is its centroid."""
+    return losses.SupConLoss(temperature=TEMPERATURE)
+
+
+def identity_loss(centroids: torch.Tensor) -> losses.NormalizedSoftmaxLoss:
+    """NormFace over fixed classes: the library's class weights are set to the centroids
+    and frozen, since they are what a gallery stores (a learned class would drift from it).
+    Its ``temperature`` divides the cosine, so 1 / SCALE is NormFace's scale."""
+    k, dim = centroids.shape
+    # zeros_: the library's default (normal_) would draw from torch's global generator.
+    loss = losses.NormalizedSoftmaxLoss(
+        k, dim, temperature=1.0 / SCALE, weight_init_func=torch.nn.init.zeros_
+    )
+    loss.W.requires_grad_(False)
+    loss.W.copy_(centroids.T)
+    return loss
 
 
 @dataclass
@@ -135,17 +150,18 @@ def fit(
     model = DescriptionFusion()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
     face, q, text, label, cent = _tensors(train)
+    identity, align = identity_loss(cent), alignment_loss()
+    classes = torch.arange(len(cent))
     gen = torch.Generator().manual_seed(seed)
     history: list[tuple[int, float]] = []
     for step in range(1, steps + 1):
         pick = torch.randint(len(face), (batch,), generator=gen)
         f, qq, t, y = face[pick], q[pick], text[pick], label[pick]
-        fused = model(f, qq, t)
-        identity = F.cross_entropy(SCALE * fused @ cent.T, y)
         # Alignment: each description against every identity's clean centroid.
-        same = y[:, None] == torch.arange(len(cent))[None, :]
-        align = supcon(model.description(t), cent, same)
-        loss = identity + align_weight * align
+        d = model.description(t)
+        loss = identity(model(f, qq, t), y) + align_weight * align(
+            d, y, ref_emb=cent, ref_labels=classes
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -247,7 +247,9 @@ def model_card(info: dict[str, object], evaluation: dict[str, object]) -> dict[s
             "conditions": list(TRAIN_CONDITIONS),
             "descriptions_per_face": DESCRIPTIONS_PER_FACE,
             "losses": "NormFace softmax (scale 30) of the fused probe over the training "
-            "identities' clean centroids + SupCon InfoNCE (T 0.1) of d against them",
+            "identities' clean centroids + SupCon InfoNCE (T 0.1) of d against them; both "
+            "pytorch-metric-learning's (NormalizedSoftmaxLoss with its weights fixed to the "
+            "centroids, SupConLoss with the centroids as reference set)",
             "optimiser": "AdamW lr 3e-3, weight decay 1e-2, batch 512, seed 0",
             "steps": info["steps"],
             "step_choice": "nearest-centroid accuracy on a held-back fifth of the training "
