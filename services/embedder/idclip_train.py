@@ -170,7 +170,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         IdentityTextTower,
         IdentityTokenError,
         Translator,
-        symmetric_info_nce,
         text_width,
     )
     from facesearch_server.embedder.open_clip_env import import_open_clip
@@ -201,6 +200,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     open_clip = import_open_clip()
+    # CLIP's own loss (symmetric InfoNCE: cross-entropy both ways over the scaled cosines, the
+    # diagonal being the pairs), as open_clip trains with it.
+    clip_loss = open_clip.ClipLoss()
     register_config_dict(open_clip, source["arch"], source["model_config"])
     clip = load_model(open_clip, args.checkpoint, source["arch"])
     try:
@@ -232,7 +234,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             rows = order[lo : lo + batch]
             if len(rows) < 2:
                 continue  # one pair has no negative: no contrast to learn from
-            loss = symmetric_info_nce(tower(ids[rows], faces[rows]), images[rows], log_scale)
+            loss = clip_loss(images[rows], tower(ids[rows], faces[rows]), log_scale.exp())
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -87,13 +87,3 @@ class IdentityTextTower(nn.Module):
             else:
                 x = x @ clip.text_projection
         return F.normalize(x, dim=-1)
-
-
-def symmetric_info_nce(
-    text: torch.Tensor, image: torch.Tensor, log_scale: torch.Tensor
-) -> torch.Tensor:
-    """CLIP's loss on a batch of matching (text, image) unit vectors: cross-entropy both ways
-    over the scaled cosine matrix, the diagonal being the pairs."""
-    logits = log_scale.exp() * text @ image.T
-    target = torch.arange(len(text), device=text.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
