@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 
 from facesearch import (
     cli_attributes,
@@ -46,7 +47,7 @@ from facesearch.core.search import ContextHits, DescriptionHits
 from facesearch.errors import FacesearchError, explain
 from facesearch.local_stack import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, SERVICES, LocalStack
 from facesearch.progress_bar import ProgressBar
-from facesearch.settings import ClientSettings
+from facesearch.settings import ClientSettings, misspelt_env
 from facesearch_contract.v1 import embedder_pb2, personalizer_pb2, retriever_pb2
 
 DEFAULT_COLLECTION = "faces"
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no session: forget --user's lasting head (the next session starts untrained)",
     )
+    session.add_argument("--json", action="store_true", help="with --describe: print JSON")
 
     quick = sub.add_parser(
         "quickstart", help="start the services, index sample photos, search, run a session"
@@ -264,6 +266,8 @@ def client_settings(args: argparse.Namespace) -> ClientSettings:
         "timeout_s",
         *(f"{s}_address" for s in SERVICES),
     ]
+    for note in misspelt_env():
+        print(f"facesearch: warning: {note}", file=sys.stderr)
     return ClientSettings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
@@ -720,7 +724,14 @@ def cmd_user_head(args: argparse.Namespace, client: FacesearchClient, out: TextI
         n = flows.reset_user(client, args.user)
         print(f"forgot {n} lasting head(s) of user {args.user}", file=out)
     if args.describe:
-        print(format_user(flows.describe_user(client, args.user)), file=out)
+        desc = flows.describe_user(client, args.user)
+        if args.json:
+            payload = MessageToDict(
+                desc, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            print(json.dumps(payload, indent=2), file=out)
+        else:
+            print(format_user(desc), file=out)
     return 0
 
 
@@ -732,6 +743,8 @@ def cmd_session(
 ) -> int:
     if args.target and not args.simulate:
         raise UsageError("--target goes with --simulate PERSON_ID")
+    if args.json and not args.describe:
+        raise UsageError("--json goes with --describe (a session itself prints rounds as text)")
     if args.describe or args.reset:
         return cmd_user_head(args, client, out)
     seed = messages.seed_from(
@@ -860,6 +873,32 @@ def run_training(train_args: list[str]) -> int:
     return subprocess.call([sys.executable, "-m", module, *train_args])
 
 
+def _not_found_hint(err: grpc.RpcError) -> str:
+    """Where to look when a collection is unknown: often -c was left out (default 'faces')."""
+    code = getattr(err, "code", lambda: None)()
+    details = getattr(err, "details", lambda: "")() or ""
+    if code == grpc.StatusCode.NOT_FOUND and "no collection or alias named" in details:
+        return (
+            f" (`facesearch collections list` shows them; -c NAME picks one, default "
+            f"{DEFAULT_COLLECTION!r}; `facesearch index DIR -c NAME` creates one)"
+        )
+    return ""
+
+
+def _file_problem(exc: OSError) -> str:
+    """A local file the user named, said plainly rather than as Python's [Errno N]."""
+    if exc.filename is None:
+        return str(exc)
+    name = exc.filename
+    if isinstance(exc, FileNotFoundError):
+        return f"{name}: no such file (check the path; it is read from this machine)"
+    if isinstance(exc, IsADirectoryError):
+        return f"{name} is a folder: give one photo (`facesearch index DIR` indexes a folder)"
+    if isinstance(exc, PermissionError):
+        return f"{name}: permission denied (the file must be readable by this user)"
+    return f"{name}: {exc.strerror or exc}"
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = build_parser()
@@ -895,9 +934,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"facesearch {args.command}: {exc}", file=sys.stderr)
         return 2
     except grpc.RpcError as err:
-        print(f"facesearch {args.command}: {explain(err)}", file=sys.stderr)
+        print(f"facesearch {args.command}: {explain(err)}{_not_found_hint(err)}", file=sys.stderr)
         return 1
-    except (FacesearchError, ValueError, OSError) as exc:
+    except OSError as exc:
+        print(f"facesearch {args.command}: {_file_problem(exc)}", file=sys.stderr)
+        return 1
+    except (FacesearchError, ValueError) as exc:
         print(f"facesearch {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -85,8 +85,12 @@ def add_parsers(
     clusters = sub.add_parser("clusters", help="unlabelled faces grouped into candidate persons")
     kverbs = clusters.add_subparsers(dest="verb", required=True, metavar="VERB")
     klist = kverbs.add_parser("list", parents=verb_options, help="largest group first")
-    klist.add_argument("--min-size", type=int, default=2)
-    klist.add_argument("--max", dest="max_clusters", type=int, default=50)
+    klist.add_argument(
+        "--min-size", type=int, default=2, help="list clusters of at least this many faces (2)"
+    )
+    klist.add_argument(
+        "--max", dest="max_clusters", type=int, default=50, help="list at most this many (50)"
+    )
     klist.add_argument(
         "--recluster",
         action="store_true",
@@ -128,7 +132,11 @@ def add_parsers(
 
 
 def _json(message: Any) -> dict[str, Any]:
-    return MessageToDict(message, preserving_proto_field_name=True)
+    # Fields at their default (no clusters listed, 0 new faces) are printed too, so a script
+    # reads every key of the reply whatever its values.
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def cmd_identify(args: argparse.Namespace, client: FacesearchClient, out: TextIO) -> int:
@@ -284,10 +292,17 @@ def cmd_clusters(args: argparse.Namespace, client: FacesearchClient, out: TextIO
     for c in reply.clusters:
         print(_cluster_line(c), file=out)
     cut = " (the first 100,000 only)" if reply.truncated else ""
+    # Say why clusters are missing: a first listing of a small archive is mostly singletons.
+    hidden = (
+        f"; the others have fewer than --min-size {args.min_size} faces or are past "
+        f"--max {args.max_clusters}"
+        if len(reply.clusters) < reply.total_clusters
+        else ""
+    )
     print(
         f"{len(reply.clusters)} cluster(s) listed of {reply.total_clusters} "
         f"({reply.unlabelled_faces} unlabelled face(s){cut}; {reply.new_faces} new since the "
-        f"last listing, {reply.departed_faces} gone)",
+        f"last listing, {reply.departed_faces} gone{hidden})",
         file=out,
     )
     return 0

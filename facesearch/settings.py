@@ -11,6 +11,7 @@ when dialling an IP), ``FACESEARCH_TIMEOUT_S`` (default deadline of unary calls)
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,3 +93,29 @@ class ClientSettings:
                     f"FACESEARCH_TIMEOUT_S={timeout!r} is not a number of seconds"
                 ) from None
         return cls(**values).replace(**overrides)  # type: ignore[arg-type]
+
+
+# The variables a misspelling of which silently reaches the wrong server or drops the key. Only
+# these are compared: the services' own FACESEARCH_TLS_* keys sit too close to the client's TLS
+# names to tell a typo from a service setting in the same shell.
+_CHECKED_ENV = (
+    *(f"FACESEARCH_{service.upper()}_ADDRESS" for service in DEFAULT_ADDRESSES),
+    "FACESEARCH_API_KEY",
+    "FACESEARCH_TIMEOUT_S",
+)
+
+
+def misspelt_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line per FACESEARCH_* variable that looks like a misspelt client variable.
+
+    The client ignores variables it does not read (a shell also holds the services' own), so a
+    typo in an address would quietly connect to the default one; this names it instead."""
+    env = os.environ if env is None else env
+    notes = []
+    for name in sorted(env):
+        if not name.startswith("FACESEARCH_") or name in _CHECKED_ENV:
+            continue
+        close = difflib.get_close_matches(name, _CHECKED_ENV, n=1, cutoff=0.9)
+        if close:
+            notes.append(f"{name} is not read (did you mean {close[0]}?)")
+    return notes

@@ -14,7 +14,10 @@ Each policy shows k unseen gallery faces per round and learns from the user's an
   It starts from a user's lasting head (identity unless given), trains its own session head
   from there, and ``lasting_head`` consolidates the session's answers into the lasting head as
   the service does at the session's end (consolidation.py).
-- faircop-trusting: the same with every positive trained on (no corroboration), no
+  It ranks as the service's ``ranking`` setting says (default: the cluster score);
+  ``--ranking posterior`` ranks by the posterior over the target (target_posterior.py).
+- faircop-clusters: faircop forced to rank by the cluster score alone (``ranking="clusters"``).
+- faircop-trusting: cluster ranking with every positive trained on (no corroboration), no
   exploration filter from negatives: FaIRCoP as it was before issue 15, for comparison.
 - faircop-nohead: the same as faircop with the head never trained.
 Answers are codes (simulator.py); rocchio, bayes and random read them as similar (code > 0) or
@@ -41,6 +44,7 @@ from facesearch_server.personalizer.round_planner import (
     exploratory_count,
     scoring_queries,
     select,
+    training_weights,
 )
 from facesearch_server.personalizer.scoring import clusters
 
@@ -180,7 +184,7 @@ class FaircopPolicy(Policy):
                 self.v[pos],
                 self.v[neg],
                 self.p.training,
-                c.train_weights,
+                training_weights(c, self.p, self.lasting),
                 self.lasting.weight,
             )
             self.head.weight = w
@@ -205,7 +209,9 @@ class FaircopPolicy(Policy):
         c = clusters(self.head, self.v[pos], self.v[neg], pc, nc, self.p.scoring)
         cands: list[tuple[str, np.ndarray]] = []
         ids: set[int] = set()
-        for q, top in scoring_queries(self.head, c, k, self.p):  # as the service asks them
+        for q, top in scoring_queries(
+            self.head, c, k, self.p, self.lasting
+        ):  # as the service asks them
             for i in _top_unseen(self.v @ q, self.seen, top):
                 if i not in ids:
                     ids.add(i)
@@ -216,7 +222,9 @@ class FaircopPolicy(Policy):
                 (str(i), self.v[i]) for i in exploration_pool(self.v, self.seen, self.rng, self.p)
             ]
         seen_idx = np.flatnonzero(self.seen)
-        picks = select(self.head, c, cands, pool, self.v[seen_idx], set(), k, n_exp, self.p)
+        picks = select(
+            self.head, c, cands, pool, self.v[seen_idx], set(), k, n_exp, self.p, self.lasting
+        )
         return [int(pk.id) for pk in picks]
 
 
@@ -225,6 +233,7 @@ def trusting_params() -> RoundParams:
     p = RoundParams()
     return replace(
         p,
+        ranking="clusters",
         explore_margin=float("inf"),
         scoring=replace(
             p.scoring,
@@ -233,6 +242,19 @@ def trusting_params() -> RoundParams:
             corroborated_training=False,
         ),
     )
+
+
+class ClusterFaircopPolicy(FaircopPolicy):
+    """FaIRCoP ranking by the cluster score alone (``ranking="clusters"``, the service's
+    policy before the target posterior: scoring.py), otherwise the same."""
+
+    name = "faircop-clusters"
+
+    def __init__(
+        self, vectors, rng, first, params: RoundParams | None = None, head: Head | None = None
+    ) -> None:
+        p = replace(params or RoundParams(), ranking="clusters")
+        super().__init__(vectors, rng, first, p, head)
 
 
 class TrustingFaircopPolicy(FaircopPolicy):
@@ -257,6 +279,7 @@ POLICIES = {
     p.name: p
     for p in (
         FaircopPolicy,
+        ClusterFaircopPolicy,
         TrustingFaircopPolicy,
         HeadlessFaircopPolicy,
         RocchioPolicy,

@@ -29,9 +29,9 @@ from dataclasses import replace
 import numpy as np
 
 from bench.common.gallery import MODEL_ID, data_available, load_real_gallery, pad_synthetic
-from bench.personalize.policies import POLICIES, FaircopPolicy, first_round
+from bench.personalize.policies import POLICIES, first_round
 from bench.personalize.simulator import TRUTHS, GroundTruth, SimulatedUser
-from facesearch_server.personalizer.round_planner import RoundParams
+from facesearch_server.personalizer.round_planner import RANKINGS, RoundParams
 
 
 def run_session(policy, user: SimulatedUser, k: int, max_rounds: int) -> int:
@@ -103,7 +103,18 @@ def faircop_params(args: argparse.Namespace) -> RoundParams:
         p = replace(p, positive_queries=args.positive_queries)
     if args.threshold is not None:
         sc = replace(sc, answers=replace(sc.answers, threshold=args.threshold))
-    return replace(p, scoring=sc)
+    if args.ranking is not None:
+        p = replace(p, ranking=args.ranking)
+    post = p.posterior
+    if args.posterior_floor is not None:
+        post = replace(post, wrong_share=args.posterior_floor)
+    if args.cluster_weight is not None:
+        post = replace(post, cluster_weight=args.cluster_weight)
+    if args.posterior_queries is not None:
+        post = replace(post, positive_queries=args.posterior_queries)
+    if args.train_temperature is not None:
+        post = replace(post, train_temperature=args.train_temperature)
+    return replace(p, scoring=sc, posterior=post)
 
 
 # Per-process state of the parallel runner (set by _init_worker; the gallery is loaded once per
@@ -136,8 +147,8 @@ def _run_target(job: tuple[str, float, int, int, int]) -> tuple[str, float, dict
     for name in args.policies:
         user = SimulatedUser(target, similar, flip, np.random.default_rng((seed, ti, 2)), rich)
         rng = np.random.default_rng((seed, ti, 3))
-        if name == "faircop":
-            pol = FaircopPolicy(vectors, rng, first, _W["fp"])
+        if name in ("faircop", "faircop-clusters"):  # the same params, each its ranking
+            pol = POLICIES[name](vectors, rng, first, _W["fp"])
         else:
             pol = POLICIES[name](vectors, rng, first)
         out[name] = run_session(pol, user, args.k, args.max_rounds)
@@ -375,6 +386,13 @@ def main() -> None:
     dev.add_argument("--uncorroborated", action="store_true", help="train on every positive")
     dev.add_argument("--contradicting-rejections", type=int, help="0 = no contradiction rule")
     dev.add_argument("--learning-rate", type=float, help="Adam learning rate of the head")
+    dev.add_argument("--ranking", choices=RANKINGS, help="clusters or posterior (scored faces)")
+    dev.add_argument("--posterior-floor", type=float, help="eps of the target posterior")
+    dev.add_argument("--cluster-weight", type=float, help="cluster score added to the posterior")
+    dev.add_argument("--posterior-queries", type=int, help="per-positive posterior queries")
+    dev.add_argument(
+        "--train-temperature", type=float, help="head's loss weights from the posterior (0 = off)"
+    )
     args = ap.parse_args()
     if not data_available():
         sys.exit("../shared/data is missing: the target-testing bench needs the real faces")

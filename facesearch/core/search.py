@@ -278,14 +278,20 @@ async def search_person_in_context(
         # (bench/idclip: a third of the right answers at 5 of 15 labelled), so say so.
         out.notes.append(
             f"only {len(out)} labelled face(s) of {person_id!r} with context text; their "
-            "unlabelled faces were not searched: include unlabelled faces that identify as them"
+            "unlabelled faces were not searched (CLI --unlabelled, SDK include_unlabelled=True "
+            "also searches those that identify as them)"
         )
     if not out:
         out.notes.append(
             f"no face of {person_id!r} with context text (none labelled, or none captioned): "
             "label their faces, index captions of their photos "
             "(IPTC/XMP/EXIF, sidecar .txt/.json, .srt/.vtt)"
-            + ("" if include_unlabelled else ", or include unlabelled faces that identify as them")
+            + (
+                ""
+                if include_unlabelled
+                else ", or include unlabelled faces that identify as them (CLI --unlabelled, "
+                "SDK include_unlabelled=True)"
+            )
         )
     return out
 
@@ -655,10 +661,10 @@ def _description_term(
         )
     raise CollectionMismatch(
         f"collection {collection!r} has neither face attributes nor captions, so a description "
-        "cannot change the result: back-fill attributes by indexing the photos again with an "
-        "embedder that serves an attribute model (same ids replace the faces; a collection "
-        "created before attributes existed has no 'attributes' field: index into a new "
-        "collection), or index captions"
+        f"cannot change the result: back-fill attributes with `facesearch backfill "
+        f"{collection} --field attributes` (SDK: flows.backfill; it adds the field when missing "
+        "and needs an embedder serving an attribute model), or index the photos' captions "
+        "(sidecar .txt/.json, IPTC/XMP/EXIF)"
     )
 
 

@@ -27,6 +27,8 @@ def sessions_config(cfg: PersonalizerSettings) -> SessionsConfig:
     p = replace(
         p,
         rescore_top=cfg.rescore_top,
+        ranking=cfg.ranking,
+        posterior=replace(p.posterior, cluster_weight=cfg.posterior_cluster_weight),
         scoring=replace(
             p.scoring,
             negative_weight=cfg.negative_weight,

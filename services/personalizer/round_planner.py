@@ -36,6 +36,18 @@ from facesearch_server.personalizer.scoring import (
     rescore,
     retriever_query,
 )
+from facesearch_server.personalizer.target_posterior import (
+    PosteriorParams,
+    label_weights,
+    log_posterior,
+)
+from facesearch_server.personalizer.target_posterior import (
+    queries as posterior_queries,
+)
+
+# How scored candidates are ranked: FaIRCoP's cluster score (scoring.rescore), or the posterior
+# over the target that the head's cosines feed, plus the cluster score (target_posterior.py).
+RANKINGS = ("clusters", "posterior")
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,12 @@ class RoundParams:
     per_positive_top: int = 32
     scoring: ScoringParams = field(default_factory=ScoringParams)
     training: TrainingParams = field(default_factory=TrainingParams)
+    ranking: str = "clusters"
+    posterior: PosteriorParams = field(default_factory=PosteriorParams)
+
+    def __post_init__(self) -> None:
+        if self.ranking not in RANKINGS:
+            raise ValueError(f"ranking is {self.ranking!r}; use one of {RANKINGS}")
 
 
 @dataclass
@@ -72,8 +90,13 @@ def exploratory_count(k: int, n_positive: int, rounds_with_positive: int, p: Rou
     return 0
 
 
+def _likeness(head: Head, lasting: Head | None, p: RoundParams) -> Head:
+    """The head whose cosines the target posterior uses (PosteriorParams.likeness)."""
+    return lasting if lasting is not None and p.posterior.likeness == "lasting" else head
+
+
 def scoring_queries(
-    head: Head, c: Clusters, k: int, p: RoundParams
+    head: Head, c: Clusters, k: int, p: RoundParams, lasting: Head | None = None
 ) -> list[tuple[np.ndarray, int]]:
     """The retriever queries (vector, top) of a round's scored candidates: the linear query of
     the score (scoring.retriever_query), then the head-space directions of the likeliest
@@ -88,7 +111,32 @@ def scoring_queries(
             queries.append(
                 ((q / max(float(np.linalg.norm(q)), 1e-12)).astype(np.float32), p.per_positive_top)
             )
+    if p.ranking == "posterior" and c.x_labelled is not None and c.codes is not None:
+        like = _likeness(head, lasting, p)
+        queries += posterior_queries(like, c.x_labelled, c.codes, p.scoring.answers, p.posterior)
     return queries
+
+
+def training_weights(c: Clusters, p: RoundParams, likeness: Head) -> np.ndarray | None:
+    """Each positive's weight in the head's loss: the posterior's (label_weights, cosines in
+    the space of ``likeness``) when its temperature is set, else the clusters'
+    (corroboration)."""
+    if p.posterior.train_temperature > 0 and c.x_labelled is not None and c.codes is not None:
+        return label_weights(likeness, c.x_labelled, c.codes, p.scoring.answers, p.posterior)
+    return c.train_weights
+
+
+def score(
+    head: Head, vectors: np.ndarray, c: Clusters, p: RoundParams, lasting: Head | None = None
+) -> np.ndarray:
+    """The score scored candidates are ranked by (higher first); needs a positive cluster.
+    ``lasting``: the head the session started from (PosteriorParams.likeness)."""
+    s = rescore(head, vectors, c, p.scoring)
+    if p.ranking != "posterior":
+        return s
+    like = _likeness(head, lasting, p)
+    lp = log_posterior(like, vectors, c.x_labelled, c.codes, p.scoring.answers, p.posterior)
+    return (lp + p.posterior.cluster_weight * s).astype(np.float32)
 
 
 def select(
@@ -101,6 +149,7 @@ def select(
     k: int,
     n_explore: int,
     p: RoundParams = RoundParams(),
+    lasting: Head | None = None,
 ) -> list[Pick]:
     """The k faces to show: the best-scoring candidates plus ``n_explore`` from the pool.
 
@@ -109,10 +158,11 @@ def select(
     other fills the round."""
     picks: list[Pick] = []
     taken = set(exclude)
-    cands = [(i, v) for i, v in candidates if i not in taken]
+    # Several queries may return one face; each is a candidate once.
+    cands = list({i: v for i, v in candidates if i not in taken}.items())
     if c.mu_pos is not None and cands:
         vecs = np.stack([v for _, v in cands])
-        scores = rescore(head, vecs, c, p.scoring)
+        scores = score(head, vecs, c, p, lasting)
         for j in np.argsort(-scores, kind="stable")[: max(0, k - n_explore)]:
             picks.append(Pick(cands[j][0], float(scores[j]), False, cands[j][1]))
             taken.add(cands[j][0])
@@ -138,7 +188,7 @@ def select(
         ref_arr = np.concatenate(ref) if ref else np.zeros((0, pool[0][1].shape[0]), np.float32)
         pvecs = np.stack([v for _, v in pool])
         pscores = (
-            rescore(head, pvecs, c, p.scoring)
+            score(head, pvecs, c, p, lasting)
             if c.mu_pos is not None
             else np.zeros(len(pool), np.float32)
         )
@@ -150,7 +200,7 @@ def select(
         rest = [(i, v) for i, v in cands if i not in taken]
         if rest:
             vecs = np.stack([v for _, v in rest])
-            scores = rescore(head, vecs, c, p.scoring)
+            scores = score(head, vecs, c, p, lasting)
             for j in np.argsort(-scores, kind="stable")[: k - len(picks)]:
                 picks.append(Pick(rest[j][0], float(scores[j]), False, rest[j][1]))
     return picks

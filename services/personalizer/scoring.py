@@ -91,6 +91,9 @@ class Clusters:
     trust: float = 1.0
     # Training weight of each positive (answer_model.corroboration); None = every one weighs 1.
     train_weights: np.ndarray | None = None
+    # The labelled faces' embedding vectors (same order as z_labelled), for scores in another
+    # head's space (target_posterior.py).
+    x_labelled: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ def clusters(
     nc = -np.ones(len(negatives), int) if neg_codes is None else np.asarray(neg_codes)
     parts = [z for z in (zp, zn) if z is not None]
     z_lab = np.concatenate(parts) if parts else None
+    raw = [np.asarray(x, np.float32) for x in (positives, negatives) if len(x)]
+    x_lab = np.concatenate(raw) if raw else None
     codes = np.concatenate([pc, nc]).astype(int)
     w_pos = None
     if zp is not None and z_lab is not None:
@@ -153,7 +158,7 @@ def clusters(
         mu_pos = _unit(((w_pos if w_pos.any() else np.ones(len(zp)))[:, None] * zp).sum(0))
     mu_neg = _unit(zn.mean(0)) if zn is not None else None
     trust = float(w_pos.max()) if w_pos is not None else 1.0
-    return Clusters(mu_pos, mu_neg, zp, zn, w_pos, z_lab, codes, trust, corroborated)
+    return Clusters(mu_pos, mu_neg, zp, zn, w_pos, z_lab, codes, trust, corroborated, x_lab)
 
 
 def answer_log_likelihood(

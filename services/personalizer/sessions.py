@@ -58,6 +58,7 @@ from facesearch_server.personalizer.round_planner import (
     exploratory_count,
     scoring_queries,
     select,
+    training_weights,
 )
 from facesearch_server.personalizer.scoring import Clusters, clusters
 from facesearch_server.personalizer.session_store import Session, SessionStore
@@ -158,7 +159,8 @@ class Sessions:
         n_exp = exploratory_count(k, len(pos), s.rounds_with_positive, p)
         face = FaceField(s.field, s.model_id, s.dim)
         # One batched Search: the scoring query (top rescore_top) and the exploration pool.
-        queries = scoring_queries(head, c, k, p)
+        lasting = Head(s.model_id, self._lasting(s))
+        queries = scoring_queries(head, c, k, p, lasting)
         n_scored = len(queries)
         if n_exp > 0 or c.mu_pos is None:
             rng = session_rng(self.cfg.exploration_seed, s.id, s.round)
@@ -175,7 +177,7 @@ class Sessions:
             for h in hits:
                 meta[h.id] = h
                 (cands if j < n_scored else pool).append((h.id, h.vector))
-        picks = select(head, c, cands, pool, s.vectors(), set(exclude), k, n_exp, p)
+        picks = select(head, c, cands, pool, s.vectors(), set(exclude), k, n_exp, p, lasting)
         return picks[:room], meta
 
     def _record(self, s: Session, picks: list[Pick]) -> None:
@@ -319,7 +321,9 @@ class Sessions:
         c, pos, neg = self._clusters(s, Head.identity(s.model_id, s.dim))
         if len(pos):
             s.rounds_with_positive += 1
-        head = await self._train(s, pos, neg, c.train_weights)
+        lasting = Head(s.model_id, self._lasting(s))
+        weights = training_weights(c, self.cfg.round, lasting)
+        head = await self._train(s, pos, neg, weights)
         if found:
             s.finished, s.found_id, s.last_round = True, found, []
             # The session is over: what it says about the user's likeness goes into their

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import AliasChoices, Field
 
@@ -44,6 +44,15 @@ class PersonalizerSettings(ServiceSettings):
     train_budget_ms: float = Field(50.0, gt=0, description="time budget of a round's training")
     negative_weight: float = Field(
         0.25, ge=0, description="lambda: weight of the negative cluster in the query"
+    )
+    ranking: Literal["posterior", "clusters"] = Field(
+        "clusters",
+        description="how scored faces are ranked: `posterior` (a posterior over the person in "
+        "mind from every answer, noise-tolerant, plus the head's cluster score) or `clusters` "
+        "(the cluster score alone, the policy before it)",
+    )
+    posterior_cluster_weight: float = Field(
+        1.0, ge=0, description="weight of the head's cluster score added to the log posterior"
     )
     likelihood_weight: float = Field(
         0.0, ge=0, description="gamma: weight of the answer log-likelihood (0 = off)"

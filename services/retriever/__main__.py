@@ -20,7 +20,7 @@ from pathlib import Path
 from facesearch_contract.v1 import persons_service_pb2_grpc as persons_grpc
 from facesearch_contract.v1 import retriever_internal_service_pb2_grpc as ipb_grpc
 from facesearch_contract.v1 import retriever_service_pb2_grpc as pb_grpc
-from facesearch_server.retriever import gpu, metrics
+from facesearch_server.retriever import gpu, metrics, search_batcher
 from facesearch_server.retriever.catalog import Catalog
 from facesearch_server.retriever.collection import Limits
 from facesearch_server.retriever.persons.servicer import PersonsServicer
@@ -35,6 +35,7 @@ from facesearch_server.runtime.server import ServiceDefinition, Servicer, run_se
 
 def build(cfg: RetrieverSettings) -> ServiceDefinition:
     gpu.configure(cfg.faiss_omp_threads, cfg.hnsw_build)
+    search_batcher.configure(cfg.search_coalescing, cfg.search_coalesce_max_queries)
     data_dir = Path(cfg.data_dir).expanduser()
     servers = cfg.shard_servers
     # The shard servers are assumed to run with the router's limits (one config file).

@@ -58,6 +58,19 @@ class RetrieverSettings(ServiceSettings):
         description="OpenMP threads per FAISS call (0 = all cores); requests already run "
         "in parallel",
     )
+    search_coalescing: bool = Field(
+        False,
+        description="gather concurrent small searches (<= 4 queries) of one shard with the "
+        "same field, k, filter and params into one FAISS batch on a worker thread while the "
+        "loop serves other requests (services/retriever/search_batcher.py); off by default: "
+        "on 2 shared cores it cost more than it saved (bench/peers/README.md)",
+    )
+    search_coalesce_max_queries: int = Field(
+        64,
+        ge=1,
+        le=max_items(pb.SearchRequest, "queries"),
+        description="queries one coalesced search holds at most (15 where it may scan exactly)",
+    )
     hnsw_build: Literal["cpu", "gpu"] = Field(
         "cpu",
         description="where HNSW graphs are built: `gpu` = CAGRA on the GPU (faiss-gpu with "

@@ -27,6 +27,7 @@ from facesearch_server.retriever.build_schedule import SCRUB, BuildSchedule
 from facesearch_server.retriever.field_index import FieldIndex
 from facesearch_server.retriever.filters import Predicate
 from facesearch_server.retriever.rwlock import RWLock
+from facesearch_server.retriever.search_batcher import SearchBatcher
 from facesearch_server.retriever.shard_search import is_small, search_field
 from facesearch_server.retriever.shard_state import ShardState
 from facesearch_server.retriever.wal import (
@@ -54,6 +55,7 @@ class LocalShard:
         self._rw = RWLock()
         self._snapshotting = threading.Lock()
         self.closed = threading.Event()
+        self.batcher = SearchBatcher(self)  # the event loop's front of search / search_small
         on_needed = (
             None if on_build_needed is None else (lambda name: on_build_needed(self, name))  # type: ignore[misc]
         )

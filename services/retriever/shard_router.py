@@ -149,8 +149,10 @@ class LocalShardHandle:
         return ShardPage(*await asyncio.to_thread(self.shard.scan, after, limit, with_vectors))
 
     async def search(self, req: ShardSearch, b: CallBudget) -> list[ScoredList]:
-        # A small search is answered here, on the event loop: cheaper than the thread hop.
-        args = (
+        # Small searches are answered on the event loop, concurrent ones coalesced into one
+        # FAISS batch (search_batcher); the rest run on a worker thread.
+        flt = req.flt
+        return await self.shard.batcher.search(
             req.field,
             req.queries,
             req.k,
@@ -159,11 +161,8 @@ class LocalShardHandle:
             req.params,
             req.with_meta,
             req.with_vectors,
+            filter_key=flt.SerializeToString(deterministic=True) if flt is not None else b"",
         )
-        small = self.shard.search_small(*args)
-        if small is not None:
-            return small
-        return await asyncio.to_thread(self.shard.search, *args)
 
     async def report(self, b: CallBudget) -> ShardReport:
         s = self.shard

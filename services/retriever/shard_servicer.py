@@ -20,7 +20,7 @@ from facesearch_contract.limits import max_bytes, max_items, value_range
 from facesearch_contract.v1 import retriever_internal_pb2 as ipb
 from facesearch_contract.v1 import retriever_internal_service_pb2_grpc as ipb_grpc
 from facesearch_contract.v1 import retriever_pb2 as pb
-from facesearch_server.retriever import filters, index_build
+from facesearch_server.retriever import filters, index_build, search_batcher
 from facesearch_server.retriever import validation as check
 from facesearch_server.retriever.peer_access import require_trusted_peer
 from facesearch_server.retriever.shard import LocalShard
@@ -205,8 +205,7 @@ class ShardServicer(ipb_grpc.RetrieverShardServicer):
         _check_vectors(shard, request.field, [len(q.values) for q in request.queries], "queries")
         queries = np.array([list(q.values) for q in request.queries], dtype=np.float32)
         pred = _compile(request.filter, "filter") if request.HasField("filter") else None
-        rows = await asyncio.to_thread(
-            shard.search,
+        args = (
             request.field,
             queries,
             request.k,
@@ -216,6 +215,11 @@ class ShardServicer(ipb_grpc.RetrieverShardServicer):
             request.with_metadata,
             request.with_vectors,
         )
+        if search_batcher.enabled():
+            fkey = request.filter.SerializeToString(deterministic=True) if pred is not None else b""
+            rows = await shard.batcher.search(*args, filter_key=fkey)
+        else:
+            rows = await asyncio.to_thread(shard.search, *args)
         out = ipb.ShardSearchResponse()
         for row in rows:
             hits = out.results.add()

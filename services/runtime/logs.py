@@ -31,12 +31,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Plain lines, with the ``extra=`` fields as key=value: they carry what the message only
+    names (the ``serving`` line's address when port 0 picked one, the failing dependency)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"%(asctime)s {service} %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {k: v for k, v in vars(record).items() if k not in _RESERVED}
+        if not extras:
+            return line
+        fields = " ".join(f"{k}={v}" for k, v in extras.items())
+        head, sep, tail = line.partition("\n")  # a traceback stays below the fields
+        return f"{head} {fields}{sep}{tail}"
+
+
 def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter(service))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+        handler.setFormatter(TextFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -244,7 +244,15 @@ def _read_file(env: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
     path = env.get(CONFIG_ENV, "")
     if not path:
         return "", {}
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise SettingsError(
+            f"{path} (named by {CONFIG_ENV}): {exc.strerror or exc}; point {CONFIG_ENV} at a "
+            "readable YAML file, or unset it to run on defaults and environment variables"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path} (named by {CONFIG_ENV}): not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: expected a mapping with 'common' and per-service sections")
     return path, data

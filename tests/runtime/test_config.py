@@ -92,6 +92,25 @@ def test_config_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
         load_config("embedder", env={"FACESEARCH_CONFIG": write(tmp_path, "- a\n- b\n")})
 
 
+def test_config_file_missing_or_not_yaml_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"named by FACESEARCH_CONFIG.*No such file"):
+        load_config("embedder", env={"FACESEARCH_CONFIG": str(tmp_path / "nope.yaml")})
+    with pytest.raises(ValueError, match=r"named by FACESEARCH_CONFIG.*not valid YAML"):
+        load_config("embedder", env={"FACESEARCH_CONFIG": write(tmp_path, "common: [a\n")})
+
+
+def test_text_logs_keep_the_extra_fields() -> None:
+    # log_format text: the serving line's address (port 0) must not be lost.
+    import logging
+
+    from facesearch_server.runtime.logs import TextFormatter
+
+    record = logging.LogRecord("x", logging.INFO, "", 0, "serving", (), None)
+    record.address = "127.0.0.1:4321"
+    line = TextFormatter("retriever").format(record)
+    assert line.endswith("retriever INFO serving address=127.0.0.1:4321"), line
+
+
 def test_peer_addresses_set_for_every_service_reach_every_service() -> None:
     # docker-compose sets these once for all three services.
     env = {

@@ -115,6 +115,53 @@ def test_terminal_feedback_quits_on_q_or_end_of_input() -> None:
     assert cli.terminal_feedback(eof, io.StringIO())(candidate_state()) is None
 
 
+def test_a_missing_or_folder_path_is_said_plainly() -> None:
+    missing = cli._file_problem(FileNotFoundError(2, "No such file or directory", "x.jpg"))
+    assert missing.startswith("x.jpg: no such file") and "Errno" not in missing
+    folder = cli._file_problem(IsADirectoryError(21, "Is a directory", "photos"))
+    assert "photos is a folder" in folder and "facesearch index DIR" in folder
+
+
+def test_an_unknown_collection_points_at_collections_list() -> None:
+    class NotFound(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.NOT_FOUND
+
+        def details(self) -> str:
+            return "collection: no collection or alias named 'faces'"
+
+    hint = cli._not_found_hint(NotFound())
+    assert "facesearch collections list" in hint and "-c NAME" in hint
+
+
+def test_misspelt_client_variables_are_named() -> None:
+    from facesearch.settings import misspelt_env
+
+    env = {
+        "FACESEARCH_RETRIEVER_ADRESS": "x:1",
+        "FACESEARCH_API_KEY": "k",
+        "FACESEARCH_TLS_CERT_FILE": "a service's own key",
+        "FACESEARCH_PERSONALIZER_K": "8",
+    }
+    assert misspelt_env(env) == [
+        "FACESEARCH_RETRIEVER_ADRESS is not read (did you mean FACESEARCH_RETRIEVER_ADDRESS?)"
+    ]
+
+
+def test_session_json_goes_with_describe(capsys: pytest.CaptureFixture) -> None:
+    down = f"127.0.0.1:{free_port()}"
+    assert run("session", "--json", "--personalizer", down, "--retriever", down)[0] == 2
+    assert "--json goes with --describe" in capsys.readouterr().err
+
+
+def test_cluster_json_keeps_keys_at_their_default() -> None:
+    from facesearch import cli_persons
+    from facesearch_contract.v1 import persons_pb2
+
+    listed = cli_persons._json(persons_pb2.ListClustersResponse())
+    assert listed["clusters"] == [] and "new_faces" in listed
+
+
 # ---------------------------------------------------------------- services down
 
 
