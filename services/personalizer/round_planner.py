@@ -166,7 +166,8 @@ def select(
         for j in np.argsort(-scores, kind="stable")[: max(0, k - n_explore)]:
             picks.append(Pick(cands[j][0], float(scores[j]), False, cands[j][1]))
             taken.add(cands[j][0])
-    pool = [(i, v) for i, v in pool if i not in taken]
+    # A face in the pool twice (or among the picks already) is shown once.
+    pool = list({i: v for i, v in pool if i not in taken}.items())
     want = k - len(picks)
     if pool and want > 0 and c.mu_pos is None and c.codes is not None and len(c.codes):
         pvecs = np.stack([v for _, v in pool])

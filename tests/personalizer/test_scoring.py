@@ -135,3 +135,8 @@ def test_round_mixes_exploration_and_never_repeats() -> None:
     c0 = clusters(h, g[:0], g[:8])
     picks0 = select(h, c0, [], pool, g[:8], shown, 8, 8, p)
     assert len(picks0) == 8 and all(pk.exploratory for pk in picks0)
+    # Several queries (and the pool) may return one face: a round shows it once.
+    twice = cands[8:20] * 3
+    for n_explore in (0, 2, 8):
+        picks2 = select(h, c, twice, pool + pool, g[:8], shown, 8, n_explore, p)
+        assert len({pk.id for pk in picks2}) == len(picks2) == 8
