@@ -38,6 +38,7 @@ from facesearch_server.embedder.attributes import names as an
 from facesearch_server.embedder.attributes.dataset import AttributeSet
 from facesearch_server.embedder.attributes.description import DescriptionReader, query_vector
 from facesearch_server.embedder.attributes.train import ONNX_FILE, degraded_crops, predict_onnx
+from facesearch_server.embedder.text_encoding import embed_in_process
 
 SYSTEMS = (
     "face only",
@@ -124,20 +125,6 @@ async def read_descriptions(texts: list[str], model_dir: str) -> list[list]:  # 
     return out
 
 
-def text_vectors(texts: list[str], model_dir: str) -> np.ndarray:
-    from facesearch_server.embedder.backends.local import LocalRuntime
-    from facesearch_server.embedder.text_encoding import TextEncoder
-
-    async def run() -> np.ndarray:
-        runtime = LocalRuntime(model_dir, intra_op_threads=1)
-        runtime.load()
-        vecs = await TextEncoder(runtime).embed(texts)
-        await runtime.close()
-        return vecs
-
-    return asyncio.run(run())
-
-
 def out_of_fold_probabilities(data: AttributeSet, rows: np.ndarray, folds: int = 3) -> np.ndarray:
     """Attribute probabilities of the clean faces ``rows`` from models that never saw their
     identity (identity-grouped folds over ``rows``): what held-out faces get, on the training
@@ -204,8 +191,8 @@ def identification(
     captions = [describe(lab, rng_gallery) for lab in labels]
     evidence = asyncio.run(read_descriptions(descriptions, model_dir))
     queries = np.stack([query_vector(e) for e in evidence])
-    desc_vec = text_vectors(descriptions, model_dir)
-    cap_vec = text_vectors(captions, model_dir)
+    desc_vec = embed_in_process(descriptions, model_dir)
+    cap_vec = embed_in_process(captions, model_dir)
     ids = data.identities[labelled]
     gallery_emb = data.embeddings["clean"][labelled]
     gallery_p = (

@@ -94,3 +94,19 @@ def _normalise(out: np.ndarray) -> np.ndarray:
     # The graph normalises already; again here so every runtime returns unit vectors.
     out = np.asarray(out, dtype=np.float32)
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def embed_in_process(texts: list[str], model_dir: str) -> np.ndarray:
+    """The text encoder's vectors of ``texts`` as the service computes them, run in this
+    process on the local runtime: for offline tools (training, benches), not the service."""
+    from facesearch_server.embedder.backends.local import LocalRuntime
+
+    async def run() -> np.ndarray:
+        runtime = LocalRuntime(model_dir, intra_op_threads=1)
+        runtime.load()
+        try:
+            return await TextEncoder(runtime).embed(texts)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(run())

@@ -19,7 +19,6 @@ identities).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -38,27 +37,13 @@ from facesearch_server.embedder.description_fusion.model import (
     export_onnx,
     fit,
 )
+from facesearch_server.embedder.text_encoding import embed_in_process
 
 DESCRIPTIONS_PER_FACE = 4
 # Conditions trained on; "noise20" is a training-only degradation (the evaluation uses the rest).
 TRAIN_CONDITIONS = ("clean", "24px", "16px", "12px", "blur3", "blur5", "jpeg10", "noise20")
 EVAL_CONDITIONS = TRAIN_CONDITIONS[:-1]
 MAX_STEPS = 1000
-
-
-def text_vectors(texts: list[str], model_dir: str) -> np.ndarray:
-    """MiniLM vectors of ``texts`` as the embedder computes them (its local runtime)."""
-    from facesearch_server.embedder.backends.local import LocalRuntime
-    from facesearch_server.embedder.text_encoding import TextEncoder
-
-    async def run() -> np.ndarray:
-        runtime = LocalRuntime(model_dir, intra_op_threads=1)
-        runtime.load()
-        vecs = await TextEncoder(runtime).embed(texts)
-        await runtime.close()
-        return vecs
-
-    return asyncio.run(run())
 
 
 def attribute_split() -> dict[str, object]:
@@ -117,7 +102,7 @@ def train_on_training_identities(
     rows = np.flatnonzero(np.isin(data.identities, train_ids) & labelled)
     texts = describe_rows(data, rows, DESCRIPTIONS_PER_FACE)
     flat = [t for r in rows for t in texts[int(r)]]
-    vecs = text_vectors(flat, model_dir)
+    vecs = embed_in_process(flat, model_dir)
     emb = {
         int(r): vecs[i * DESCRIPTIONS_PER_FACE : (i + 1) * DESCRIPTIONS_PER_FACE]
         for i, r in enumerate(rows)
@@ -174,7 +159,7 @@ def held_out_evaluation(data: AttributeSet, onnx: Path, model_dir: str) -> dict[
     descriptions = [
         describe(dict(zip(names, data.labels[i].tolist(), strict=True)), rng) for i in labelled
     ]
-    text = text_vectors(descriptions, model_dir)
+    text = embed_in_process(descriptions, model_dir)
     ids = data.identities[labelled]
     gallery = data.embeddings["clean"][labelled]
     self_pair = np.eye(len(labelled), dtype=bool)
