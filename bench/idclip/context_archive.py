@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pyexiv2
 
+from harness.shared_data import shared_data_dir
+
 # Scene -> four wordings; wording 0 is the query, 1-3 are captions.
 CONTEXTS: dict[str, tuple[str, str, str, str]] = {
     "podium": (
@@ -228,3 +230,14 @@ def lfw_persons(lfw: Path, persons: int, min_photos: int) -> dict[str, list[str]
         if len(out) == persons:
             break
     return out
+
+
+def chosen_lfw(persons: int, photos_per_person: int) -> tuple[Path, dict[str, list[str]]]:
+    """The LFW folder of ../shared/data and the first ``photos_per_person`` photos of each of
+    the first ``persons`` persons with that many (lfw_persons); exits when the data is absent."""
+    data = shared_data_dir()
+    if data is None:
+        raise SystemExit("needs ../shared/data/lfw")
+    lfw = data / "lfw" / "lfw"
+    found = lfw_persons(lfw, persons, photos_per_person)
+    return lfw, {p: files[:photos_per_person] for p, files in found.items()}

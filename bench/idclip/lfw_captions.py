@@ -39,7 +39,6 @@ from bench.idclip.context_archive import CONTEXTS, QUERY_WORDING, Photo, display
 from bench.idclip.precision import grouped_intervals
 from facesearch import FacesearchClient, flows
 from harness.service_process import start_suite, stop_suite, suite_settings
-from harness.shared_data import shared_data_dir
 
 COLLECTION = "lfw-captions"
 KS = (1, 5, 10)
@@ -134,12 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contexts", type=int, default=3, help="scenes per person")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    data = shared_data_dir()
-    if data is None:
-        raise SystemExit("needs ../shared/data/lfw")
-    lfw = data / "lfw" / "lfw"
-    persons = context_archive.lfw_persons(lfw, args.persons, args.photos_per_person)
-    chosen = {p: files[: args.photos_per_person] for p, files in persons.items()}
+    lfw, chosen = context_archive.chosen_lfw(args.persons, args.photos_per_person)
     photos, _ = context_archive.plan(chosen, args.contexts, 0, seed=args.seed)
     queries = {mode: caption_queries(photos, mode == "with name") for mode in MODES}
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,7 +47,6 @@ from facesearch.core import (
 )
 from facesearch.core.context_terms import CAPTIONS, context_terms
 from harness.service_process import start_suite, stop_suite, suite_settings
-from harness.shared_data import shared_data_dir
 
 COLLECTION = "person-in-context"
 DEPTH = 40  # faces fetched per query: 10 distinct photos even with bystanders among them
@@ -127,12 +126,7 @@ def report(values: dict[str, np.ndarray], queries: list[context_archive.Query]) 
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    data = shared_data_dir()
-    if data is None:
-        raise SystemExit("needs ../shared/data/lfw")
-    lfw = data / "lfw" / "lfw"
-    persons = context_archive.lfw_persons(lfw, args.persons, args.photos_per_person)
-    chosen = {p: files[: args.photos_per_person] for p, files in persons.items()}
+    lfw, chosen = context_archive.chosen_lfw(args.persons, args.photos_per_person)
     photos, queries = context_archive.plan(chosen, args.contexts, args.labelled, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         archive = context_archive.write(photos, lfw, Path(tmp) / "archive")
