@@ -31,6 +31,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.personalizer.consolidation import (
     ConsolidationParams,
     consolidate,
@@ -42,11 +43,13 @@ from facesearch_server.personalizer.online_training import train_round
 from facesearch_server.personalizer.round_planner import (
     RoundParams,
     exploratory_count,
+    on_likeness_scale,
     scoring_queries,
     select,
     training_weights,
 )
 from facesearch_server.personalizer.scoring import clusters
+from facesearch_server.retriever import similarity_profile
 
 
 def _top_unseen(scores: np.ndarray, seen: np.ndarray, k: int) -> list[int]:
@@ -152,6 +155,22 @@ class BayesPolicy(Policy):
         return _top_unseen(self.logp, self.seen, k)
 
 
+_SCALES: dict[tuple[int, int], tuple[float, float]] = {}
+
+
+def gallery_scale(vectors: np.ndarray) -> tuple[float, float]:
+    """(median, p98) pair score of the gallery, sampled as the retriever samples a collection
+    for VectorFieldStats.similarity_profile (cached per gallery array)."""
+    key = (id(vectors), len(vectors))
+    if key not in _SCALES:
+        prof = similarity_profile.compute(
+            np.arange(len(vectors)), lambda lab: vectors[lab], pb.METRIC_INNER_PRODUCT
+        )
+        assert prof is not None, "a gallery of fewer than 50 faces"
+        _SCALES[key] = (prof.median, prof.p98)
+    return _SCALES[key]
+
+
 class FaircopPolicy(Policy):
     name = "faircop"
 
@@ -159,7 +178,10 @@ class FaircopPolicy(Policy):
         self, vectors, rng, first, params: RoundParams | None = None, head: Head | None = None
     ) -> None:
         super().__init__(vectors, rng, first)
-        self.p = params or RoundParams()
+        # On the gallery's own likeness scale, as the service takes it from the retriever's
+        # similarity profile of the collection (likeness_threshold = "collection").
+        self.scale = gallery_scale(vectors)
+        self.p = on_likeness_scale(params or RoundParams(), *self.scale)
         # ``head``: the user's lasting head; the session's own head starts as a copy of it.
         self.lasting = head or Head.identity("bench", vectors.shape[1])
         self.head = Head(self.lasting.model_id, self.lasting.weight.copy())
@@ -194,7 +216,7 @@ class FaircopPolicy(Policy):
         """The user's lasting head after this session (the service's EndSession / FOUND):
         ``found`` the face the user said was the person, None when the session failed."""
         pos, _, neg, _ = self._split()
-        params = params or ConsolidationParams()
+        params = params or replace(ConsolidationParams(), corroboration_threshold=self.scale[1])
         answers = relative_answers(
             self.v[pos], self.v[neg], None if found is None else self.v[found], params
         )

@@ -38,7 +38,11 @@ def sessions_config(cfg: PersonalizerSettings) -> SessionsConfig:
             answers=replace(
                 p.scoring.answers,
                 wrong_share=cfg.wrong_answer_share,
-                threshold=cfg.likeness_threshold,
+                threshold=(
+                    p.scoring.answers.threshold
+                    if cfg.likeness_threshold == "collection"
+                    else cfg.likeness_threshold
+                ),
             ),
         ),
         training=replace(
@@ -54,6 +58,7 @@ def sessions_config(cfg: PersonalizerSettings) -> SessionsConfig:
         undo_depth=cfg.undo_depth,
         consolidation=lasting,
         exploration_seed=cfg.exploration_seed,
+        likeness_from_collection=cfg.likeness_threshold == "collection",
     )
 
 

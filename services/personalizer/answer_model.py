@@ -27,7 +27,7 @@ in the centroid, the nearest-positive term and SCLoss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -50,6 +50,29 @@ class AnswerModel:
     unlike_threshold: float = 0.07
     slope: float = 0.05
     wrong_share: float = 0.1
+
+
+def on_scale(m: AnswerModel, median: float, p98: float) -> AnswerModel:
+    """``m`` on a collection's own scale of likeness, read from its pair-score quantiles (the
+    retriever's VectorFieldStats.similarity_profile) instead of SFace's constants.
+
+    ``m``'s tau and tau_unlike are what its constants were chosen as: the 98th percentile and
+    the median pair cosine of an SFace gallery. They become this collection's; the slope
+    scales with the spread between them; tau_same keeps its place between tau and a cosine of
+    1 (SFace: 0.4 is a fifth of the way from 0.25 to 1), so it stays a cosine however
+    compressed the top of the scale is. A cone of vectors all within 0.3 of each other gets a
+    slope and a "same person" step on its own scale, not SFace's 0.05 and 0.4, which there
+    would call every pair one person. On an SFace archive this is about the identity."""
+    spread = m.threshold - m.unlike_threshold
+    a = (p98 - median) / spread if spread > 0 else 1.0
+    above = (m.same_person_threshold - m.threshold) / max(1.0 - m.threshold, 1e-6)
+    return replace(
+        m,
+        threshold=p98,
+        unlike_threshold=median,
+        same_person_threshold=p98 + above * (1.0 - p98),
+        slope=m.slope * a,
+    )
 
 
 def _log_like(c: np.ndarray, tau: float, m: AnswerModel) -> tuple[np.ndarray, np.ndarray]:

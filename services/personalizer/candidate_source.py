@@ -36,6 +36,9 @@ class FaceField:
     dim: int
     text_field: str = ""
     text_model_id: str = ""
+    # The face field's pair-score quantiles (median, p98) as the retriever reports them
+    # (VectorFieldStats.similarity_profile); None when it has too few faces to say.
+    profile: tuple[float, float] | None = None
 
 
 @dataclass
@@ -124,8 +127,18 @@ class GrpcCandidateSource:
         f = fields[0]
         # A second field (e.g. "caption", MiniLM) holds text embeddings of the same records.
         t = fields[1] if len(fields) > 1 else None
+        stats = {x.name: x for x in reply.collection.field_stats}
+        profile = None
+        if f.name in stats and stats[f.name].HasField("similarity_profile"):
+            sp = stats[f.name].similarity_profile
+            profile = (float(sp.median), float(sp.p98))
         return FaceField(
-            f.name, f.model_id, int(f.dimension), t.name if t else "", t.model_id if t else ""
+            f.name,
+            f.model_id,
+            int(f.dimension),
+            t.name if t else "",
+            t.model_id if t else "",
+            profile,
         )
 
     def _hits(self, result: retriever_pb2.QueryResult, face: FaceField) -> list[Hit]:

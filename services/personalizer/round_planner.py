@@ -21,11 +21,11 @@ the search away from the rejected faces' region, not only from the faces themsel
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from facesearch_server.personalizer.answer_model import log_likelihood
+from facesearch_server.personalizer.answer_model import log_likelihood, on_scale
 from facesearch_server.personalizer.exploration import farthest_points
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.online_training import TrainingParams
@@ -66,12 +66,18 @@ class RoundParams:
     per_positive_top: int = 32
     scoring: ScoringParams = field(default_factory=ScoringParams)
     training: TrainingParams = field(default_factory=TrainingParams)
-    ranking: str = "clusters"
+    ranking: str = "posterior"
     posterior: PosteriorParams = field(default_factory=PosteriorParams)
 
     def __post_init__(self) -> None:
         if self.ranking not in RANKINGS:
             raise ValueError(f"ranking is {self.ranking!r}; use one of {RANKINGS}")
+
+
+def on_likeness_scale(p: RoundParams, median: float, p98: float) -> RoundParams:
+    """``p`` with its answer model on a collection's own scale (answer_model.on_scale)."""
+    answers = on_scale(p.scoring.answers, median, p98)
+    return replace(p, scoring=replace(p.scoring, answers=answers))
 
 
 @dataclass

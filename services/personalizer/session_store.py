@@ -74,6 +74,10 @@ class Session:
     seed_b64: str = ""  # float32 (dim,) when the session started from a seed
     exclude: list[str] = field(default_factory=list)  # never shown (e.g. the seed point)
     rounds_with_positive: int = 0
+    # The collection's pair-score quantiles when the session started (candidate_source
+    # FaceField.profile): the answer model's tau / tau_unlike; 0/0 = the configured constants.
+    likeness_p98: float = 0.0
+    likeness_median: float = 0.0
     # The user's lasting head as it was at the start (its version and reset epoch, and its
     # weights, float32 (dim, dim); "" = the identity): fixed for the session's life.
     head_version: int = 0

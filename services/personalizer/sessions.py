@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 import numpy as np
@@ -56,6 +56,7 @@ from facesearch_server.personalizer.round_planner import (
     Pick,
     RoundParams,
     exploratory_count,
+    on_likeness_scale,
     scoring_queries,
     select,
     training_weights,
@@ -88,6 +89,9 @@ class SessionsConfig:
     consolidation: ConsolidationParams = field(default_factory=ConsolidationParams)
     # Seed of the exploration directions (with the session id and round: exploration.py).
     exploration_seed: int = 0
+    # Take the answer model's tau / tau_unlike from the collection's pair-score quantiles
+    # (answer_model.on_scale) instead of round.scoring.answers' constants.
+    likeness_from_collection: bool = True
 
     def __post_init__(self) -> None:
         # Settings within what the contract allows: k as a caller could ask for it, and
@@ -116,6 +120,18 @@ class Sessions:
         self.cfg = config or SessionsConfig()
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _params(self, s: Session) -> RoundParams:
+        """The round parameters of this session: the configured ones, on the collection's
+        likeness scale when the session took one at its start."""
+        p = self.cfg.round
+        if not s.likeness_p98:
+            return p
+        return on_likeness_scale(p, s.likeness_median, s.likeness_p98)
+
+    def _consolidation(self, s: Session) -> ConsolidationParams:
+        c = self.cfg.consolidation
+        return replace(c, corroboration_threshold=s.likeness_p98) if s.likeness_p98 else c
 
     @staticmethod
     def _lasting(s: Session) -> np.ndarray:
@@ -146,7 +162,7 @@ class Sessions:
         if seed is not None:  # the seed is one more "similar" answer
             p = np.concatenate([seed[None, :], p])
             pc = np.concatenate([[SIMILAR], pc]).astype(int)
-        return clusters(head, p, n, pc, nc, self.cfg.round.scoring), p, n
+        return clusters(head, p, n, pc, nc, self._params(s).scoring), p, n
 
     async def _next_round(
         self, s: Session, head: Head, k: int, context: grpc.aio.ServicerContext | None
@@ -154,7 +170,7 @@ class Sessions:
         room = MAX_EXCLUDED - len(s.shown) - len(s.exclude)
         if room <= 0:
             return [], {}
-        p = self.cfg.round
+        p = self._params(s)
         c, pos, _ = self._clusters(s, head)
         n_exp = exploratory_count(k, len(pos), s.rounds_with_positive, p)
         face = FaceField(s.field, s.model_id, s.dim)
@@ -237,6 +253,8 @@ class Sessions:
             if req.HasField("filter")
             else "",
         )
+        if self.cfg.likeness_from_collection and face.profile is not None:
+            s.likeness_median, s.likeness_p98 = face.profile
         seed = await self._seed(req, s, face, context)
         if seed is not None:
             seed = seed / max(float(np.linalg.norm(seed)), 1e-12)
@@ -322,7 +340,7 @@ class Sessions:
         if len(pos):
             s.rounds_with_positive += 1
         lasting = Head(s.model_id, self._lasting(s))
-        weights = training_weights(c, self.cfg.round, lasting)
+        weights = training_weights(c, self._params(s), lasting)
         head = await self._train(s, pos, neg, weights)
         if found:
             s.finished, s.found_id, s.last_round = True, found, []
@@ -363,7 +381,7 @@ class Sessions:
             head.weight,
             pos,
             neg,
-            self.cfg.round.training,
+            self._params(s).training,
             pos_weights,
             self._lasting(s),
         )
@@ -396,7 +414,7 @@ class Sessions:
         if seed is not None:
             pos = np.concatenate([seed[None, :], pos])
         found = vecs[index[s.found_id]] if s.found_id in index else None
-        params = self.cfg.consolidation
+        params = self._consolidation(s)
         answers = relative_answers(pos, neg, found, params)
 
         async def step(current: Head) -> tuple[np.ndarray, int]:

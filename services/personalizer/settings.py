@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AliasChoices, Field
 
@@ -46,7 +46,7 @@ class PersonalizerSettings(ServiceSettings):
         0.25, ge=0, description="lambda: weight of the negative cluster in the query"
     )
     ranking: Literal["posterior", "clusters"] = Field(
-        "clusters",
+        "posterior",
         description="how scored faces are ranked: `posterior` (a posterior over the person in "
         "mind from every answer, noise-tolerant, plus the head's cluster score) or `clusters` "
         "(the cluster score alone, the policy before it)",
@@ -63,8 +63,11 @@ class PersonalizerSettings(ServiceSettings):
         lt=0.5,
         description="eps: share of answers the answer model takes to be wrong (its floor)",
     )
-    likeness_threshold: float = Field(
-        0.25, ge=-1, le=1, description="tau: head-space cosine at which 'similar' is 50/50"
+    likeness_threshold: Annotated[float, Field(ge=-1, le=1)] | Literal["collection"] = Field(
+        "collection",
+        description="tau: head-space cosine at which 'similar' is 50/50; `collection` = the "
+        "collection's own 98th-percentile pair score (its similarity profile; tau_unlike its "
+        "median), 0.25 / 0.07 (SFace's) while it holds too few faces to have one",
     )
     credibility_temperature: float = Field(
         0.0, ge=0, description="how softly contradicted positives lose weight (0 = off)"

@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 
 from facesearch_contract.v1 import retriever_pb2 as pb
-from facesearch_server.retriever import index_build, similarity
+from facesearch_server.retriever import index_build, similarity, similarity_profile
 
 Hit = tuple[float, str, int]  # (score, id, label)
 
@@ -30,6 +30,8 @@ class FieldIndex:
     # writes a fresh snapshot once the rebuild has dropped them. Records replaced by an upsert
     # are tombstones only: the churn rule folds them in.
     purge: set[int] = field(default_factory=set)
+    # Pair-score quantiles of the stored vectors (similarity_profile.py), kept until stale.
+    profile: similarity_profile.Profile | None = None
 
     def __post_init__(self) -> None:
         if self.flat is None:

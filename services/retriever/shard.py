@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from facesearch_contract.v1 import retriever_pb2 as pb
-from facesearch_server.retriever import gpu, shard_persistence, shard_stats, snapshot
+from facesearch_server.retriever import (
+    gpu,
+    shard_persistence,
+    shard_stats,
+    similarity_profile,
+    snapshot,
+)
 from facesearch_server.retriever.build_schedule import SCRUB, BuildSchedule
 from facesearch_server.retriever.field_index import FieldIndex
 from facesearch_server.retriever.filters import Predicate
@@ -314,6 +320,22 @@ class LocalShard:
 
     def field_stats(self) -> list[pb.VectorFieldStats]:
         return shard_stats.field_stats(self.state.fields, self.count())
+
+    def refresh_profiles(self) -> None:
+        """Recompute the similarity profiles that are stale (similarity_profile.py); blocking
+        (it reads vectors under the read lock): run it off the event loop."""
+        stale = [
+            fi
+            for fi in self.state.fields.values()
+            if fi.profile is None or fi.profile.stale(fi.flat.ntotal)
+        ]
+        if not stale:
+            return
+        with self._rw.read():
+            for fi in stale:
+                fi.profile = similarity_profile.compute(
+                    fi.labels(), fi.flat.reconstruct_batch, fi.spec.metric
+                )
 
     def memory_bytes(self) -> int:
         return shard_stats.memory_bytes(self.field_stats(), self.count())

@@ -23,7 +23,7 @@ from facesearch_contract.v1 import common_pb2 as cpb
 from facesearch_contract.v1 import retriever_internal_pb2 as ipb
 from facesearch_contract.v1 import retriever_internal_service_pb2_grpc as ipb_grpc
 from facesearch_contract.v1 import retriever_pb2 as pb
-from facesearch_server.retriever import filters
+from facesearch_server.retriever import filters, similarity_profile
 from facesearch_server.retriever.filters import Predicate
 from facesearch_server.retriever.shard import LocalShard
 from facesearch_server.runtime import errors
@@ -166,6 +166,7 @@ class LocalShardHandle:
 
     async def report(self, b: CallBudget) -> ShardReport:
         s = self.shard
+        await asyncio.to_thread(s.refresh_profiles)
         return ShardReport(
             number=self.number,
             location=self.location,
@@ -393,6 +394,11 @@ def merge_field_stats(
     agg.pending_purge = sum(f.pending_purge for f in per)
     agg.index_bytes = sum(f.index_bytes for f in per)
     agg.points_without = sum(f.points_without for f in per)
+    profile = similarity_profile.merge(
+        [f.similarity_profile for f in per if f.HasField("similarity_profile")]
+    )
+    if profile is not None:
+        agg.similarity_profile.CopyFrom(profile)
     return agg
 
 

@@ -44,6 +44,7 @@ def field_stats(fields: dict[str, FieldIndex], points: int) -> list[pb.VectorFie
                 tombstones=len(fi.tombstones),
                 vectors=fi.flat.ntotal,
                 points_without=max(points - fi.flat.ntotal, 0),
+                similarity_profile=fi.profile.to_proto() if fi.profile else None,
                 indexed_vectors=fi.indexed,
                 pending_purge=len(fi.purge) if fi.ann is not None else 0,
                 index_bytes=flat_bytes + (fi.ann.nbytes if fi.ann else 0),

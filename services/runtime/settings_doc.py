@@ -16,7 +16,8 @@ import re
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -31,12 +32,20 @@ REGENERATE = (
 
 
 def _type(info: FieldInfo) -> str:
-    annotation = info.annotation
-    if get_origin(annotation) is Literal:
+    return _name(info.annotation)
+
+
+def _name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin is Literal:
         return " or ".join(f"`{a}`" for a in get_args(annotation))
-    if get_origin(annotation) is list:
+    if origin in (Union, UnionType):  # e.g. a number or a keyword
+        return " or ".join(_name(a) for a in get_args(annotation))
+    if origin is Annotated:  # a constrained type: the type it constrains
+        return _name(get_args(annotation)[0])
+    if origin is list:
         return "list"
-    if get_origin(annotation) is dict:
+    if origin is dict:
         return "mapping"
     names = {str: "text", int: "int", float: "float", bool: "bool"}
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))

@@ -102,8 +102,8 @@ def test_a_flipped_answer_lowers_the_person_but_the_rest_outvote_it(seed: int) -
     assert 0 < cost.max() <= int(flipped.sum()) * np.log(1 / params.wrong_share) + 1e-6
 
 
-def test_the_cluster_ranking_stays_selectable() -> None:
-    assert RoundParams().ranking == "clusters"
-    assert RoundParams(ranking="posterior").ranking == "posterior"
+def test_the_posterior_ranks_by_default_and_the_cluster_ranking_stays_selectable() -> None:
+    assert RoundParams().ranking == "posterior"
+    assert RoundParams(ranking="clusters").ranking == "clusters"
     with pytest.raises(ValueError):
         RoundParams(ranking="nonsense")

@@ -174,7 +174,7 @@ class CreateCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., vector_fields: _Optional[_Iterable[_Union[VectorFieldSpec, _Mapping]]] = ..., shard_count: _Optional[int] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataFieldSpec, _Mapping]]] = ..., description: _Optional[str] = ..., metadata_schema: _Optional[_Union[MetadataSchemaMode, str]] = ..., max_metadata_fields: _Optional[int] = ..., media_roots: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VectorFieldStats(_message.Message):
-    __slots__ = ("name", "build_state", "build_progress", "effective_index", "tombstones", "index_bytes", "measured_recall", "vectors", "indexed_vectors", "pending_purge", "measured_above_threshold_recall", "points_without")
+    __slots__ = ("name", "build_state", "build_progress", "effective_index", "tombstones", "index_bytes", "measured_recall", "vectors", "indexed_vectors", "pending_purge", "measured_above_threshold_recall", "points_without", "similarity_profile")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUILD_STATE_FIELD_NUMBER: _ClassVar[int]
     BUILD_PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +187,7 @@ class VectorFieldStats(_message.Message):
     PENDING_PURGE_FIELD_NUMBER: _ClassVar[int]
     MEASURED_ABOVE_THRESHOLD_RECALL_FIELD_NUMBER: _ClassVar[int]
     POINTS_WITHOUT_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_PROFILE_FIELD_NUMBER: _ClassVar[int]
     name: str
     build_state: BuildState
     build_progress: float
@@ -199,7 +200,18 @@ class VectorFieldStats(_message.Message):
     pending_purge: int
     measured_above_threshold_recall: float
     points_without: int
-    def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ..., measured_recall: _Optional[float] = ..., vectors: _Optional[int] = ..., indexed_vectors: _Optional[int] = ..., pending_purge: _Optional[int] = ..., measured_above_threshold_recall: _Optional[float] = ..., points_without: _Optional[int] = ...) -> None: ...
+    similarity_profile: SimilarityProfile
+    def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ..., measured_recall: _Optional[float] = ..., vectors: _Optional[int] = ..., indexed_vectors: _Optional[int] = ..., pending_purge: _Optional[int] = ..., measured_above_threshold_recall: _Optional[float] = ..., points_without: _Optional[int] = ..., similarity_profile: _Optional[_Union[SimilarityProfile, _Mapping]] = ...) -> None: ...
+
+class SimilarityProfile(_message.Message):
+    __slots__ = ("median", "p98", "pairs")
+    MEDIAN_FIELD_NUMBER: _ClassVar[int]
+    P98_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    median: float
+    p98: float
+    pairs: int
+    def __init__(self, median: _Optional[float] = ..., p98: _Optional[float] = ..., pairs: _Optional[int] = ...) -> None: ...
 
 class ShardStats(_message.Message):
     __slots__ = ("shard", "points", "location", "available", "wal_entries", "last_snapshot")
