@@ -91,6 +91,9 @@ class LoadContext:
     service: str
     env: Mapping[str, str]
     sources: list[Layer] = field(default_factory=list)
+    # Unknown names found so far: all of them are reported at once, so a file or an
+    # environment with several typos is fixed in one round, not one typo per start.
+    unknown: list[str] = field(default_factory=list)
 
     def origin(self, key: str) -> str:
         # Sources are in precedence order, highest first: the first one holding the key won.
@@ -141,6 +144,11 @@ def suite_sources(settings_cls: type[BaseSettings]) -> list[Layer]:
         Layer(settings_cls, _file_section(file, ctx.service, ctx, known)),
         Layer(settings_cls, _file_section(file, "common", ctx, known)),
     ]
+    if ctx.unknown:
+        found, ctx.unknown = ctx.unknown, []
+        if len(found) == 1:
+            raise SettingsError(found[0])
+        raise SettingsError(f"{len(found)} unknown settings: " + "; ".join(found))
     given = {key for source in ctx.sources for key in source.values}
     ctx.sources.append(Layer(settings_cls, _alias_env(settings_cls, ctx.env, given)))
     return ctx.sources
@@ -203,10 +211,11 @@ def _service_env(
             continue  # FACESEARCH_RETRIEVER_ADDRESS: the generic retriever_address
         if key not in known:
             own = {f"{prefix}{k.upper()}" for k in known}
-            raise SettingsError(
+            ctx.unknown.append(
                 f"{ctx.service}: unknown setting in environment variable {name}"
                 f"{_suggest(name, own)}; see the {ctx.service} settings in the README"
             )
+            continue
         out[key] = (_env_value(settings_cls, key, raw), f"environment variable {name}")
     return out
 
@@ -233,7 +242,7 @@ def _generic_env(
         if key in anyones:
             continue  # another service's key, set for all of them
         candidates = {f"FACESEARCH_{k.upper()}" for k in anyones} | CLIENT_ENV
-        raise SettingsError(
+        ctx.unknown.append(
             f"{ctx.service or 'service'}: unknown setting in environment variable {name}"
             f"{_suggest(name, candidates)}; no service or client reads it"
         )
@@ -268,7 +277,7 @@ def _file_section(
     if section == "common":  # checked once per load
         for name in data:
             if name not in sections:
-                raise SettingsError(
+                ctx.unknown.append(
                     f"{path}: unknown section {name!r}{_suggest(str(name), sections)}; "
                     f"sections are {', '.join(sorted(sections))}"
                 )
@@ -281,10 +290,11 @@ def _file_section(
         key = str(key)
         if key not in allowed:
             whose = "any service" if section == "common" else ctx.service
-            raise SettingsError(
+            ctx.unknown.append(
                 f"{path}: unknown key {key!r} in section {section!r}"
                 f"{_suggest(key, allowed)}; not a setting of {whose}"
             )
+            continue
         if key in known:  # a common key only another service reads is that service's
             out[key] = (value, f"{path}, section {section!r}")
     return out

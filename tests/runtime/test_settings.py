@@ -168,6 +168,20 @@ def test_a_key_in_common_must_be_known_to_some_service(tmp_path: Path) -> None:
     assert not hasattr(load_config("retriever", env={"FACESEARCH_CONFIG": path}), "max_batch")
 
 
+def test_every_misspelt_name_is_reported_at_once(tmp_path: Path) -> None:
+    # Three typos in three places: one start names all of them, not one per start.
+    path = write(tmp_path, "common:\n  log_levle: DEBUG\nretriever:\n  max_kk: 5\n")
+    message = refused(
+        "retriever", {"FACESEARCH_CONFIG": path, "FACESEARCH_RETRIEVER_SNAPSHOT_INTERVAL": "9"}
+    )
+    assert message.startswith("3 unknown settings: "), message
+    assert "did you mean log_level?" in message
+    assert "did you mean max_k?" in message
+    assert "did you mean FACESEARCH_RETRIEVER_SNAPSHOT_INTERVAL_S?" in message
+    # And a right load after it is not haunted by the earlier one's findings.
+    assert load_config("retriever", env={}).max_k > 0
+
+
 def test_a_misspelt_section_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path, "retreiver:\n  max_k: 5\n")
     message = refused("embedder", {"FACESEARCH_CONFIG": path})
