@@ -735,6 +735,28 @@ def cmd_user_head(args: argparse.Namespace, client: FacesearchClient, out: TextI
     return 0
 
 
+def require_person_faces(client: FacesearchClient, collection: str, person_id: str) -> None:
+    """Refuse a simulated session for a person with no face in the collection: the simulated
+    user would answer "dissimilar" to every face until the round limit, and say nothing."""
+    face = flows.collection_fields(client, collection).face
+    query = retriever_pb2.Query(
+        k=1, terms=[retriever_pb2.QueryTerm(field=face, person_id=person_id)]
+    )
+    try:
+        client.retriever.Search(
+            retriever_pb2.SearchRequest(collection=collection, queries=[query], with_metadata=False)
+        )
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+            raise
+        raise UsageError(
+            f"--simulate {person_id}: no face in collection {collection!r} is labelled with "
+            "that person, so the simulated user could only ever answer 'dissimilar'; name a "
+            "person of the collection (facesearch persons list) or enrol this one first "
+            "(facesearch persons enroll)"
+        ) from None
+
+
 def cmd_session(
     args: argparse.Namespace,
     client: FacesearchClient,
@@ -751,6 +773,7 @@ def cmd_session(
         image=args.seed_image, text=args.seed_text, person_id=args.seed_person
     )
     if args.simulate:
+        require_person_faces(client, args.collection, args.simulate)
         on_round = flows.simulated_user(
             args.simulate, args.target, show=lambda state: print(format_round(state), file=out)
         )

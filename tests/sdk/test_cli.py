@@ -282,7 +282,9 @@ def test_index_shows_a_progress_bar(
     assert f"indexed {count} images" in out
 
 
-def test_simulated_session_command(suite: dict[str, ServiceProcess], gallery: Path) -> None:
+def test_simulated_session_command(
+    suite: dict[str, ServiceProcess], gallery: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     conn = addresses(suite)
     code, out = run("index", str(gallery), "-c", "cli-sim", "--person-from-dir",
                     "--no-progress", *conn)  # fmt: skip
@@ -295,6 +297,14 @@ def test_simulated_session_command(suite: dict[str, ServiceProcess], gallery: Pa
     assert "round 0: 4 faces" in out
     assert f"found {target} after" in out
     assert run("session", "--target", "x", *conn)[0] == 2
+    # A person with no face in the collection is refused before any round, not simulated
+    # as 50 rounds of "dissimilar".
+    code, out = run("session", "-c", "cli-sim", "--simulate", "Nobody_Here", "--user", "sim",
+                    *conn)  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, (out, err)
+    assert "--simulate Nobody_Here" in err and "no face in collection 'cli-sim'" in err
+    assert "round 0" not in out
 
 
 def test_ctrl_c_at_the_session_prompt_exits_130_and_ends_the_session(
