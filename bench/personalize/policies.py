@@ -175,13 +175,22 @@ class FaircopPolicy(Policy):
     name = "faircop"
 
     def __init__(
-        self, vectors, rng, first, params: RoundParams | None = None, head: Head | None = None
+        self,
+        vectors,
+        rng,
+        first,
+        params: RoundParams | None = None,
+        head: Head | None = None,
+        scale: bool = True,
     ) -> None:
         super().__init__(vectors, rng, first)
         # On the gallery's own likeness scale, as the service takes it from the retriever's
-        # similarity profile of the collection (likeness_threshold = "collection").
-        self.scale = gallery_scale(vectors)
-        self.p = on_likeness_scale(params or RoundParams(), *self.scale)
+        # similarity profile of the collection (likeness_threshold = "collection"); with
+        # ``scale`` False, on ``params``' constants (a fixed likeness_threshold).
+        p = params or RoundParams()
+        a = p.scoring.answers
+        self.scale = gallery_scale(vectors) if scale else (a.unlike_threshold, a.threshold)
+        self.p = on_likeness_scale(p, *self.scale) if scale else p
         # ``head``: the user's lasting head; the session's own head starts as a copy of it.
         self.lasting = head or Head.identity("bench", vectors.shape[1])
         self.head = Head(self.lasting.model_id, self.lasting.weight.copy())
@@ -273,10 +282,16 @@ class ClusterFaircopPolicy(FaircopPolicy):
     name = "faircop-clusters"
 
     def __init__(
-        self, vectors, rng, first, params: RoundParams | None = None, head: Head | None = None
+        self,
+        vectors,
+        rng,
+        first,
+        params: RoundParams | None = None,
+        head: Head | None = None,
+        scale: bool = True,
     ) -> None:
         p = replace(params or RoundParams(), ranking="clusters")
-        super().__init__(vectors, rng, first, p, head)
+        super().__init__(vectors, rng, first, p, head, scale)
 
 
 class TrustingFaircopPolicy(FaircopPolicy):

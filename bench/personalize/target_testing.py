@@ -148,7 +148,8 @@ def _run_target(job: tuple[str, float, int, int, int]) -> tuple[str, float, dict
         user = SimulatedUser(target, similar, flip, np.random.default_rng((seed, ti, 2)), rich)
         rng = np.random.default_rng((seed, ti, 3))
         if name in ("faircop", "faircop-clusters"):  # the same params, each its ranking
-            pol = POLICIES[name](vectors, rng, first, _W["fp"])
+            # --threshold fixes tau as the service's likeness_threshold does: no gallery scale.
+            pol = POLICIES[name](vectors, rng, first, _W["fp"], scale=args.threshold is None)
         else:
             pol = POLICIES[name](vectors, rng, first)
         out[name] = run_session(pol, user, args.k, args.max_rounds)
@@ -380,7 +381,11 @@ def main() -> None:
     dev.add_argument("--likelihood-weight", type=float, help="gamma")
     dev.add_argument("--credibility-temperature", type=float)
     dev.add_argument("--wrong-share", type=float, help="eps of the answer model")
-    dev.add_argument("--threshold", type=float, help="tau of the answer model")
+    dev.add_argument(
+        "--threshold",
+        type=float,
+        help="tau of the answer model, fixed (default: the gallery's 98th-percentile pair score)",
+    )
     dev.add_argument("--positive-queries", type=int, help="per-positive retriever queries")
     dev.add_argument("--train-steps", type=int, help="Adam steps per round (0 = no head)")
     dev.add_argument("--uncorroborated", action="store_true", help="train on every positive")
