@@ -2,7 +2,7 @@
 
     facesearch identify IMAGE -c archive [--face N] [--json]
     facesearch persons enroll PERSON_ID PHOTO... -c archive [--name "Display Name"]
-    facesearch persons list|show|rename|merge|forget ... -c archive [--json]
+    facesearch persons list|show|rename|merge|split|forget ... -c archive [--json]
     facesearch clusters list|name|merge|split ... -c archive [--json]
     facesearch collections list|describe|drop ... [--json]
 
@@ -50,7 +50,7 @@ def add_parsers(
     in_collection.add_argument("--collection", "-c", default=default_collection)
     verb_options = [common, output, in_collection]
 
-    persons = sub.add_parser("persons", help="enrol, list, rename, merge, forget")
+    persons = sub.add_parser("persons", help="enrol, list, rename, merge, split, forget")
     verbs = persons.add_subparsers(dest="verb", required=True, metavar="VERB")
     enroll = verbs.add_parser(
         "enroll", parents=verb_options, help="a new person from photos showing only them"
@@ -71,6 +71,20 @@ def add_parsers(
     )
     merge.add_argument("source")
     merge.add_argument("target")
+    split = verbs.add_parser(
+        "split",
+        parents=verb_options,
+        help="move some of a person's faces to a new person (one was two people)",
+    )
+    split.add_argument("person_id", help="the person whose faces are split off")
+    split.add_argument("new_person_id", help="the new person's id (must not exist)")
+    split.add_argument(
+        "face_ids",
+        nargs="+",
+        metavar="FACE_ID",
+        help="faces that move (`persons show` lists them); at least one reference among them",
+    )
+    split.add_argument("--name", default="", help="the new person's display name")
     forget = verbs.add_parser(
         "forget", parents=verb_options, help="hard-delete a person and their faces"
     )
@@ -223,6 +237,23 @@ def cmd_persons(args: argparse.Namespace, client: FacesearchClient, out: TextIO)
             print(f"merged {args.source} into {args.target}: {reply.relabelled_faces} "
                   "face(s) relabelled", file=out)  # fmt: skip
         shown = reply.person
+    elif args.verb == "split":
+        reply = stub.SplitPerson(
+            persons_pb2.SplitPersonRequest(
+                collection=c,
+                person_id=args.person_id,
+                new_person=persons_pb2.Person(person_id=args.new_person_id, display_name=args.name),
+                face_ids=args.face_ids,
+            )
+        )
+        if args.json:
+            print(json.dumps(_json(reply), indent=2), file=out)
+            return 0
+        print(f"moved {reply.moved_faces} face(s) of {args.person_id} to {args.new_person_id}",
+              file=out)  # fmt: skip
+        for p in (reply.person, reply.new_person):
+            print(_person_line(p), file=out)
+        return 0
     else:  # forget
         reply = flows.forget_person(
             client,

@@ -237,6 +237,24 @@ def test_index_search_and_session_commands(suite: dict[str, ServiceProcess], gal
     assert first["decision"] == "match" and first["person_id"] == "Andre_Agassi"
     code, out = run("persons", "list", "-c", "cli-gallery", "--json", *conn)
     assert code == 0 and sorted(p["person_id"] for p in json.loads(out)) == sorted(GALLERY)
+    # Split one of a person's reference faces off into a new person, then merge it back.
+    code, out = run("persons", "show", "Andre_Agassi", "-c", "cli-gallery", "--json", *conn)
+    agassi = json.loads(out)
+    before, moving = int(agassi["labelled_faces"]), agassi["reference_ids"][-1]
+    code, out = run("persons", "split", "Andre_Agassi", "agassi-2", moving, "--name", "Agassi B",
+                    "-c", "cli-gallery", *conn)  # fmt: skip
+    assert code == 0 and "moved 1 face(s) of Andre_Agassi to agassi-2" in out, out
+    assert "Agassi B" in out
+    code, out = run("persons", "show", "agassi-2", "-c", "cli-gallery", "--json", *conn)
+    new = json.loads(out)
+    assert new["reference_ids"] == [moving] and int(new["labelled_faces"]) == 1
+    code, out = run("persons", "split", "Andre_Agassi", "agassi-2", moving, "-c", "cli-gallery",
+                    *conn)  # fmt: skip
+    assert code == 1  # the new id exists now: refused, nothing moved
+    code, out = run("persons", "merge", "agassi-2", "Andre_Agassi", "-c", "cli-gallery", *conn)
+    assert code == 0 and "1 face(s) relabelled" in out, out
+    code, out = run("persons", "show", "Andre_Agassi", "-c", "cli-gallery", "--json", *conn)
+    assert int(json.loads(out)["labelled_faces"]) == before
     code, out = run("clusters", "list", "-c", "cli-gallery", *conn)
     assert code == 0 and "unlabelled face(s)" in out.splitlines()[-1], out
     code, out = run("clusters", "list", "-c", "cli-gallery", "--recluster", "--json", *conn)
