@@ -37,7 +37,11 @@ from facesearch_server.personalizer.consolidation import (
     consolidate,
     relative_answers,
 )
-from facesearch_server.personalizer.exploration import farthest_points, random_directions
+from facesearch_server.personalizer.exploration import (
+    farthest_points,
+    hub_directions,
+    random_directions,
+)
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.online_training import train_round
 from facesearch_server.personalizer.round_planner import (
@@ -59,10 +63,18 @@ def _top_unseen(scores: np.ndarray, seen: np.ndarray, k: int) -> list[int]:
 
 
 def exploration_pool(
-    vectors: np.ndarray, seen: np.ndarray, rng: np.random.Generator, p: RoundParams
+    vectors: np.ndarray,
+    seen: np.ndarray,
+    rng: np.random.Generator,
+    p: RoundParams,
+    centroid: np.ndarray | None = None,
 ) -> list[int]:
-    """Best unseen hits of a few random directions (the service asks the retriever the same)."""
-    dirs = random_directions(rng, p.pool_directions, vectors.shape[1])
+    """Best unseen hits of a few random directions, around ``centroid`` when given (the
+    service asks the retriever the same: exploration.py)."""
+    if centroid is not None:
+        dirs = hub_directions(rng, p.pool_directions, centroid, p.hub_spread)
+    else:
+        dirs = random_directions(rng, p.pool_directions, vectors.shape[1])
     scores = vectors @ dirs.T  # (n, directions)
     out: set[int] = set()
     for j in range(dirs.shape[0]):
@@ -155,20 +167,26 @@ class BayesPolicy(Policy):
         return _top_unseen(self.logp, self.seen, k)
 
 
-_SCALES: dict[tuple[int, int], tuple[float, float]] = {}
+_PROFILES: dict[tuple[int, int], similarity_profile.Profile] = {}
 
 
-def gallery_scale(vectors: np.ndarray) -> tuple[float, float]:
-    """(median, p98) pair score of the gallery, sampled as the retriever samples a collection
-    for VectorFieldStats.similarity_profile (cached per gallery array)."""
+def gallery_profile(vectors: np.ndarray) -> similarity_profile.Profile:
+    """The gallery's similarity profile, sampled as the retriever samples a collection for
+    VectorFieldStats.similarity_profile (cached per gallery array)."""
     key = (id(vectors), len(vectors))
-    if key not in _SCALES:
+    if key not in _PROFILES:
         prof = similarity_profile.compute(
             np.arange(len(vectors)), lambda lab: vectors[lab], pb.METRIC_INNER_PRODUCT
         )
         assert prof is not None, "a gallery of fewer than 50 faces"
-        _SCALES[key] = (prof.median, prof.p98)
-    return _SCALES[key]
+        _PROFILES[key] = prof
+    return _PROFILES[key]
+
+
+def gallery_scale(vectors: np.ndarray) -> tuple[float, float]:
+    """(median, p98) pair score of the gallery (gallery_profile)."""
+    prof = gallery_profile(vectors)
+    return prof.median, prof.p98
 
 
 class FaircopPolicy(Policy):
@@ -191,6 +209,8 @@ class FaircopPolicy(Policy):
         a = p.scoring.answers
         self.scale = gallery_scale(vectors) if scale else (a.unlike_threshold, a.threshold)
         self.p = on_likeness_scale(p, *self.scale) if scale else p
+        # Where the early exploratory rounds look, as the service reads it from Describe.
+        self.centroid = np.asarray(gallery_profile(vectors).centroid, np.float32)
         # ``head``: the user's lasting head; the session's own head starts as a copy of it.
         self.lasting = head or Head.identity("bench", vectors.shape[1])
         self.head = Head(self.lasting.model_id, self.lasting.weight.copy())
@@ -249,8 +269,10 @@ class FaircopPolicy(Policy):
                     cands.append((str(i), self.v[i]))
         pool: list[tuple[str, np.ndarray]] = []
         if n_exp > 0:
+            hub = self.centroid if 1 <= self.round <= self.p.hub_rounds else None
             pool = [
-                (str(i), self.v[i]) for i in exploration_pool(self.v, self.seen, self.rng, self.p)
+                (str(i), self.v[i])
+                for i in exploration_pool(self.v, self.seen, self.rng, self.p, hub)
             ]
         seen_idx = np.flatnonzero(self.seen)
         picks = select(

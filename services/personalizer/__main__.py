@@ -27,6 +27,7 @@ def sessions_config(cfg: PersonalizerSettings) -> SessionsConfig:
     p = replace(
         p,
         rescore_top=cfg.rescore_top,
+        hub_rounds=cfg.hub_rounds,
         ranking=cfg.ranking,
         posterior=replace(p.posterior, cluster_weight=cfg.posterior_cluster_weight),
         scoring=replace(

@@ -39,6 +39,8 @@ class FaceField:
     # The face field's pair-score quantiles (median, p98) as the retriever reports them
     # (VectorFieldStats.similarity_profile); None when it has too few faces to say.
     profile: tuple[float, float] | None = None
+    # Its unit mean direction (SimilarityProfile.centroid); None when not reported.
+    centroid: np.ndarray | None = None
 
 
 @dataclass
@@ -128,10 +130,12 @@ class GrpcCandidateSource:
         # A second field (e.g. "caption", MiniLM) holds text embeddings of the same records.
         t = fields[1] if len(fields) > 1 else None
         stats = {x.name: x for x in reply.collection.field_stats}
-        profile = None
+        profile, centroid = None, None
         if f.name in stats and stats[f.name].HasField("similarity_profile"):
             sp = stats[f.name].similarity_profile
             profile = (float(sp.median), float(sp.p98))
+            if len(sp.centroid) == f.dimension:
+                centroid = np.asarray(sp.centroid, np.float32)
         return FaceField(
             f.name,
             f.model_id,
@@ -139,6 +143,7 @@ class GrpcCandidateSource:
             t.name if t else "",
             t.model_id if t else "",
             profile,
+            centroid,
         )
 
     def _hits(self, result: retriever_pb2.QueryResult, face: FaceField) -> list[Hit]:

@@ -5,6 +5,19 @@ is the union of the best hits of a few random directions (one batched Search cal
 pool greedy farthest-point selection picks faces far from everything the user has already seen
 and from each other: each pick maximises min over seen-or-picked faces of (1 - cos). That lets
 the user say "not this" to whole regions of the face space at once.
+
+Random directions find the extremes of a collection: faces alike to few others (on SFace, an
+extreme along a random direction is in 1.8 % of faces' closest 2 %, about as a random face).
+Faces near the collection's mean direction are alike to many (5 %: on the bench gallery the
+closest-2 % membership correlates 0.83 with the cosine to the mean), so a user who answers by
+likeness says "similar" to one of eight of them in a third of rounds, against one in seven
+rounds for extremes. The rounds after the first (``hub_rounds`` of RoundParams) therefore draw
+their pool around the centroid the retriever reports (``hub_directions``); later exploratory
+rounds go back to isotropic directions, so that a user who answers "not this person" to faces
+alike to the one in mind (the answer model reads that as "not alike") is not held near the
+centroid (bench dev runs: median rounds 12.5 -> 7.0 under embedding likeness, 20 -> 16 under
+per-user likeness; same-person-only answers unchanged with the hub rounds capped at 4, worse
+without a cap).
 """
 
 from __future__ import annotations
@@ -12,6 +25,16 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+
+
+def hub_directions(
+    rng: np.random.Generator, n: int, centroid: np.ndarray, spread: float
+) -> np.ndarray:
+    """``n`` unit directions scattered around ``centroid`` (unit): centroid + spread x a
+    random unit vector, normalised. Their best hits are typical faces of several kinds rather
+    than the collection's extremes."""
+    d = centroid[None, :].astype(np.float32) + spread * random_directions(rng, n, len(centroid))
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
 def session_rng(seed: int, session_id: str, round_no: int) -> np.random.Generator:

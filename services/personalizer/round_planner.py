@@ -57,6 +57,11 @@ class RoundParams:
     explore_rounds: int = 2
     pool_directions: int = 16
     pool_per_direction: int = 8
+    # Rounds 1..hub_rounds draw their exploration pool around the collection's centroid
+    # (exploration.hub_directions, spread hub_spread), when the retriever reports one; round 0
+    # (an overview of the collection) and later rounds use isotropic directions. 0 = never.
+    hub_rounds: int = 4
+    hub_spread: float = 0.3
     # Log-likelihood below the pool's best at which an exploratory face is ruled out.
     explore_margin: float = 1.0
     # Besides the linear query: one query per positive for the ``positive_queries`` positives

@@ -78,6 +78,9 @@ class Session:
     # FaceField.profile): the answer model's tau / tau_unlike; 0/0 = the configured constants.
     likeness_p98: float = 0.0
     likeness_median: float = 0.0
+    # The collection's unit mean direction when the session started (float32, dim), or "":
+    # where the early exploratory rounds look (exploration.hub_directions).
+    centroid_b64: str = ""
     # The user's lasting head as it was at the start (its version and reset epoch, and its
     # weights, float32 (dim, dim); "" = the identity): fixed for the session's life.
     head_version: int = 0
@@ -102,7 +105,14 @@ class Session:
     # Fields an undo record does not copy: the vectors (cut back to "n_shown" rows instead),
     # the lasting head (the same all session long), the undo stack itself and what the store
     # sets.
-    _NOT_SNAPSHOT = ("vectors_b64", "lasting_b64", "undo", "version", "expires_unix")
+    _NOT_SNAPSHOT = (
+        "vectors_b64",
+        "lasting_b64",
+        "centroid_b64",
+        "undo",
+        "version",
+        "expires_unix",
+    )
 
     def undo_snapshot(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in self._NOT_SNAPSHOT}
@@ -138,6 +148,11 @@ class Session:
         if not self.seed_b64:
             return None
         return np.frombuffer(base64.b64decode(self.seed_b64), "<f4").copy()
+
+    def centroid(self) -> np.ndarray | None:
+        if not self.centroid_b64:
+            return None
+        return np.frombuffer(base64.b64decode(self.centroid_b64), "<f4").copy()
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -48,7 +48,11 @@ from facesearch_server.personalizer.consolidation import (
     consolidate,
     relative_answers,
 )
-from facesearch_server.personalizer.exploration import random_directions, session_rng
+from facesearch_server.personalizer.exploration import (
+    hub_directions,
+    random_directions,
+    session_rng,
+)
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.head_store import HeadSnapshot, HeadStore
 from facesearch_server.personalizer.online_training import train_round
@@ -180,7 +184,11 @@ class Sessions:
         n_scored = len(queries)
         if n_exp > 0 or c.mu_pos is None:
             rng = session_rng(self.cfg.exploration_seed, s.id, s.round)
-            dirs = random_directions(rng, p.pool_directions, s.dim)
+            centroid = s.centroid()
+            if centroid is not None and 1 <= s.round <= p.hub_rounds:
+                dirs = hub_directions(rng, p.pool_directions, centroid, p.hub_spread)
+            else:
+                dirs = random_directions(rng, p.pool_directions, s.dim)
             queries += [(d, p.pool_per_direction) for d in dirs]
         exclude = s.shown + s.exclude
         results = await self.source.search(
@@ -255,6 +263,8 @@ class Sessions:
         )
         if self.cfg.likeness_from_collection and face.profile is not None:
             s.likeness_median, s.likeness_p98 = face.profile
+        if face.centroid is not None:
+            s.centroid_b64 = base64.b64encode(np.asarray(face.centroid, "<f4").tobytes()).decode()
         seed = await self._seed(req, s, face, context)
         if seed is not None:
             seed = seed / max(float(np.linalg.norm(seed)), 1e-12)

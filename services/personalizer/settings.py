@@ -87,6 +87,13 @@ class PersonalizerSettings(ServiceSettings):
     lasting_learning_rate: float = Field(
         0.003, gt=0, description="learning rate of that update (small: one session, one step)"
     )
+    hub_rounds: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="rounds after the first whose exploratory faces are drawn around the "
+        "collection's centroid (typical faces, alike to many) instead of its extremes; 0 = never",
+    )
     exploration_seed: int = Field(
         0,
         ge=0,

@@ -29,9 +29,12 @@ class Profile:
     p98: float
     pairs: int
     size: int  # vectors in the field when it was computed
+    centroid: tuple[float, ...] = ()  # the sample's unit mean direction
 
     def to_proto(self) -> pb.SimilarityProfile:
-        return pb.SimilarityProfile(median=self.median, p98=self.p98, pairs=self.pairs)
+        return pb.SimilarityProfile(
+            median=self.median, p98=self.p98, pairs=self.pairs, centroid=self.centroid
+        )
 
     def stale(self, size: int) -> bool:
         return abs(size - self.size) > REFRESH_SHARE * max(self.size, 1)
@@ -58,9 +61,12 @@ def compute(
         return None
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, size=min(n, SAMPLE), replace=False))
-    scores = pair_scores(fetch(np.ascontiguousarray(labels[pick], dtype=np.int64)), metric)
-    median, p98 = np.quantile(scores, [0.5, 0.98])
-    return Profile(float(median), float(p98), len(scores), n)
+    sample = np.asarray(fetch(np.ascontiguousarray(labels[pick], dtype=np.int64)), np.float32)
+    median, p98 = np.quantile(pair_scores(sample, metric), [0.5, 0.98])
+    mean = sample.astype(np.float64).mean(0)
+    centroid = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    pairs = len(pick) * (len(pick) - 1) // 2
+    return Profile(float(median), float(p98), pairs, n, tuple(float(c) for c in centroid))
 
 
 def merge(per: list[pb.SimilarityProfile]) -> pb.SimilarityProfile | None:
@@ -70,8 +76,15 @@ def merge(per: list[pb.SimilarityProfile]) -> pb.SimilarityProfile | None:
     if not per:
         return None
     w = np.array([p.pairs for p in per], np.float64)
-    return pb.SimilarityProfile(
+    out = pb.SimilarityProfile(
         median=float(np.average([p.median for p in per], weights=w)),
         p98=float(np.average([p.p98 for p in per], weights=w)),
         pairs=int(w.sum()),
     )
+    with_centroid = [p for p in per if p.centroid]
+    if with_centroid:
+        # A shard's sample of m vectors gives m (m - 1) / 2 pairs: weight by m.
+        m = np.array([(1 + np.sqrt(1 + 8 * p.pairs)) / 2 for p in with_centroid])
+        mean = (m[:, None] * np.array([list(p.centroid) for p in with_centroid])).sum(0)
+        out.centroid.extend((mean / max(float(np.linalg.norm(mean)), 1e-12)).tolist())
+    return out

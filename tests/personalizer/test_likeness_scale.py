@@ -137,3 +137,40 @@ def test_on_scale_is_about_the_identity_on_an_sface_archive() -> None:
     assert abs(m.same_person_threshold - base.same_person_threshold) < 0.02
     assert abs(m.slope - base.slope) < 0.003
     assert m.wrong_share == base.wrong_share
+
+
+def test_the_rounds_after_the_first_explore_around_the_centroid(
+    cone_stack: dict[str, Any],
+) -> None:
+    # Round 0 is an overview (extremes along random directions); rounds 1..hub_rounds draw
+    # their pool around the centroid the retriever reports: typical faces, alike to many.
+    stub = ppb_grpc.PersonalizerStub(cone_stack["p1"].channel())
+    centre = CONE.mean(0) / np.linalg.norm(CONE.mean(0))
+    typical = np.sort(CONE @ centre)
+
+    def closeness(st: ppb.SessionState) -> float:
+        """Median rank (0..1) of the round's faces by cosine to the centroid."""
+        cos = [float(CONE[int(c.id[1:])] @ centre) for c in st.candidates]
+        return float(np.median(np.searchsorted(typical, cos) / len(typical)))
+
+    first, second = [], []
+    for _ in range(4):
+        st = stub.StartSession(
+            ppb.StartSessionRequest(
+                user_id=f"u-{uuid.uuid4().hex[:6]}", collection="cone", ephemeral=True
+            ),
+            metadata=ALPHA,
+            timeout=30,
+        ).state
+        first.append(closeness(st))
+        nothing = [
+            ppb.Feedback(id=c.id, label=ppb.FEEDBACK_LABEL_DISSIMILAR) for c in st.candidates
+        ]
+        st = stub.SubmitFeedback(
+            ppb.SubmitFeedbackRequest(session_id=st.session_id, feedback=nothing),
+            metadata=ALPHA,
+            timeout=30,
+        ).state
+        assert all(c.exploratory for c in st.candidates)
+        second.append(closeness(st))
+    assert np.median(second) > np.median(first) + 0.3, (first, second)

@@ -7,6 +7,7 @@ import numpy as np
 from facesearch_server.personalizer.answer_model import AnswerModel
 from facesearch_server.personalizer.exploration import (
     farthest_points,
+    hub_directions,
     random_directions,
     session_rng,
 )
@@ -95,6 +96,30 @@ def test_farthest_points_spread_out_and_avoid_what_was_seen() -> None:
     assert min_gap(picked) > min_gap(rand)
     d = random_directions(rng, 5, 64)
     np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-5)
+
+
+def test_hub_directions_find_faces_alike_to_many() -> None:
+    # A gallery in a cone (faces share a mean direction, as real face embeddings do): the best
+    # hits of directions around the centroid are in more faces' closest 2 % than the best hits
+    # of isotropic directions, which are the gallery's extremes.
+    rng = np.random.default_rng(4)
+    g = _unit(_gallery(3000) + 1.2 * _unit(rng.standard_normal(64)))
+    centroid = _unit(g.mean(0))
+    d = hub_directions(rng, 16, centroid, 0.3)
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-5)
+    assert (d @ centroid).min() > 0.9 and len({tuple(np.round(x, 4)) for x in d}) == 16
+
+    def alike_to(idx: np.ndarray) -> float:
+        s = g[:1000] @ g.T
+        near = s >= np.quantile(s, 0.98, axis=1, keepdims=True)
+        return float(near[:, idx].mean())
+
+    def best_hits(dirs: np.ndarray) -> np.ndarray:
+        return np.unique(np.argsort(-(g @ dirs.T), axis=0)[:8].ravel())
+
+    hubs = alike_to(best_hits(d))
+    extremes = alike_to(best_hits(random_directions(rng, 16, 64)))
+    assert hubs > 1.3 * extremes, (hubs, extremes)  # measured 0.028 vs 0.019
 
 
 def test_exploration_rng_is_reproducible_per_session_and_round() -> None:

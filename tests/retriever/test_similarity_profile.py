@@ -37,6 +37,10 @@ def test_profile_is_the_stored_vectors_own_over_shards(
     # close to those of all pairs (cross-shard pairs are the same distribution).
     assert abs(prof.median - median) < 0.02 and abs(prof.p98 - p98) < 0.03, (prof, median, p98)
     assert 0.8 * 600 * 599 / 4 < prof.pairs < 600 * 599 / 2
+    # Both shards sample all they hold: the merged centroid is about the mean direction of all
+    # 600 (each shard reports a unit direction, so the merge weighs directions, not sums).
+    mean = x.mean(0) / np.linalg.norm(x.mean(0))
+    assert len(prof.centroid) == DIM and float(np.dot(prof.centroid, mean)) > 0.98
 
     # A cone (every vector near one direction) is "alike" on another scale entirely: that is
     # what the personalizer reads instead of assuming SFace's.
@@ -46,6 +50,9 @@ def test_profile_is_the_stored_vectors_own_over_shards(
     alpha.upsert("prof_cone", [point(f"c{i}", v) for i, v in enumerate(c)])
     cone = _profile(alpha, "prof_cone").similarity_profile
     assert abs(cone.p98 - _truth(c)[1]) < 0.01
+    assert len(cone.centroid) == DIM and float(np.dot(cone.centroid, c.mean(0))) > 0.99 * float(
+        np.linalg.norm(c.mean(0))
+    )
     assert cone.median > prof.p98 + 0.2, (cone, prof)
 
 
@@ -85,13 +92,23 @@ def test_sampling_and_merge_rules() -> None:
     # L2: scores are negated squared distances, as searches return them.
     l2 = similarity_profile.pair_scores(np.array([[0.0, 0.0], [3.0, 4.0]]), pb.METRIC_L2)
     np.testing.assert_allclose(l2, [-25.0])
+    sample = x[np.sort(np.random.default_rng(0).choice(5000, similarity_profile.SAMPLE, False))]
+    mean = sample.mean(0) / np.linalg.norm(sample.mean(0))
+    np.testing.assert_allclose(prof.centroid, mean, atol=1e-5)
     merged = similarity_profile.merge(
         [
-            pb.SimilarityProfile(median=0.0, p98=0.2, pairs=100),
-            pb.SimilarityProfile(median=0.3, p98=0.5, pairs=300),
+            # 100 pairs: a sample of 15 vectors; 300: 25 (rounded up from 25.0)
+            pb.SimilarityProfile(median=0.0, p98=0.2, pairs=105, centroid=[1.0, 0.0]),
+            pb.SimilarityProfile(median=0.3, p98=0.5, pairs=300, centroid=[0.0, 1.0]),
             pb.SimilarityProfile(),  # a shard with too few vectors reports none
         ]
     )
-    assert merged is not None and merged.pairs == 400
-    np.testing.assert_allclose([merged.median, merged.p98], [0.225, 0.425], atol=1e-6)
+    assert merged is not None and merged.pairs == 405
+    np.testing.assert_allclose(
+        [merged.median, merged.p98], [0.3 * 300 / 405, (0.2 * 105 + 0.5 * 300) / 405], atol=1e-6
+    )
+    # Centroids weighted by vectors sampled (15 and 25), then unit length again.
+    np.testing.assert_allclose(
+        merged.centroid, np.array([15.0, 25.0]) / np.hypot(15, 25), atol=1e-6
+    )
     assert similarity_profile.merge([]) is None

@@ -204,14 +204,16 @@ class VectorFieldStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., build_state: _Optional[_Union[BuildState, str]] = ..., build_progress: _Optional[float] = ..., effective_index: _Optional[_Union[IndexParams, _Mapping]] = ..., tombstones: _Optional[int] = ..., index_bytes: _Optional[int] = ..., measured_recall: _Optional[float] = ..., vectors: _Optional[int] = ..., indexed_vectors: _Optional[int] = ..., pending_purge: _Optional[int] = ..., measured_above_threshold_recall: _Optional[float] = ..., points_without: _Optional[int] = ..., similarity_profile: _Optional[_Union[SimilarityProfile, _Mapping]] = ...) -> None: ...
 
 class SimilarityProfile(_message.Message):
-    __slots__ = ("median", "p98", "pairs")
+    __slots__ = ("median", "p98", "pairs", "centroid")
     MEDIAN_FIELD_NUMBER: _ClassVar[int]
     P98_FIELD_NUMBER: _ClassVar[int]
     PAIRS_FIELD_NUMBER: _ClassVar[int]
+    CENTROID_FIELD_NUMBER: _ClassVar[int]
     median: float
     p98: float
     pairs: int
-    def __init__(self, median: _Optional[float] = ..., p98: _Optional[float] = ..., pairs: _Optional[int] = ...) -> None: ...
+    centroid: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, median: _Optional[float] = ..., p98: _Optional[float] = ..., pairs: _Optional[int] = ..., centroid: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ShardStats(_message.Message):
     __slots__ = ("shard", "points", "location", "available", "wal_entries", "last_snapshot")
