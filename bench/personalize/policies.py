@@ -210,7 +210,11 @@ class FaircopPolicy(Policy):
         self.scale = gallery_scale(vectors) if scale else (a.unlike_threshold, a.threshold)
         self.p = on_likeness_scale(p, *self.scale) if scale else p
         # Where the early exploratory rounds look, as the service reads it from Describe.
-        self.centroid = np.asarray(gallery_profile(vectors).centroid, np.float32)
+        self.centroid = (
+            np.asarray(gallery_profile(vectors).centroid, np.float32)
+            if len(vectors) >= self.p.hub_min_faces
+            else None
+        )
         # ``head``: the user's lasting head; the session's own head starts as a copy of it.
         self.lasting = head or Head.identity("bench", vectors.shape[1])
         self.head = Head(self.lasting.model_id, self.lasting.weight.copy())
@@ -268,15 +272,35 @@ class FaircopPolicy(Policy):
                     ids.add(i)
                     cands.append((str(i), self.v[i]))
         pool: list[tuple[str, np.ndarray]] = []
+        fallback: list[tuple[str, np.ndarray]] = []
         if n_exp > 0:
-            hub = self.centroid if 1 <= self.round <= self.p.hub_rounds else None
+            hub = (
+                self.centroid
+                if self.centroid is not None and 1 <= self.round <= self.p.hub_rounds
+                else None
+            )
             pool = [
                 (str(i), self.v[i])
                 for i in exploration_pool(self.v, self.seen, self.rng, self.p, hub)
             ]
+            if hub is not None:  # the isotropic fallback the service asks for too
+                fallback = [
+                    (str(i), self.v[i])
+                    for i in exploration_pool(self.v, self.seen, self.rng, self.p)
+                ]
         seen_idx = np.flatnonzero(self.seen)
         picks = select(
-            self.head, c, cands, pool, self.v[seen_idx], set(), k, n_exp, self.p, self.lasting
+            self.head,
+            c,
+            cands,
+            pool,
+            self.v[seen_idx],
+            set(),
+            k,
+            n_exp,
+            self.p,
+            self.lasting,
+            fallback,
         )
         return [int(pk.id) for pk in picks]
 

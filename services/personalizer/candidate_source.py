@@ -41,6 +41,8 @@ class FaceField:
     profile: tuple[float, float] | None = None
     # Its unit mean direction (SimilarityProfile.centroid); None when not reported.
     centroid: np.ndarray | None = None
+    # Faces stored in the field (VectorFieldStats.vectors).
+    vectors: int = 0
 
 
 @dataclass
@@ -131,6 +133,7 @@ class GrpcCandidateSource:
         t = fields[1] if len(fields) > 1 else None
         stats = {x.name: x for x in reply.collection.field_stats}
         profile, centroid = None, None
+        stored = int(stats[f.name].vectors) if f.name in stats else 0
         if f.name in stats and stats[f.name].HasField("similarity_profile"):
             sp = stats[f.name].similarity_profile
             profile = (float(sp.median), float(sp.p98))
@@ -144,6 +147,7 @@ class GrpcCandidateSource:
             t.model_id if t else "",
             profile,
             centroid,
+            stored,
         )
 
     def _hits(self, result: retriever_pb2.QueryResult, face: FaceField) -> list[Hit]:

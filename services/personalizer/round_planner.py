@@ -62,6 +62,10 @@ class RoundParams:
     # (an overview of the collection) and later rounds use isotropic directions. 0 = never.
     hub_rounds: int = 4
     hub_spread: float = 0.3
+    # ... in collections of at least this many faces: in a small one the isotropic pool
+    # already reaches every kind of face, and its 98th-percentile pair score (the likeness
+    # scale) is same-person territory, too coarse to tell people apart near the centroid.
+    hub_min_faces: int = 1000
     # Log-likelihood below the pool's best at which an exploratory face is ruled out.
     explore_margin: float = 1.0
     # Besides the linear query: one query per positive for the ``positive_queries`` positives
@@ -161,12 +165,14 @@ def select(
     n_explore: int,
     p: RoundParams = RoundParams(),
     lasting: Head | None = None,
+    fallback: list[tuple[str, np.ndarray]] | None = None,
 ) -> list[Pick]:
     """The k faces to show: the best-scoring candidates plus ``n_explore`` from the pool.
 
     ``candidates`` are the retriever's hits for the scoring query, ``pool`` the exploration
     pool; ids in ``exclude`` (already shown) are never picked. When one side runs short the
-    other fills the round."""
+    other fills the round. ``fallback`` (the isotropic pool of a hub round) is drawn from only
+    when the answers so far rule out too much of ``pool`` to fill the round."""
     picks: list[Pick] = []
     taken = set(exclude)
     # Several queries may return one face; each is a candidate once.
@@ -178,22 +184,33 @@ def select(
             picks.append(Pick(cands[j][0], float(scores[j]), False, cands[j][1]))
             taken.add(cands[j][0])
     # A face in the pool twice (or among the picks already) is shown once.
-    pool = list({i: v for i, v in pool if i not in taken}.items())
+    first = dict.fromkeys(i for i, _ in pool)
+    pool = list({i: v for i, v in [*pool, *(fallback or [])] if i not in taken}.items())
+    preferred = np.array([i in first for i, _ in pool], bool)
     want = k - len(picks)
     if pool and want > 0 and c.mu_pos is None and c.codes is not None and len(c.codes):
         pvecs = np.stack([v for _, v in pool])
         ll = answer_log_likelihood(head, pvecs, c, p.scoring)
+        same = np.zeros(len(pool), bool)
         if c.z_neg is not None:
             # A face of the same person as a rejected one is no candidate either.
             z = head.apply(pvecs)
             z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
             same = (z @ c.z_neg.T).max(1) >= p.scoring.answers.same_person_threshold
             ll = ll - 1e3 * same
-        keep = ll >= ll.max() - p.explore_margin
+        # The pool's own cut first (relative to its best face: a hub round's faces are alike
+        # to more of the rejected ones than the fallback's extremes, by design); the fallback
+        # only when that leaves too few faces of people not yet rejected.
+        usable = preferred & ~same
+        keep = usable & (ll >= ll[usable].max() - p.explore_margin) if usable.any() else usable
+        if keep.sum() < want:
+            keep = ll >= ll.max() - p.explore_margin
         if keep.sum() < want:  # too few left: the round takes the least ruled-out faces
             keep = np.zeros(len(pool), bool)
             keep[np.argsort(-ll, kind="stable")[:want]] = True
         pool = [item for item, ok in zip(pool, keep, strict=True) if ok]
+    elif not preferred.all() and preferred.sum() >= want:
+        pool = [item for item, ok in zip(pool, preferred, strict=True) if ok]
     if pool and want > 0:
         ref = [seen] if len(seen) else []
         ref += [np.stack([pk.vector for pk in picks])] if picks else []

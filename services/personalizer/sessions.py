@@ -187,8 +187,13 @@ class Sessions:
             centroid = s.centroid()
             if centroid is not None and 1 <= s.round <= p.hub_rounds:
                 dirs = hub_directions(rng, p.pool_directions, centroid, p.hub_spread)
+                n_hub = len(dirs)
+                # Isotropic directions too, the fallback when the answers rule out most
+                # faces near the centroid (select's ``fallback``).
+                dirs = np.concatenate([dirs, random_directions(rng, p.pool_directions, s.dim)])
             else:
                 dirs = random_directions(rng, p.pool_directions, s.dim)
+                n_hub = 0
             queries += [(d, p.pool_per_direction) for d in dirs]
         exclude = s.shown + s.exclude
         results = await self.source.search(
@@ -196,12 +201,20 @@ class Sessions:
         )
         cands: list[tuple[str, np.ndarray]] = []
         pool: list[tuple[str, np.ndarray]] = []
+        fallback: list[tuple[str, np.ndarray]] = []
         meta: dict[str, Hit] = {}
         for j, hits in enumerate(results):
             for h in hits:
                 meta[h.id] = h
-                (cands if j < n_scored else pool).append((h.id, h.vector))
-        picks = select(head, c, cands, pool, s.vectors(), set(exclude), k, n_exp, p, lasting)
+                if j < n_scored:
+                    cands.append((h.id, h.vector))
+                elif j < n_scored + n_hub or not n_hub:
+                    pool.append((h.id, h.vector))
+                else:
+                    fallback.append((h.id, h.vector))
+        picks = select(
+            head, c, cands, pool, s.vectors(), set(exclude), k, n_exp, p, lasting, fallback
+        )
         return picks[:room], meta
 
     def _record(self, s: Session, picks: list[Pick]) -> None:
@@ -263,7 +276,7 @@ class Sessions:
         )
         if self.cfg.likeness_from_collection and face.profile is not None:
             s.likeness_median, s.likeness_p98 = face.profile
-        if face.centroid is not None:
+        if face.centroid is not None and face.vectors >= self.cfg.round.hub_min_faces:
             s.centroid_b64 = base64.b64encode(np.asarray(face.centroid, "<f4").tobytes()).decode()
         seed = await self._seed(req, s, face, context)
         if seed is not None:
