@@ -17,7 +17,9 @@ rounds go back to isotropic directions, so that a user who answers "not this per
 alike to the one in mind (the answer model reads that as "not alike") is not held near the
 centroid (bench dev runs: median rounds 12.5 -> 7.0 under embedding likeness, 20 -> 16 under
 per-user likeness; same-person-only answers unchanged with the hub rounds capped at 4, worse
-without a cap).
+without a cap). A hub round's Search asks for isotropic directions too, drawn from only when
+the answers rule out the faces near the centroid (round_planner.select's ``fallback``); hub
+rounds need a collection of RoundParams.hub_min_faces (1,000) or more.
 """
 
 from __future__ import annotations
