@@ -321,14 +321,26 @@ class LocalShard:
     def field_stats(self) -> list[pb.VectorFieldStats]:
         return shard_stats.field_stats(self.state.fields, self.count())
 
+    def _stale_profiles(self) -> list[FieldIndex]:
+        return [
+            fi
+            for fi in self.state.fields.values()
+            if (
+                fi.profile.stale(fi.flat.ntotal)
+                if fi.profile is not None
+                else fi.flat.ntotal >= similarity_profile.MIN_VECTORS  # too few: none to make
+            )
+        ]
+
+    def profiles_stale(self) -> bool:
+        """Whether refresh_profiles has work to do (cheap: callers on the event loop skip the
+        thread hop when it has none, as most reports do)."""
+        return bool(self._stale_profiles())
+
     def refresh_profiles(self) -> None:
         """Recompute the similarity profiles that are stale (similarity_profile.py); blocking
         (it reads vectors under the read lock): run it off the event loop."""
-        stale = [
-            fi
-            for fi in self.state.fields.values()
-            if fi.profile is None or fi.profile.stale(fi.flat.ntotal)
-        ]
+        stale = self._stale_profiles()
         if not stale:
             return
         with self._rw.read():

@@ -166,7 +166,8 @@ class LocalShardHandle:
 
     async def report(self, b: CallBudget) -> ShardReport:
         s = self.shard
-        await asyncio.to_thread(s.refresh_profiles)
+        if s.profiles_stale():  # reports also serve fused searches: no hop when nothing to do
+            await asyncio.to_thread(s.refresh_profiles)
         return ShardReport(
             number=self.number,
             location=self.location,

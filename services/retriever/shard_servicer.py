@@ -82,7 +82,8 @@ class ShardServicer(ipb_grpc.RetrieverShardServicer):
 
     @staticmethod
     async def _describe(ref: ipb.ShardRef, shard: LocalShard) -> ipb.ShardDescription:
-        await asyncio.to_thread(shard.refresh_profiles)
+        if shard.profiles_stale():
+            await asyncio.to_thread(shard.refresh_profiles)
         out = ipb.ShardDescription(
             ref=ref,
             points=shard.count(),
