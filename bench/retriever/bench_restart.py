@@ -41,6 +41,7 @@ from facesearch_contract.v1 import retriever_pb2 as pb  # noqa: E402
 from facesearch_server.retriever import index_build  # noqa: E402
 from facesearch_server.retriever.build_schedule import SCRUB  # noqa: E402
 from facesearch_server.retriever.shard import LocalShard  # noqa: E402
+from facesearch_server.retriever.shard_search import FieldSearch  # noqa: E402
 
 MODEL = "sface-2021dec"
 
@@ -76,7 +77,7 @@ def reopen(
     t0 = time.perf_counter()
     shard = LocalShard(directory, [fs], lambda s, name: jobs.append(name))
     shard.builds.settle_s = 3600.0  # jobs run below, one by one, timed
-    shard.search("face", q[:1], 10, None, [], pb.SearchParams(), False, False)
+    shard.search(FieldSearch("face", q[:1], 10, None, [], pb.SearchParams(), False, False))
     first_query = time.perf_counter() - t0
     out = {"first_query_s": first_query}
     shard.resume_builds()

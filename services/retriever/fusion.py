@@ -21,6 +21,7 @@ from facesearch_server.retriever import filters
 from facesearch_server.retriever import validation as check
 from facesearch_server.retriever.collection import Collection, Limits, person_filter
 from facesearch_server.retriever.shard_router import CallBudget, ShardSearch
+from facesearch_server.retriever.shard_search import FieldSearch
 from facesearch_server.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from facesearch_server.runtime.validation import batch_size
 
@@ -156,18 +157,17 @@ async def search(
         first = group[0]
         spec = first.terms[0].spec
         queries = np.vstack([p.terms[0].vectors for p in group]).astype(np.float32)
-        sreq = ShardSearch(
-            spec.name,
-            spec.model_id,
-            queries,
-            first.k,
-            first.flt,
-            first.pred,
-            first.exclude,
-            req.params,
-            with_meta,
-            req.with_vectors,
+        search = FieldSearch(
+            field=spec.name,
+            queries=queries,
+            k=first.k,
+            pred=first.pred,
+            exclude=first.exclude,
+            params=req.params,
+            with_meta=with_meta,
+            with_vectors=req.with_vectors,
         )
+        sreq = ShardSearch(search, spec.model_id, first.flt)
         rows, miss = await coll.shards.search(sreq, b, req.allow_partial)
         missing.update(miss)
         for p, row in zip(group, rows, strict=True):
@@ -331,18 +331,17 @@ async def _fused(
         if t.weight <= 0:
             ranks.append({})
             continue
-        sreq = ShardSearch(
-            t.spec.name,
-            t.spec.model_id,
-            t.vectors,
-            kc,
-            p.flt,
-            p.pred,
-            p.exclude,
-            req.params,
-            False,
-            False,
+        search = FieldSearch(
+            field=t.spec.name,
+            queries=t.vectors,
+            k=kc,
+            pred=p.pred,
+            exclude=p.exclude,
+            params=req.params,
+            with_meta=False,
+            with_vectors=False,
         )
+        sreq = ShardSearch(search, t.spec.model_id, p.flt)
         rows, miss = await coll.shards.search(sreq, b, partial)
         missing.extend(miss)
         best: dict[str, float] = {}

@@ -4,7 +4,8 @@ Small searches ran on the event loop (``LocalShard.search_small``), one at a tim
 batch-1 clients each call paid its own FAISS call, lock and result building while the loop
 could serve no other request (issue 13, bench/peers/README.md). Here a search of at most
 ``JOIN_MAX_QUERIES`` queries joins the queue of its shard's searches with the same field, k,
-filter, exclusions, params and result options, and per such key one group runs at a time:
+filter, exclusions, params and result options (a ``FieldSearch`` alike but for its queries),
+and per such key one group runs at a time:
 
 - on an idle loop (no other callback ready to run) the group runs at the loop's next turn, on
   the loop as before: a lone caller waits no timer, only that one turn;
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,8 +36,7 @@ from prometheus_client import Counter
 
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import filters, gpu
-from facesearch_server.retriever.filters import Predicate
-from facesearch_server.retriever.shard_search import INLINE_MAX_QUERIES
+from facesearch_server.retriever.shard_search import INLINE_MAX_QUERIES, FieldSearch
 
 if TYPE_CHECKING:
     from facesearch_server.retriever.shard import LocalShard
@@ -86,13 +86,9 @@ class _Call:
 
 @dataclass(eq=False)
 class _Group:
-    field_name: str
-    k: int
-    pred: Predicate | None
-    exclude: list[str]
-    params: pb.SearchParams
-    with_meta: bool
-    with_vectors: bool
+    # Its first caller's search: the others share all of it but the queries (the key), which
+    # are each call's own and stacked when the group runs.
+    search: FieldSearch
     cap: int
     calls: list[_Call] = field(default_factory=list)
     nq: int = 0
@@ -123,69 +119,41 @@ class SearchBatcher:
         self.groups = 0
         self.callers = 0
 
-    async def search(
-        self,
-        field_name: str,
-        queries: np.ndarray,
-        k: int,
-        pred: Predicate | None,
-        exclude: list[str],
-        params: pb.SearchParams,
-        with_meta: bool,
-        with_vectors: bool,
-        *,
-        filter_key: bytes,
-    ) -> list[ScoredList]:
-        """``LocalShard.search``'s answer; ``filter_key`` identifies ``pred`` (its serialised
-        filter: two callers with equal keys must have equal predicates)."""
-        args = (field_name, queries, k, pred, exclude, params, with_meta, with_vectors)
-        if not _enabled or len(queries) > JOIN_MAX_QUERIES:
-            return await self.search_alone(*args)
+    async def search(self, search: FieldSearch, *, filter_key: bytes) -> list[ScoredList]:
+        """``LocalShard.search``'s answer; ``filter_key`` identifies ``search.pred`` (its
+        serialised filter: two callers with equal keys must have equal predicates)."""
+        if not _enabled or len(search.queries) > JOIN_MAX_QUERIES:
+            return await self.search_alone(search)
         loop = asyncio.get_running_loop()
-        key = (
-            field_name,
-            k,
-            filter_key,
-            tuple(sorted(filters.field_types(pred).items())),
-            tuple(exclude),
-            params.SerializeToString(deterministic=True),
-            with_meta,
-            with_vectors,
-        )
+        key = _key(search, filter_key)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
             loop.call_soon(self._gather, key)
-        if not queue or queue[-1].nq + len(queries) > queue[-1].cap:
-            cap = self._cap(field_name, pred, params)
-            queue.append(_Group(field_name, k, pred, exclude, params, with_meta, with_vectors, cap))
+        nq = len(search.queries)
+        if not queue or queue[-1].nq + nq > queue[-1].cap:
+            queue.append(_Group(search, self._cap(search)))
         group = queue[-1]
-        call = _Call(queries, loop.create_future())
+        call = _Call(search.queries, loop.create_future())
         group.calls.append(call)
-        group.nq += len(queries)
+        group.nq += nq
         return await call.future
 
-    async def search_alone(
-        self,
-        field_name: str,
-        queries: np.ndarray,
-        k: int,
-        pred: Predicate | None,
-        exclude: list[str],
-        params: pb.SearchParams,
-        with_meta: bool,
-        with_vectors: bool,
-    ) -> list[ScoredList]:
+    async def search_alone(self, search: FieldSearch) -> list[ScoredList]:
         """The path without coalescing: on the loop when small, else on a worker thread."""
-        args = (field_name, queries, k, pred, exclude, params, with_meta, with_vectors)
-        small = self.shard.search_small(*args)
+        small = self.shard.search_small(search)
         if small is not None:
             return small
-        return await asyncio.to_thread(self.shard.search, *args)
+        return await asyncio.to_thread(self.shard.search, search)
 
-    def _cap(self, field_name: str, pred: Predicate | None, params: pb.SearchParams) -> int:
-        fi = self.shard.state.fields.get(field_name)
-        ann_only = fi is not None and fi.ann is not None and not params.exact and pred is None
+    def _cap(self, search: FieldSearch) -> int:
+        fi = self.shard.state.fields.get(search.field)
+        ann_only = (
+            fi is not None
+            and fi.ann is not None
+            and not search.params.exact
+            and search.pred is None
+        )
         return _max_queries if ann_only else min(_max_queries, EXACT_MAX_QUERIES)
 
     def _gather(self, key: tuple[object, ...]) -> None:
@@ -211,29 +179,20 @@ class SearchBatcher:
             GROUPS.inc()
             CALLERS.inc(len(live))
             q = live[0].queries if len(live) == 1 else np.vstack([c.queries for c in live])
-            args = (
-                group.field_name,
-                q,
-                group.k,
-                group.pred,
-                group.exclude,
-                group.params,
-                group.with_meta,
-                group.with_vectors,
-            )
-            if busy or not self._inline(live, args):
+            search = replace(group.search, queries=q)
+            if busy or not self._inline(live, search):
                 self._busy.add(key)
-                task = loop.create_task(self._in_thread(key, live, args))
+                task = loop.create_task(self._in_thread(key, live, search))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
                 return
         if key in self._queues:
             loop.call_soon(self._gather, key)
 
-    def _inline(self, live: list[_Call], args: tuple[object, ...]) -> bool:
+    def _inline(self, live: list[_Call], search: FieldSearch) -> bool:
         """Answer on the loop when the search is small; whether it was."""
         try:
-            rows = self.shard.search_small(*args)  # type: ignore[arg-type]
+            rows = self.shard.search_small(search)
         except Exception as exc:
             _fail(live, exc)
             return True
@@ -243,10 +202,10 @@ class SearchBatcher:
         return True
 
     async def _in_thread(
-        self, key: tuple[object, ...], live: list[_Call], args: tuple[object, ...]
+        self, key: tuple[object, ...], live: list[_Call], search: FieldSearch
     ) -> None:
         try:
-            rows = await asyncio.to_thread(self.shard.search, *args)  # type: ignore[arg-type]
+            rows = await asyncio.to_thread(self.shard.search, search)
         except BaseException as exc:
             _fail(live, exc)
             if not isinstance(exc, Exception):
@@ -256,6 +215,21 @@ class SearchBatcher:
         finally:
             self._busy.discard(key)
             self._gather(key)
+
+
+def _key(search: FieldSearch, filter_key: bytes) -> tuple[object, ...]:
+    """What searches must share to share a FAISS call: all but their queries. The filter counts
+    by its serialised form and by the schema types its predicate was compiled against."""
+    return (
+        search.field,
+        search.k,
+        filter_key,
+        tuple(sorted(filters.field_types(search.pred).items())),
+        tuple(search.exclude),
+        search.params.SerializeToString(deterministic=True),
+        search.with_meta,
+        search.with_vectors,
+    )
 
 
 def _answer(live: list[_Call], rows: list[ScoredList]) -> None:

@@ -3,7 +3,8 @@
 - ``shard_state`` — per vector field a ``FieldIndex`` (exact + optional approximate index) and
   the ``RecordStore`` (records, ids, labels, value indexes); what the log is applied to;
 - ``wal`` — the write-ahead log; ``shard_persistence`` + ``snapshot`` — start-up and snapshots;
-- ``shard_search`` — exact / approximate search and re-ranking of one field;
+- ``shard_search`` — what a search of one field asks (``FieldSearch``), and the exact /
+  approximate search and re-ranking that answer it;
 - ``build_schedule`` — when approximate indexes are (re)built, and the build itself;
 - ``shard_stats`` — what the shard reports about itself.
 
@@ -19,8 +20,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import (
     gpu,
@@ -34,7 +33,7 @@ from facesearch_server.retriever.field_index import FieldIndex
 from facesearch_server.retriever.filters import Predicate
 from facesearch_server.retriever.rwlock import RWLock
 from facesearch_server.retriever.search_batcher import SearchBatcher
-from facesearch_server.retriever.shard_search import is_small, search_field
+from facesearch_server.retriever.shard_search import FieldSearch, is_small, search_field
 from facesearch_server.retriever.shard_state import ShardState
 from facesearch_server.retriever.wal import (
     OP_ADD_VECTORS,
@@ -206,68 +205,38 @@ class LocalShard:
                 self.state.fill_vectors(pts)
         return [p for _, p in pts], (found[-1][0] if found else after), more
 
-    def search_small(
-        self,
-        field: str,
-        queries: np.ndarray,
-        k: int,
-        pred: Predicate | None,
-        exclude: list[str],
-        params: pb.SearchParams,
-        with_meta: bool,
-        with_vectors: bool,
-    ) -> list[list[tuple[float, pb.Point]]] | None:
+    def search_small(self, search: FieldSearch) -> list[list[tuple[float, pb.Point]]] | None:
         """search() on the calling thread (the event loop) when it is small (is_small) and no
         write holds the lock; None otherwise, for the caller to run search() on a worker."""
-        fi = self.state.fields[field]
-        if not is_small(fi, len(queries), pred, params):
+        fi = self.state.fields[search.field]
+        if not is_small(fi, len(search.queries), search.pred, search.params):
             return None
         with self._rw.try_read() as taken:
             if not taken:
                 return None
             gpu.pin_threads()
-            return self._search_locked(
-                fi, queries, k, pred, exclude, params, with_meta, with_vectors
-            )
+            return self._search_locked(fi, search)
 
-    def search(
-        self,
-        field: str,
-        queries: np.ndarray,
-        k: int,
-        pred: Predicate | None,
-        exclude: list[str],
-        params: pb.SearchParams,
-        with_meta: bool,
-        with_vectors: bool,
-    ) -> list[list[tuple[float, pb.Point]]]:
+    def search(self, search: FieldSearch) -> list[list[tuple[float, pb.Point]]]:
         gpu.pin_threads()
-        fi = self.state.fields[field]
+        fi = self.state.fields[search.field]
         with self._rw.read():
-            return self._search_locked(
-                fi, queries, k, pred, exclude, params, with_meta, with_vectors
-            )
+            return self._search_locked(fi, search)
 
     def _search_locked(
-        self,
-        fi: FieldIndex,
-        queries: np.ndarray,
-        k: int,
-        pred: Predicate | None,
-        exclude: list[str],
-        params: pb.SearchParams,
-        with_meta: bool,
-        with_vectors: bool,
+        self, fi: FieldIndex, search: FieldSearch
     ) -> list[list[tuple[float, pb.Point]]]:
         store = self.state.store
-        hits = search_field(store, fi, queries, k, pred, exclude, params)
-        if not with_meta and not with_vectors:
+        hits = search_field(
+            store, fi, search.queries, search.k, search.pred, search.exclude, search.params
+        )
+        if not search.with_meta and not search.with_vectors:
             # The hot path of plain searches: ids and scores only.
             return [[(s, pb.Point(id=i)) for s, i, _l in row] for row in hits]
         out: list[list[tuple[float, pb.Point]]] = []
         for row in hits:
-            pts = [(lab, store.point(store.records[lab], with_meta)) for _s, _i, lab in row]
-            if with_vectors:
+            pts = [(lab, store.point(store.records[lab], search.with_meta)) for _s, _i, lab in row]
+            if search.with_vectors:
                 self.state.fill_vectors(pts)
             out.append([(s, p) for (s, _i, _l), (_lab, p) in zip(row, pts, strict=True)])
         return out

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import grpc
-import numpy as np
 from google.protobuf import timestamp_pb2
 
 from facesearch_contract.limits import max_items, value_range
@@ -26,6 +25,7 @@ from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import filters, similarity_profile
 from facesearch_server.retriever.filters import Predicate
 from facesearch_server.retriever.shard import LocalShard
+from facesearch_server.retriever.shard_search import FieldSearch
 from facesearch_server.runtime import errors
 
 T = TypeVar("T")
@@ -89,20 +89,15 @@ class ShardHandle(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class ShardSearch:
-    """A batch of single-vector queries against one field of every shard."""
+    """A batch of single-vector queries against one field of every shard: the search each
+    shard runs, with the model its field holds and the filter ``search.pred`` was compiled
+    from (shard servers compile it again; coalescing keys on it)."""
 
-    field: str
+    search: FieldSearch
     model_id: str
-    queries: np.ndarray
-    k: int
     flt: cpb.Filter | None
-    pred: Predicate | None
-    exclude: list[str]
-    params: pb.SearchParams
-    with_meta: bool
-    with_vectors: bool
 
 
 class ShardDown(Exception):
@@ -153,14 +148,7 @@ class LocalShardHandle:
         # FAISS batch (search_batcher); the rest run on a worker thread.
         flt = req.flt
         return await self.shard.batcher.search(
-            req.field,
-            req.queries,
-            req.k,
-            req.pred,
-            req.exclude,
-            req.params,
-            req.with_meta,
-            req.with_vectors,
+            req.search,
             filter_key=flt.SerializeToString(deterministic=True) if flt is not None else b"",
         )
 
@@ -305,7 +293,7 @@ class RemoteShardHandle:
         parts = await asyncio.gather(
             *(
                 self._search_part(req, lo, hi, b)
-                for lo, hi in _chunks(len(req.queries), self.max_queries)
+                for lo, hi in _chunks(len(req.search.queries), self.max_queries)
             )
         )
         return [row for rows in parts for row in rows]
@@ -313,20 +301,21 @@ class RemoteShardHandle:
     async def _search_part(
         self, req: ShardSearch, lo: int, hi: int, b: CallBudget
     ) -> list[ScoredList]:
+        s = req.search
         sreq = ipb.ShardSearchRequest(
             ref=self.ref,
-            field=req.field,
+            field=s.field,
             # A fused search never asks for more than the contract's k; min() keeps a handle
             # given a smaller max_k (tests) within it.
-            k=min(req.k, self.max_k),
-            exclude_ids=req.exclude,
-            params=req.params,
-            with_metadata=req.with_meta,
-            with_vectors=req.with_vectors,
+            k=min(s.k, self.max_k),
+            exclude_ids=s.exclude,
+            params=s.params,
+            with_metadata=s.with_meta,
+            with_vectors=s.with_vectors,
         )
         if req.flt is not None:
-            sreq.filter.CopyFrom(_shard_filter(req.flt, req.pred))
-        for q in req.queries[lo:hi]:
+            sreq.filter.CopyFrom(_shard_filter(req.flt, s.pred))
+        for q in s.queries[lo:hi]:
             sreq.queries.add().values.extend(q.tolist())
         resp = await self._call("SearchShard", sreq, b)
         return [[(h.score, h.point) for h in result.hits] for result in resp.results]
@@ -557,15 +546,14 @@ class ShardSet:
     ) -> tuple[list[ScoredList], list[int]]:
         calls = {h.number: (lambda h=h: h.search(req, b)) for h in self.handles}
         answers, missing = await self._fan(calls, allow_partial, b)
+        k = req.search.k
         merged: list[ScoredList] = []
-        for qi in range(len(req.queries)):
+        for qi in range(len(req.search.queries)):
             rows = [answers[n][qi] for n in sorted(answers)]
             if len(rows) == 1:
-                merged.append(rows[0][: req.k])
+                merged.append(rows[0][:k])
             else:
-                merged.append(
-                    heapq.nlargest(req.k, (h for r in rows for h in r), key=lambda h: h[0])
-                )
+                merged.append(heapq.nlargest(k, (h for r in rows for h in r), key=lambda h: h[0]))
         return merged, missing
 
     async def reports(self, b: CallBudget) -> list[ShardReport]:

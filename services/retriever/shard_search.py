@@ -2,12 +2,14 @@
 filter allows) or approximate (ANN index, plus the delta added since its build, minus its
 tombstones), then an exact re-ranking of the top candidates from the stored vectors.
 
-Callers hold the shard's read lock.
+``FieldSearch`` is what one such search asks, as the shard, its search batcher and the router's
+handles pass it along. Callers of the search itself hold the shard's read lock.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -32,6 +34,24 @@ FLAT_FILTER_MAX = 20_000
 # 0.05-0.5 ms; anything that may scan (exact, filter, delta, wide IVF) keeps the thread.
 INLINE_MAX_QUERIES = 4
 INLINE_MAX_WIDTH = 256
+
+
+# eq=False: the generated __eq__ / __hash__ would compare arrays element-wise and hash a list;
+# a search is compared by identity (the batcher's coalescing key says which ones are alike).
+@dataclass(frozen=True, eq=False)
+class FieldSearch:
+    """A batch of queries against one vector field of one shard: the top ``k`` of each row,
+    limited to records ``pred`` allows (None: all) and not in ``exclude`` (ids), searched with
+    ``params``; hits carry metadata when ``with_meta``, vectors when ``with_vectors``."""
+
+    field: str
+    queries: np.ndarray
+    k: int
+    pred: Predicate | None
+    exclude: list[str]
+    params: pb.SearchParams
+    with_meta: bool
+    with_vectors: bool
 
 
 def is_small(fi: FieldIndex, nq: int, pred: Predicate | None, params: pb.SearchParams) -> bool:

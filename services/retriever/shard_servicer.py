@@ -26,6 +26,7 @@ from facesearch_server.retriever.peer_access import require_trusted_peer
 from facesearch_server.retriever.shard import LocalShard
 from facesearch_server.retriever.shard_host import Key, ShardHost
 from facesearch_server.retriever.shard_router import timestamp
+from facesearch_server.retriever.shard_search import FieldSearch
 from facesearch_server.runtime.config import ServerConfig
 from facesearch_server.runtime.errors import InvalidArgument
 from facesearch_server.runtime.validation import batch_size
@@ -207,21 +208,21 @@ class ShardServicer(ipb_grpc.RetrieverShardServicer):
         _check_vectors(shard, request.field, [len(q.values) for q in request.queries], "queries")
         queries = np.array([list(q.values) for q in request.queries], dtype=np.float32)
         pred = _compile(request.filter, "filter") if request.HasField("filter") else None
-        args = (
-            request.field,
-            queries,
-            request.k,
-            pred,
-            list(request.exclude_ids),
-            request.params,
-            request.with_metadata,
-            request.with_vectors,
+        search = FieldSearch(
+            field=request.field,
+            queries=queries,
+            k=request.k,
+            pred=pred,
+            exclude=list(request.exclude_ids),
+            params=request.params,
+            with_meta=request.with_metadata,
+            with_vectors=request.with_vectors,
         )
         if search_batcher.enabled():
             fkey = request.filter.SerializeToString(deterministic=True) if pred is not None else b""
-            rows = await shard.batcher.search(*args, filter_key=fkey)
+            rows = await shard.batcher.search(search, filter_key=fkey)
         else:
-            rows = await asyncio.to_thread(shard.search, *args)
+            rows = await asyncio.to_thread(shard.search, search)
         out = ipb.ShardSearchResponse()
         for row in rows:
             hits = out.results.add()

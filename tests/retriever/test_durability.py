@@ -17,6 +17,7 @@ from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever import index_build
 from facesearch_server.retriever.build_schedule import SCRUB
 from facesearch_server.retriever.shard import LocalShard
+from facesearch_server.retriever.shard_search import FieldSearch
 from facesearch_server.retriever.wal import OP_UPSERT, WriteAheadLog
 from harness.service_process import ServiceProcess, start_service
 from tests.retriever.conftest import MODEL, Client, point, retriever_env, unit
@@ -252,7 +253,9 @@ def test_restart_serves_the_snapshot_index_at_once_and_purges_in_the_background(
     assert (st.tombstones, st.pending_purge) == (20, 20)
     found = {
         p.id
-        for row in again.search("face", x[::50], 5, None, [], pb.SearchParams(), False, False)
+        for row in again.search(
+            FieldSearch("face", x[::50], 5, None, [], pb.SearchParams(), False, False)
+        )
         for _s, p in row
     }
     assert not found & set(victims) and not again.get(victims, False)

@@ -22,6 +22,7 @@ from facesearch_server.retriever import gpu
 from facesearch_server.retriever.filters import compile_filter
 from facesearch_server.retriever.records import BUILTIN_FIELDS
 from facesearch_server.retriever.shard import LocalShard
+from facesearch_server.retriever.shard_search import FieldSearch
 from tests.retriever.conftest import eq, point, unit
 from tests.retriever.test_index_builds import exact_top, field, shard_ids
 
@@ -93,7 +94,7 @@ def test_unfiltered_searches_run_on_the_gpu_clone_filtered_ones_on_the_cpu(
     # Same answers as the CPU index would give: every list probed and re-ranked, so exact.
     assert got == exact_top(x, q, 5, ids)
     pred = compile_filter(cpb.Filter(must=[eq("person_id", string_value="p-even")]), BUILTIN_FIELDS)
-    rows = shard.search("face", q, 5, pred, [], pb.SearchParams(nprobe=8), True, False)
+    rows = shard.search(FieldSearch("face", q, 5, pred, [], pb.SearchParams(nprobe=8), True, False))
     assert clone.searches == 1  # the filter needed an ID selector: CPU index
     assert all(p.metadata["person_id"].string_value == "p-even" for row in rows for _s, p in row)
     shard.delete_ids(["v0"])  # a tombstone is a selector too

@@ -19,6 +19,7 @@ from facesearch_server.retriever.build_schedule import SCRUB
 from facesearch_server.retriever.filters import compile_filter
 from facesearch_server.retriever.records import BUILTIN_FIELDS
 from facesearch_server.retriever.shard import LocalShard
+from facesearch_server.retriever.shard_search import FieldSearch
 from harness.service_process import start_service
 from tests.retriever.conftest import MODEL, Client, eq, point, retriever_env, unit
 
@@ -42,7 +43,9 @@ def exact_top(x: np.ndarray, q: np.ndarray, k: int, ids: list[str]) -> list[list
 
 
 def shard_ids(shard: LocalShard, q: np.ndarray, k: int, **params: int) -> list[list[str]]:
-    rows = shard.search("face", q, k, None, [], pb.SearchParams(**params), False, False)
+    rows = shard.search(
+        FieldSearch("face", q, k, None, [], pb.SearchParams(**params), False, False)
+    )
     return [[p.id for _s, p in row] for row in rows]
 
 

@@ -15,7 +15,11 @@ from facesearch_server.retriever.filters import compile_filter
 from facesearch_server.retriever.index_build import resolve_params
 from facesearch_server.retriever.records import BUILTIN_FIELDS
 from facesearch_server.retriever.shard import LocalShard
-from facesearch_server.retriever.shard_search import INLINE_MAX_QUERIES, INLINE_MAX_WIDTH
+from facesearch_server.retriever.shard_search import (
+    INLINE_MAX_QUERIES,
+    INLINE_MAX_WIDTH,
+    FieldSearch,
+)
 from tests.retriever.conftest import MODEL, eq, point, unit
 
 DIM = 16
@@ -41,17 +45,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalShard, np.ndar
     return shard, x
 
 
-def args(q: np.ndarray, **params: object) -> tuple[object, ...]:
-    return ("face", q, 10, None, [], pb.SearchParams(**params), True, False)  # type: ignore[arg-type]
+def search(q: np.ndarray, **params: object) -> FieldSearch:
+    return FieldSearch("face", q, 10, None, [], pb.SearchParams(**params), True, False)  # type: ignore[arg-type]
 
 
 def test_small_search_answers_as_the_thread_path(built: tuple[LocalShard, np.ndarray]) -> None:
     shard, x = built
     for nq in (1, INLINE_MAX_QUERIES):
         q = x[:nq]
-        small = shard.search_small(*args(q))
+        small = shard.search_small(search(q))
         assert small is not None
-        full = shard.search(*args(q))
+        full = shard.search(search(q))
         assert [[(s, p.id, dict(p.metadata)) for s, p in row] for row in small] == [
             [(s, p.id, dict(p.metadata)) for s, p in row] for row in full
         ]
@@ -62,19 +66,20 @@ def test_searches_that_may_scan_keep_the_worker_thread(
     built: tuple[LocalShard, np.ndarray],
 ) -> None:
     shard, x = built
-    assert shard.search_small(*args(x[: INLINE_MAX_QUERIES + 1])) is None
-    assert shard.search_small(*args(x[:1], exact=True)) is None
-    assert shard.search_small(*args(x[:1], ef_search=INLINE_MAX_WIDTH + 1)) is None
+    assert shard.search_small(search(x[: INLINE_MAX_QUERIES + 1])) is None
+    assert shard.search_small(search(x[:1], exact=True)) is None
+    assert shard.search_small(search(x[:1], ef_search=INLINE_MAX_WIDTH + 1)) is None
     flt = cpb.Filter(must=[eq("person_id", string_value="ann")])
     pred = compile_filter(flt, BUILTIN_FIELDS)
-    assert shard.search_small("face", x[:1], 10, pred, [], pb.SearchParams(), True, False) is None
+    filtered = FieldSearch("face", x[:1], 10, pred, [], pb.SearchParams(), True, False)
+    assert shard.search_small(filtered) is None
 
 
 def test_a_held_write_lock_is_not_waited_for(built: tuple[LocalShard, np.ndarray]) -> None:
     shard, x = built
     with shard._rw.write():  # in this very thread: waiting would never end
-        assert shard.search_small(*args(x[:1])) is None
-    assert shard.search_small(*args(x[:1])) is not None
+        assert shard.search_small(search(x[:1])) is None
+    assert shard.search_small(search(x[:1])) is not None
 
 
 def test_a_delta_keeps_the_worker_thread(tmp_path: Path) -> None:
@@ -89,7 +94,7 @@ def test_a_delta_keeps_the_worker_thread(tmp_path: Path) -> None:
     x = unit(np.random.default_rng(4), 101)
     shard.upsert([point(f"v{i}", x[i]) for i in range(100)])
     shard.build_now("face")
-    assert shard.search_small(*args(x[:1])) is not None
+    assert shard.search_small(search(x[:1])) is not None
     shard.upsert([point("late", x[100])])  # not in the graph: scanned exactly
-    assert shard.search_small(*args(x[100:101])) is None
-    assert shard.search(*args(x[100:101]))[0][0][1].id == "late"
+    assert shard.search_small(search(x[100:101])) is None
+    assert shard.search(search(x[100:101]))[0][0][1].id == "late"

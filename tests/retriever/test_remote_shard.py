@@ -22,6 +22,7 @@ from facesearch_server.retriever.filters import compile_filter
 from facesearch_server.retriever.records import BUILTIN_FIELDS
 from facesearch_server.retriever.shard_host import ShardHost
 from facesearch_server.retriever.shard_router import CallBudget, RemoteShardHandle, ShardSearch
+from facesearch_server.retriever.shard_search import FieldSearch
 from facesearch_server.runtime.errors import NotFound
 from harness.service_process import ServiceProcess, start_service
 from tests.retriever.conftest import DIM, MODEL, eq, point, retriever_env, unit
@@ -67,9 +68,8 @@ def test_big_router_requests_are_cut_to_the_shard_servers_limits(
             for lo in range(0, 1500, 500):
                 pts = [point(ids[i], x[i], person_id=f"p{i % 3}") for i in range(lo, lo + 500)]
                 assert await handle.upsert(pts, True, b) == (500, 0)
-            req = ShardSearch(
-                "face", MODEL, q, 500, None, None, [], pb.SearchParams(), False, False
-            )
+            search = FieldSearch("face", q, 500, None, [], pb.SearchParams(), False, False)
+            req = ShardSearch(search, MODEL, None)
             rows = await handle.search(req, b)  # k 500 > max_k 100, 300 queries > 128
             got = await handle.get(ids, False, b)  # 1,500 ids > 512 per GetShard
             faces = await handle.get_matching(person, pred, "face", 10_000, b)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from facesearch_server.retriever.filters import compile_filter
 from facesearch_server.retriever.index_build import resolve_params
 from facesearch_server.retriever.records import BUILTIN_FIELDS
 from facesearch_server.retriever.shard import LocalShard
+from facesearch_server.retriever.shard_search import FieldSearch
 from tests.retriever.conftest import MODEL, eq, point, unit
 
 DIM = 16
@@ -70,11 +71,11 @@ def _filter(who: str | None) -> cpb.Filter | None:
     return None if who is None else cpb.Filter(must=[eq("person_id", string_value=who)])
 
 
-def args(r: Request, params: pb.SearchParams, field: str = "face") -> tuple[object, ...]:
+def search(r: Request, params: pb.SearchParams, field: str = "face") -> FieldSearch:
     q, who = r
     flt = _filter(who)
     pred = None if flt is None else compile_filter(flt, BUILTIN_FIELDS)
-    return (field, q, 10, pred, [], params, True, False)
+    return FieldSearch(field, q, 10, pred, [], params, True, False)
 
 
 def key(r: Request) -> bytes:
@@ -90,7 +91,7 @@ async def together(
     shard: LocalShard, reqs: list[Request], params: pb.SearchParams
 ) -> list[list[list[tuple[float, pb.Point]]]]:
     return await asyncio.gather(
-        *(shard.batcher.search(*args(r, params), filter_key=key(r)) for r in reqs)  # type: ignore[arg-type]
+        *(shard.batcher.search(search(r, params), filter_key=key(r)) for r in reqs)
     )
 
 
@@ -106,7 +107,7 @@ def test_coalesced_searches_answer_as_each_alone(
     groups, callers = shard.batcher.groups, shard.batcher.callers
     got = asyncio.run(together(shard, reqs, params))
     for r, found in zip(reqs, got, strict=True):
-        alone = shard.search(*args(r, params))  # type: ignore[arg-type]
+        alone = shard.search(search(r, params))
         assert rows(found) == rows(alone)
         assert len(found) == len(r[0])
         if r[1] is not None:
@@ -121,11 +122,11 @@ def test_a_cancelled_or_expired_caller_leaves_the_others_their_rows(shard: Local
 
     async def run() -> list[object]:
         tasks = [
-            asyncio.ensure_future(shard.batcher.search(*args(r, params), filter_key=b""))  # type: ignore[arg-type]
+            asyncio.ensure_future(shard.batcher.search(search(r, params), filter_key=b""))
             for r in reqs[:5]
         ]
         expired = asyncio.wait_for(
-            shard.batcher.search(*args(reqs[5], params), filter_key=b""),  # type: ignore[arg-type]
+            shard.batcher.search(search(reqs[5], params), filter_key=b""),
             timeout=0,
         )
         await asyncio.sleep(0)  # every task has joined the group by now
@@ -137,7 +138,7 @@ def test_a_cancelled_or_expired_caller_leaves_the_others_their_rows(shard: Local
     assert isinstance(got[1], asyncio.CancelledError)
     assert isinstance(got[5], TimeoutError)
     for i in (0, 2, 3, 4):
-        assert rows(got[i]) == rows(shard.search(*args(reqs[i], params)))  # type: ignore[arg-type]
+        assert rows(got[i]) == rows(shard.search(search(reqs[i], params)))
     assert shard.batcher.callers - callers == 4  # the cancelled one was not searched
 
 
@@ -147,14 +148,14 @@ def test_a_failing_group_fails_its_callers_only(shard: LocalShard) -> None:
 
     async def run() -> list[object]:
         return await asyncio.gather(
-            shard.batcher.search(*args(good, params), filter_key=b""),  # type: ignore[arg-type]
-            shard.batcher.search(*args(bad, params, field="nope"), filter_key=b""),  # type: ignore[arg-type]
-            shard.batcher.search(*args(bad, params, field="nope"), filter_key=b""),  # type: ignore[arg-type]
+            shard.batcher.search(search(good, params), filter_key=b""),
+            shard.batcher.search(search(bad, params, field="nope"), filter_key=b""),
+            shard.batcher.search(search(bad, params, field="nope"), filter_key=b""),
             return_exceptions=True,
         )
 
     got = asyncio.run(run())
-    assert rows(got[0]) == rows(shard.search(*args(good, params)))  # type: ignore[arg-type]
+    assert rows(got[0]) == rows(shard.search(search(good, params)))
     assert isinstance(got[1], KeyError) and isinstance(got[2], KeyError)
 
 
@@ -166,4 +167,4 @@ def test_the_setting_off_searches_each_alone(shard: LocalShard) -> None:
     got = asyncio.run(together(shard, reqs, params))
     assert shard.batcher.groups == groups  # no group ran
     for r, found in zip(reqs, got, strict=True):
-        assert rows(found) == rows(shard.search(*args(r, params)))  # type: ignore[arg-type]
+        assert rows(found) == rows(shard.search(search(r, params)))

@@ -15,6 +15,7 @@ from facesearch_contract.v1 import retriever_pb2 as pb
 from facesearch_server.retriever.filters import compile_filter
 from facesearch_server.retriever.records import BUILTIN_FIELDS
 from facesearch_server.retriever.shard import LocalShard
+from facesearch_server.retriever.shard_search import FieldSearch
 from tests.retriever.conftest import DIM, MODEL, point, unit
 
 
@@ -46,7 +47,9 @@ def test_person_index_follows_replaces_deletes_and_restarts(tmp_path: Path) -> N
     again = LocalShard(tmp_path / "s", [spec])  # snapshot + replayed log
     assert faces_of(again, "ann") == []
     assert faces_of(again, "cy") == ["a9"]
-    rows = again.search("face", x[:1], 6, person("bob"), [], pb.SearchParams(), False, False)
+    rows = again.search(
+        FieldSearch("face", x[:1], 6, person("bob"), [], pb.SearchParams(), False, False)
+    )
     assert sorted(p.id for _s, p in rows[0]) == ["a1", "a3", "a4", "a5"]
     # A negated condition cannot use the index and still filters correctly.
     not_bob = cpb.Filter(

@@ -28,6 +28,7 @@ from facesearch_server.retriever.persons.cluster_store import ClusterStore
 from facesearch_server.retriever.persons.person_store import PersonRecord, PersonStore
 from facesearch_server.retriever.persons.reference_index import ReferenceIndex
 from facesearch_server.retriever.shard_router import CallBudget, ShardSearch, timestamp
+from facesearch_server.retriever.shard_search import FieldSearch
 from facesearch_server.retriever.validation import check_model
 from facesearch_server.runtime.auth import current_tenant
 from facesearch_server.runtime.calibration_proto import calibration_from_proto
@@ -509,16 +510,18 @@ class PersonsServicer(pb_grpc.PersonsServicer):
         flt = cpb.Filter(must=[cpb.FieldCondition(field="person_id", exists=False)])
         pred = coll.compile(flt, "filter")
         search = ShardSearch(
-            field=field.name,
+            search=FieldSearch(
+                field=field.name,
+                queries=index.vectors[mine],
+                k=UNLABELLED_PER_REFERENCE,
+                pred=pred,
+                exclude=[],
+                params=rpb.SearchParams(),
+                with_meta=True,
+                with_vectors=True,
+            ),
             model_id=field.model_id,
-            queries=index.vectors[mine],
-            k=UNLABELLED_PER_REFERENCE,
             flt=flt,
-            pred=pred,
-            exclude=[],
-            params=rpb.SearchParams(),
-            with_meta=True,
-            with_vectors=True,
         )
         lists, _ = await coll.shards.search(search, b, False)
         out = []
