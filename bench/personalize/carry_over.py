@@ -13,8 +13,17 @@ round:
 - fresh: every session starts from the identity head (a user who was reset each time).
 Session 1 is the same in both arms (both start from the identity), so the comparison is over
 sessions 2..S. Rocchio and the Bayesian policy (no lasting state) run the same sessions, for
-reference. ``--oracle`` adds an arm that starts every session from the user's hidden metric
-itself (normalised): the most a lasting head could give.
+reference. ``--oracle`` adds two arms that start every session from the user's hidden metric
+itself (normalised): ``oracle``, with the answer model on the likeness scale of that head's
+cosines (policies.head_space_scale), the most a lasting head could give; ``oracle_raw_scale``,
+on the embedding's scale, which shows what a head far from the identity costs when its
+cosines are read on the wrong scale.
+
+How much a user's answers can teach a lasting head at all: for every fresh session, the sum
+over its answers of the binary entropy of the embedding's own answer model at that face
+(logistic in cos(x, target) on the gallery's scale). That bounds the bits the answers hold
+beyond what the embedding already predicts; the hidden rank-r notion of ``user`` has
+r (d - r) degrees of freedom to learn.
 
 Reported per truth: the summary of sessions 2..S per arm (95 % bootstrap intervals over
 sessions; Wilson for the rates) and the paired difference carried - fresh in mean rounds with a
@@ -25,6 +34,7 @@ and the lasting head's distance from the identity (||W - I||_F / sqrt(d)) after 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -51,6 +61,27 @@ def _paired_ci(diff_by_user: np.ndarray, n: int = 2000) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def hidden_metric_rank(truth: str) -> int:
+    """Rank of the user's hidden notion beyond the embedding (simulator.hidden_metric)."""
+    if truth != "user":
+        return 0
+    return int(inspect.signature(hidden_metric).parameters["rank"].default)
+
+
+def answer_information(pol: FaircopPolicy, target: int, user: SimulatedUser) -> tuple[float, int]:
+    """(bits, surprising answers) of a finished session: the sum over its answered faces of
+    the binary entropy of the embedding's answer model P(similar | cos(x, target)), an upper
+    bound on what the answers say that the embedding does not, and how many answers went
+    against that model's more likely answer."""
+    a = pol.p.scoring.answers
+    x = pol.v[pol.labelled]
+    z = np.clip((x @ pol.v[target] - a.threshold) / a.slope, -60, 60)
+    prob = np.clip(1.0 / (1.0 + np.exp(-z)), 1e-12, 1 - 1e-12)
+    h = -(prob * np.log2(prob) + (1 - prob) * np.log2(1 - prob))
+    similar = user.similar[pol.labelled]
+    return float(h.sum()), int(((prob > 0.5) != similar).sum())
+
+
 def run_truth(
     truth: str,
     vectors: np.ndarray,
@@ -60,7 +91,11 @@ def run_truth(
     consolidation: ConsolidationParams,
 ) -> dict:
     p = RoundParams()
-    arms = ["carried", "fresh", *(["oracle"] if args.oracle else []), *args.reference]
+    oracles = ["oracle", "oracle_raw_scale"] if args.oracle else []
+    arms = ["carried", "fresh", *oracles, *args.reference]
+    bits: list[float] = []
+    labels: list[int] = []
+    surprising: list[int] = []
     later: dict[str, list[int]] = {a: [] for a in arms}
     by_user: dict[str, list[float]] = {"carried": [], "fresh": []}
     distance: list[list[float]] = [[] for _ in range(args.sessions)]
@@ -85,10 +120,12 @@ def run_truth(
                     pol = REFERENCE[arm](vectors, prng, first)
                 elif arm == "carried":
                     pol = FaircopPolicy(vectors, prng, first, head=lasting)
-                elif arm == "oracle":
+                elif arm in oracles:
                     w = np.eye(d, dtype=np.float32) if metric is None else metric
                     w = (w / np.linalg.norm(w, 2)).astype(np.float32)
-                    pol = FaircopPolicy(vectors, prng, first, head=Head("bench", w))
+                    pol = FaircopPolicy(
+                        vectors, prng, first, head=Head("bench", w), head_scale=arm == "oracle"
+                    )
                 else:
                     pol = FaircopPolicy(vectors, prng, first)
                 r = run_session(pol, user, args.k, args.max_rounds)
@@ -96,6 +133,11 @@ def run_truth(
                     later[arm].append(r)
                     if arm in user_rounds:
                         user_rounds[arm].append(r)
+                if arm == "fresh":
+                    b, y_wrong = answer_information(pol, target, user)
+                    bits.append(b)
+                    labels.append(len(pol.labelled))
+                    surprising.append(y_wrong)
                 if arm == "carried":
                     found = target if r <= args.max_rounds else None
                     lasting = pol.lasting_head(found, consolidation)
@@ -115,6 +157,13 @@ def run_truth(
         "users": len(diff),
     }
     out["_distance_after_session"] = [float(np.mean(x)) for x in distance]
+    rank = hidden_metric_rank(truth)
+    out["_information"] = {
+        "bits_per_session": float(np.mean(bits)),
+        "labels_per_session": float(np.mean(labels)),
+        "surprising_per_session": float(np.mean(surprising)),
+        "degrees_of_freedom": rank * (d - rank),
+    }
     out["_sessions_per_arm"] = len(later["carried"])
     return out
 
@@ -149,6 +198,14 @@ def table(results: dict) -> str:
             f"carried - fresh, mean rounds per user: {pr['mean_difference']:+.2f} "
             f"[{pr['ci'][0]:+.2f}, {pr['ci'][1]:+.2f}] (95% CI over {pr['users']} users); "
             f"lasting head ||W - I||_F / sqrt(d) after each session: {dist}"
+        )
+        info = rows["_information"]
+        lines.append(
+            f"what the answers can teach (fresh sessions): <= {info['bits_per_session']:.1f} "
+            f"bits per session beyond the embedding's answer model, from "
+            f"{info['labels_per_session']:.0f} answers, {info['surprising_per_session']:.1f} "
+            f"of them against it; the hidden notion has {info['degrees_of_freedom']} degrees "
+            "of freedom"
         )
     return "\n".join(lines)
 

@@ -189,6 +189,21 @@ def gallery_scale(vectors: np.ndarray) -> tuple[float, float]:
     return prof.median, prof.p98
 
 
+def head_space_scale(vectors: np.ndarray, head: Head) -> tuple[float, float]:
+    """(median, p98) of the gallery's pair cosines in the space of ``head`` (cos(W x, W y)),
+    sampled as gallery_profile samples: the scale an answer model on that head's cosines
+    needs. A head far from the identity spreads the cosines (the carry-over oracle, a rank-16
+    metric of strength 3: p98 0.43 against the embedding's 0.26), so the embedding's scale
+    would call most faces alike."""
+    z = head.apply(vectors)
+    z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    prof = similarity_profile.compute(
+        np.arange(len(z)), lambda lab: z[lab], pb.METRIC_INNER_PRODUCT
+    )
+    assert prof is not None, "a gallery of fewer than 50 faces"
+    return prof.median, prof.p98
+
+
 class FaircopPolicy(Policy):
     name = "faircop"
 
@@ -200,15 +215,24 @@ class FaircopPolicy(Policy):
         params: RoundParams | None = None,
         head: Head | None = None,
         scale: bool = True,
+        head_scale: bool = False,
     ) -> None:
         super().__init__(vectors, rng, first)
         # On the gallery's own likeness scale, as the service takes it from the retriever's
         # similarity profile of the collection (likeness_threshold = "collection"); with
-        # ``scale`` False, on ``params``' constants (a fixed likeness_threshold).
+        # ``scale`` False, on ``params``' constants (a fixed likeness_threshold). With
+        # ``head_scale``, the scale of the cosines in ``head``'s space (head_space_scale; the
+        # service does not do this: its lasting heads stay within 0.02 per dimension of the
+        # identity, where the two scales agree).
         p = params or RoundParams()
         a = p.scoring.answers
-        self.scale = gallery_scale(vectors) if scale else (a.unlike_threshold, a.threshold)
-        self.p = on_likeness_scale(p, *self.scale) if scale else p
+        if head_scale and head is not None:
+            self.scale = head_space_scale(vectors, head)
+        elif scale:
+            self.scale = gallery_scale(vectors)
+        else:
+            self.scale = (a.unlike_threshold, a.threshold)
+        self.p = on_likeness_scale(p, *self.scale) if scale or head_scale else p
         # Where the early exploratory rounds look, as the service reads it from Describe.
         self.centroid = (
             np.asarray(gallery_profile(vectors).centroid, np.float32)

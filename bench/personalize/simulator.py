@@ -46,6 +46,8 @@ class GroundTruth:
     truth: str
     similar_fraction: float = 0.02
     attr_agree: int = 36
+    # Rank of the hidden per-user metric of ``user`` (hidden_metric).
+    user_rank: int = 16
 
     def similar_mask(self, target: int, rng: np.random.Generator) -> np.ndarray:
         n = len(self.vectors)
@@ -60,7 +62,7 @@ class GroundTruth:
         if self.truth in ("embedding", "user"):
             v = self.vectors
             if self.truth == "user":
-                a = hidden_metric(rng, v.shape[1])
+                a = hidden_metric(rng, v.shape[1], self.user_rank)
                 v = v @ a.T
                 v = v / np.linalg.norm(v, axis=1, keepdims=True)
             sims = v @ v[target]

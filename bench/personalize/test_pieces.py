@@ -111,3 +111,50 @@ def test_conditions_parse_truth_and_flip() -> None:
     assert parse_condition("embedding:0.2") == ("embedding", 0.2)
     with pytest.raises(ValueError):
         parse_condition("likeness:0.1")
+
+
+def test_head_space_scale_and_answer_information() -> None:
+    from bench.personalize.carry_over import answer_information
+    from bench.personalize.policies import FaircopPolicy, gallery_scale, head_space_scale
+    from bench.personalize.simulator import hidden_metric
+    from facesearch_server.personalizer.head import Head
+
+    g = _gallery()
+    v = g.vectors
+    d = v.shape[1]
+    # The identity head's cosines are the embedding's: the same scale.
+    np.testing.assert_allclose(
+        head_space_scale(v, Head.identity("t", d)), gallery_scale(v), atol=1e-5
+    )
+    # A strong rank-4 metric spreads the cosines: its p98 sits elsewhere, and the policy
+    # built with head_scale reads answers on it.
+    w = hidden_metric(np.random.default_rng(3), d, rank=4, strength=3.0)
+    head = Head("t", (w / np.linalg.norm(w, 2)).astype(np.float32))
+    scaled = head_space_scale(v, head)
+    assert abs(scaled[1] - gallery_scale(v)[1]) > 0.01
+    rng = np.random.default_rng(0)
+    p = RoundParams()
+    pol = FaircopPolicy(v, rng, first_round(v, 8, rng, p), head=head, head_scale=True)
+    assert pol.scale == scaled
+    # What a session's answers can teach: positive, and at most one bit per answer.
+    gt = GroundTruth(v, g.identity_codes(), g.attributes, "embedding")
+    target = 7
+    user = SimulatedUser(target, gt.similar_mask(target, rng), 0.0, rng)
+    fresh = FaircopPolicy(v, np.random.default_rng(1), first_round(v, 8, rng, p))
+    run_session(fresh, user, 8, 6)
+    bits, against = answer_information(fresh, target, user)
+    assert 0.0 < bits <= len(fresh.labelled)
+    assert 0 <= against <= len(fresh.labelled)
+
+
+def test_lasting_estimators_score_against_the_hidden_notion() -> None:
+    import argparse
+
+    from bench.personalize.lasting_estimators import run_rank
+
+    args = argparse.Namespace(users=2, sessions=2, k=8, max_rounds=6)
+    out = run_rank(2, _gallery(), args)
+    assert out["chance overlap"] == [2 / 32] * 2
+    for name in ("score overlap", "kissme overlap", "score recovery", "kissme recovery"):
+        assert len(out[name]) == 2 and all(0.0 <= x <= 1.0 for x in out[name]), name
+    assert 0.0 < out["identity recovery"][0] <= 1.0
