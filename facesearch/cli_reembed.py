@@ -149,6 +149,12 @@ def print_summary(s: flows.ReembedSummary, out: TextIO) -> None:
             f"{s.deleted} deleted",
             file=out,
         )
+    if s.caught_up:
+        print(
+            f"written to {s.source} between the last pass and the alias move, carried after "
+            f"it: {s.caught_up} change(s)",
+            file=out,
+        )
     if s.new_faces:
         print(
             f"{s.new_faces} face(s) detected now that {s.source} did not hold were not added "

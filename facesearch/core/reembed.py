@@ -18,6 +18,12 @@ A pass with nothing to do ends the loop. Killed and run again, the same loop res
 collection holds what was acknowledged. Then persons carry over (enrolled with their reference
 faces, now re-embedded, under the new model's calibration) and the aliases move atomically
 (SetAlias with allow_model_change); the old collection is kept until the caller drops it.
+
+Writers that reach the old collection through an alias keep doing so until the alias moves, so
+a catch-up after the move carries what they wrote since the last pass (faces added, metadata
+changed, faces deleted, persons enrolled, changed or forgotten). It carries only those changes,
+not a full comparison: the new collection now takes the alias's writes, which a comparison with
+the old one would undo.
 """
 
 from __future__ import annotations
@@ -97,6 +103,9 @@ class ReembedSummary:
     # Changes made to the old collection during the run and carried by a later pass.
     updated: int = 0
     deleted: int = 0
+    # Of those, the changes written between the last pass and the alias move (the catch-up):
+    # faces added, updated and deleted, persons carried or forgotten.
+    caught_up: int = 0
     # Persons enrolled in (or brought up to date in) the new collection, and those not carried.
     persons: int = 0
     persons_not_carried: list[tuple[str, str]] = field(default_factory=list)
@@ -241,6 +250,11 @@ class _Reembed:
         self.journal: ReembedJournal | None = None
         self.old_ids: set[str] = set()
         self.new_ids: set[str] = set()
+        # Both collections as the last pass saw them, and the old collection's persons as they
+        # were carried: what the catch-up after the alias move compares against.
+        self.last_old: dict[str, _Face] = {}
+        self.last_new: dict[str, _Face] = {}
+        self.persons_carried: dict[str, bytes] = {}
 
     # ------------------------------------------------------------ set-up
 
@@ -473,6 +487,8 @@ class _Reembed:
             await self._persons()
             if settled and not self.summary.refused:
                 await self._move_aliases()
+                if self.summary.aliases:
+                    await self._catch_up()
             elif self.aliases:
                 self.summary.not_moved = (
                     "the retriever refused some faces (below)"
@@ -535,6 +551,7 @@ class _Reembed:
         self.summary.faces, self.summary.media = len(old), len(by_media)
         self.summary.carried = sum(1 for p in old if p in new)
         self.old_ids, self.new_ids = set(old), set(new)
+        self.last_old, self.last_new = old, new
         if gone:
             await self._delete(gone)
         if changed:
@@ -753,6 +770,7 @@ class _Reembed:
         async for person in self._each_person(self.source):
             kept.add(person.person_id)
             await self._carry_person(person)
+            self.persons_carried[person.person_id] = person.SerializeToString(deterministic=True)
             await self._report("persons", len(kept), self.person_count)
         stale = [p.person_id async for p in self._each_person(self.target)]
         for pid in stale:
@@ -877,6 +895,76 @@ class _Reembed:
                     )
                 )
             )
+
+    async def _catch_up(self) -> None:
+        """Carry what was written to the old collection between the last pass and the alias
+        move (module docstring): only its own changes since that pass, and a metadata change
+        only onto a new face the alias's writers have not changed since."""
+        before, new_before = self.last_old, self.last_new
+        s = self.summary
+        done = s.updated + s.deleted + s.persons
+        async for attempt in self._retrying():
+            with attempt:
+                old = await self._inventory(self.source)
+                new = await self._inventory(self.target)
+                added = [p for p in old if p not in before and p not in new]
+                changed = [
+                    p
+                    for p, f in old.items()
+                    if p in before
+                    and before[p].digest != f.digest
+                    and p in new
+                    and new_before.get(p) is not None
+                    and new[p].digest == new_before[p].digest
+                ]
+                gone = [p for p in before if p not in old and p in new]
+                if gone:
+                    await self._delete(gone)
+                if changed:
+                    await self._update(changed)
+                media = sorted({old[p].media for p in added if old[p].media})
+                if media:
+                    by_media: dict[str, list[str]] = defaultdict(list)
+                    for pid, face in old.items():
+                        if face.media in media:
+                            by_media[face.media].append(pid)
+                    self.work = {m: by_media[m] for m in media}
+                    before_faces = self.faces_stored
+                    await self._embed(self.work)
+                    s.caught_up += self.faces_stored - before_faces
+                s.without_media = sorted(
+                    set(s.without_media) | {p for p in added if not old[p].media}
+                )
+                self.old_ids = set(old)
+                self.new_ids = (self.new_ids | (set(added) - self.lost_ids)) - set(gone)
+                s.faces = len(old)
+                s.carried = len(self.old_ids & self.new_ids)
+        if self.person_count or self.identification:
+            await self._catch_up_persons()
+        s.caught_up += s.updated + s.deleted + s.persons - done
+
+    async def _catch_up_persons(self) -> None:
+        """Persons enrolled, changed or forgotten in the old collection since they were carried.
+        Persons the new collection gained through the alias since are left alone."""
+        now: set[str] = set()
+        async for person in self._each_person(self.source):
+            now.add(person.person_id)
+            state = person.SerializeToString(deterministic=True)
+            if self.persons_carried.get(person.person_id) != state:
+                await self._carry_person(person)
+                self.persons_carried[person.person_id] = state
+        for pid in [p for p in self.persons_carried if p not in now]:
+            try:
+                await self._call(
+                    lambda pid=pid: self.client.persons.ForgetPerson(
+                        persons_pb2.ForgetPersonRequest(collection=self.target, person_id=pid)
+                    )
+                )
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    raise
+            del self.persons_carried[pid]
+            self.summary.caught_up += 1
 
     async def _move_aliases(self) -> None:
         for i, name in enumerate(self.aliases):

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from facesearch import ClientSettings, FacesearchClient, cli, flows, messages
+from facesearch.core import indexing, reembed
 from facesearch.core import search as search_flows
 from facesearch_contract.v1 import persons_pb2, retriever_pb2
 from harness.service_process import REPO_ROOT, ServiceProcess, start_service
@@ -307,6 +308,74 @@ def test_changes_to_the_old_collection_since_are_carried_by_the_next_pass(
     assert after[edited.id].model_ids["face"] == NEW
     assert forgotten not in persons_of(client, f"moving-{NEW}")
     assert set(persons_of(client, f"moving-{NEW}")) == set(persons_of(client, "moving"))
+
+
+def test_writes_between_the_last_pass_and_the_alias_move_are_carried_after_it(
+    client: FacesearchClient, gallery: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers reach the old collection through the alias until it moves. While persons carry
+    over (after the last pass), a person's photos are indexed, a face is labelled and another
+    deleted there; right after the move a face is labelled through the alias (in the new
+    collection). The catch-up carries the first three and leaves the last as written."""
+    folder = tmp_path / "window"
+    for person in ("Aaron_Peirsol", "Angela_Merkel", "Andre_Agassi"):
+        shutil.copytree(gallery / person, folder / person)
+    first = sorted((folder / "Aaron_Peirsol").glob("*.jpg")) + sorted(
+        (folder / "Angela_Merkel").glob("*.jpg")
+    )
+    late = sorted((folder / "Andre_Agassi").glob("*.jpg"))
+    flows.ensure_collection(client, "window")
+    summary = flows.index_folder(client, folder, "window", person_from_dir=True, files=first)
+    assert summary.errors == [] and summary.faces > 0
+    client.retriever.SetAlias(
+        retriever_pb2.SetAliasRequest(alias="window-live", collection="window")
+    )
+    before = points(client, "window")
+    # Faces no person refers to: deleting a reference face is a person's business.
+    refs = {r for p in persons_of(client, "window").values() for r in p.reference_ids}
+    edited_id, deleted_id, after_move_id = sorted(set(before) - refs)[:3]
+    real_persons, real_move = reembed._Reembed._persons, reembed._Reembed._move_aliases
+
+    async def persons_while_written(self: Any) -> None:
+        await real_persons(self)
+        await indexing.index_folder(
+            self.client, folder, "window-live", person_from_dir=True, files=late
+        )
+        p = (await self._get("window-live", [edited_id], True))[0]
+        p.metadata["reviewed"].bool_value = True
+        await self.client.retriever.Upsert(messages.upsert_request("window-live", [p]))
+        await self.client.retriever.Delete(
+            retriever_pb2.DeleteRequest(
+                collection="window-live", ids=retriever_pb2.IdList(ids=[deleted_id])
+            )
+        )
+
+    async def move_then_written(self: Any) -> None:
+        await real_move(self)
+        p = (await self._get("window-live", [after_move_id], True))[0]
+        assert p.model_ids["face"] == NEW
+        p.metadata["checked_after_move"].bool_value = True
+        await self.client.retriever.Upsert(messages.upsert_request("window-live", [p]))
+
+    monkeypatch.setattr(reembed._Reembed, "_persons", persons_while_written)
+    monkeypatch.setattr(reembed._Reembed, "_move_aliases", move_then_written)
+    done = flows.reembed_collection(client, "window-live", NEW)
+    assert done.complete, done
+    assert done.aliases == ["window-live"]
+
+    old, new = points(client, "window"), points(client, f"window-{NEW}")
+    late_ids = set(old) - set(before)
+    assert late_ids, "the late person's faces were indexed into the old collection"
+    assert set(new) == set(old), "the new collection holds exactly the old one's faces"
+    assert deleted_id not in new
+    assert all(new[i].model_ids["face"] == NEW for i in late_ids)
+    assert new[edited_id].metadata["reviewed"].bool_value is True
+    # Written to the new collection after the move: not undone by the catch-up.
+    assert new[after_move_id].metadata["checked_after_move"].bool_value is True
+    assert "Andre_Agassi" in persons_of(client, f"window-{NEW}")
+    assert set(persons_of(client, f"window-{NEW}")) == set(persons_of(client, "window"))
+    # The late person's faces and person, the label and the deletion.
+    assert done.caught_up >= len(late_ids) + 3, done.caught_up
 
 
 def test_a_search_caught_between_describe_and_move_embeds_again_for_the_new_model(
