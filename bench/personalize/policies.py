@@ -232,7 +232,9 @@ class FaircopPolicy(Policy):
             self.scale = gallery_scale(vectors)
         else:
             self.scale = (a.unlike_threshold, a.threshold)
-        self.p = on_likeness_scale(p, *self.scale) if scale or head_scale else p
+        # The lifted tau only where the service lifts it: collections of hub_min_faces or more.
+        lifted = len(vectors) >= p.hub_min_faces
+        self.p = on_likeness_scale(p, *self.scale, lifted) if scale or head_scale else p
         # Where the early exploratory rounds look, as the service reads it from Describe.
         self.centroid = (
             np.asarray(gallery_profile(vectors).centroid, np.float32)

@@ -50,9 +50,19 @@ class AnswerModel:
     unlike_threshold: float = 0.07
     slope: float = 0.05
     wrong_share: float = 0.1
+    # On a collection's own scale (on_scale): tau sits this share of the spread (p98 - median)
+    # above the 98th percentile, and the slope is this share of the scaled one. A user's
+    # "alike" is the closest 2 % to the person they have in mind, and the faces a session
+    # shows are alike to more faces than a random pair is (the rounds look near the
+    # collection's centroid and near the answers), so the collection's p98 reads too many of
+    # them as alike. Chosen on dev targets (bench/personalize/README.md, 2026-12-01: 100
+    # targets, seed offset 200): mean rounds -6.0 [-8.6, -3.6] under embedding likeness,
+    # -3.4 [-6.8, +0.1] at 10 % flipped answers, -0.6 [-3.1, +1.9] under per-user likeness.
+    scale_lift: float = 0.16
+    scale_slope: float = 0.8
 
 
-def on_scale(m: AnswerModel, median: float, p98: float) -> AnswerModel:
+def on_scale(m: AnswerModel, median: float, p98: float, lifted: bool = True) -> AnswerModel:
     """``m`` on a collection's own scale of likeness, read from its pair-score quantiles (the
     retriever's VectorFieldStats.similarity_profile) instead of SFace's constants.
 
@@ -62,16 +72,19 @@ def on_scale(m: AnswerModel, median: float, p98: float) -> AnswerModel:
     1 (SFace: 0.4 is a fifth of the way from 0.25 to 1), so it stays a cosine however
     compressed the top of the scale is. A cone of vectors all within 0.3 of each other gets a
     slope and a "same person" step on its own scale, not SFace's 0.05 and 0.4, which there
-    would call every pair one person. On an SFace archive this is about the identity."""
+    would call every pair one person. With ``lifted``, tau is then lifted and the slope
+    sharpened (``scale_lift``, ``scale_slope``: what sessions show is not a random pair); not
+    in a small collection, whose p98 is already same-person territory (sessions.py)."""
+    lift, sharpen = (m.scale_lift, m.scale_slope) if lifted else (0.0, 1.0)
     spread = m.threshold - m.unlike_threshold
     a = (p98 - median) / spread if spread > 0 else 1.0
     above = (m.same_person_threshold - m.threshold) / max(1.0 - m.threshold, 1e-6)
     return replace(
         m,
-        threshold=p98,
+        threshold=p98 + lift * (p98 - median),
         unlike_threshold=median,
         same_person_threshold=p98 + above * (1.0 - p98),
-        slope=m.slope * a,
+        slope=m.slope * a * sharpen,
     )
 
 

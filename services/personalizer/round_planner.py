@@ -83,9 +83,11 @@ class RoundParams:
             raise ValueError(f"ranking is {self.ranking!r}; use one of {RANKINGS}")
 
 
-def on_likeness_scale(p: RoundParams, median: float, p98: float) -> RoundParams:
+def on_likeness_scale(
+    p: RoundParams, median: float, p98: float, lifted: bool = True
+) -> RoundParams:
     """``p`` with its answer model on a collection's own scale (answer_model.on_scale)."""
-    answers = on_scale(p.scoring.answers, median, p98)
+    answers = on_scale(p.scoring.answers, median, p98, lifted)
     return replace(p, scoring=replace(p.scoring, answers=answers))
 
 

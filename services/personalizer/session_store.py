@@ -78,6 +78,9 @@ class Session:
     # FaceField.profile): the answer model's tau / tau_unlike; 0/0 = the configured constants.
     likeness_p98: float = 0.0
     likeness_median: float = 0.0
+    # Whether tau is lifted above that p98 (answer_model.on_scale): only in a collection of at
+    # least round.hub_min_faces faces; in a smaller one the p98 is same-person territory.
+    likeness_lifted: bool = False
     # The collection's unit mean direction when the session started (float32, dim), or "":
     # where the early exploratory rounds look (exploration.hub_directions).
     centroid_b64: str = ""

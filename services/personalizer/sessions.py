@@ -131,7 +131,7 @@ class Sessions:
         p = self.cfg.round
         if not s.likeness_p98:
             return p
-        return on_likeness_scale(p, s.likeness_median, s.likeness_p98)
+        return on_likeness_scale(p, s.likeness_median, s.likeness_p98, s.likeness_lifted)
 
     def _consolidation(self, s: Session) -> ConsolidationParams:
         c = self.cfg.consolidation
@@ -276,6 +276,7 @@ class Sessions:
         )
         if self.cfg.likeness_from_collection and face.profile is not None:
             s.likeness_median, s.likeness_p98 = face.profile
+            s.likeness_lifted = face.vectors >= self.cfg.round.hub_min_faces
         if face.centroid is not None and face.vectors >= self.cfg.round.hub_min_faces:
             s.centroid_b64 = base64.b64encode(np.asarray(face.centroid, "<f4").tobytes()).decode()
         seed = await self._seed(req, s, face, context)

@@ -119,8 +119,9 @@ def test_the_cone_is_read_on_its_own_scale(cone_stack: dict[str, Any]) -> None:
     prof = info.field_stats[0].similarity_profile
     # Most pairs of this collection are "the same person" on SFace's scale.
     assert prof.median > AnswerModel().same_person_threshold + 0.15, prof
-    scaled = on_scale(AnswerModel(), prof.median, prof.p98)
-    assert scaled.threshold == pytest.approx(prof.p98)
+    m = AnswerModel()
+    scaled = on_scale(m, prof.median, prof.p98)
+    assert scaled.threshold == pytest.approx(prof.p98 + m.scale_lift * (prof.p98 - prof.median))
     assert prof.p98 < scaled.same_person_threshold < 1.0
     on_scale_hits = _found_faces(ppb_grpc.PersonalizerStub(cone_stack["p1"].channel()), 3, 4)
     fixed_hits = _found_faces(ppb_grpc.PersonalizerStub(cone_stack["fixed"].channel()), 3, 4)
@@ -134,12 +135,21 @@ def test_the_cone_is_read_on_its_own_scale(cone_stack: dict[str, Any]) -> None:
 def test_on_scale_is_about_the_identity_on_an_sface_archive() -> None:
     # bench/personalize's 10,285 real SFace faces: median 0.069, p98 0.258 (the retriever's
     # sampling rule); the constants were chosen as those quantiles of that gallery.
-    m = on_scale(AnswerModel(), 0.069, 0.258)
-    base = AnswerModel()
+    # Without the lift and the sharper slope, the scale maps onto the constants.
+    base = AnswerModel(scale_lift=0.0, scale_slope=1.0)
+    m = on_scale(base, 0.069, 0.258)
     assert abs(m.threshold - base.threshold) < 0.01
     assert abs(m.same_person_threshold - base.same_person_threshold) < 0.02
     assert abs(m.slope - base.slope) < 0.003
     assert m.wrong_share == base.wrong_share
+    # With them (the default), tau sits a share of the spread above the p98 and the slope is
+    # sharper; the other thresholds stay.
+    lifted = on_scale(AnswerModel(), 0.069, 0.258)
+    d = AnswerModel()
+    assert lifted.threshold == pytest.approx(0.258 + d.scale_lift * (0.258 - 0.069))
+    assert lifted.slope == pytest.approx(m.slope * d.scale_slope)
+    assert lifted.same_person_threshold == pytest.approx(m.same_person_threshold)
+    assert lifted.unlike_threshold == pytest.approx(m.unlike_threshold)
 
 
 def test_the_rounds_after_the_first_explore_around_the_centroid(
