@@ -114,7 +114,7 @@ def test_conditions_parse_truth_and_flip() -> None:
 
 
 def test_head_space_scale_and_answer_information() -> None:
-    from bench.personalize.carry_over import answer_information
+    from bench.personalize.carry_over import information_bound, session_answers
     from bench.personalize.policies import FaircopPolicy, gallery_scale, head_space_scale
     from bench.personalize.simulator import hidden_metric
     from facesearch_server.personalizer.head import Head
@@ -136,15 +136,22 @@ def test_head_space_scale_and_answer_information() -> None:
     p = RoundParams()
     pol = FaircopPolicy(v, rng, first_round(v, 8, rng, p), head=head, head_scale=True)
     assert pol.scale == scaled
-    # What a session's answers can teach: positive, and at most one bit per answer.
+    # What sessions' answers can teach beyond cos(x, target): some bits, and fewer the better
+    # the cosine predicts the answers (a user whose "similar" is a cosine threshold).
     gt = GroundTruth(v, g.identity_codes(), g.attributes, "embedding")
-    target = 7
-    user = SimulatedUser(target, gt.similar_mask(target, rng), 0.0, rng)
-    fresh = FaircopPolicy(v, np.random.default_rng(1), first_round(v, 8, rng, p))
-    run_session(fresh, user, 8, 6)
-    bits, against = answer_information(fresh, target, user)
-    assert 0.0 < bits <= len(fresh.labelled)
-    assert 0 <= against <= len(fresh.labelled)
+    sessions = []
+    for target in (7, 100, 300):
+        user = SimulatedUser(target, gt.similar_mask(target, rng), 0.0, rng)
+        fresh = FaircopPolicy(v, np.random.default_rng(target), first_round(v, 8, rng, p))
+        run_session(fresh, user, 8, 6)
+        sessions.append(session_answers(fresh, target, user))
+    bits, against = information_bound(sessions)
+    answers = np.mean([len(c) for c, _ in sessions])
+    assert 0.0 < bits < answers and 0.0 <= against < answers
+    # Answers drawn at random, whatever the cosine, hold about a bit each.
+    noise = [(c, np.random.default_rng(9).random(len(c)) < 0.5) for c, _ in sessions]
+    noisy_bits, _ = information_bound(noise)
+    assert noisy_bits > 0.8 * answers > bits
 
 
 def test_lasting_estimators_score_against_the_hidden_notion() -> None:
