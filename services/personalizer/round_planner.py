@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from facesearch_server.personalizer.answer_model import log_likelihood, on_scale
+from facesearch_server.personalizer.answer_model import NOTHING_LIKE, log_likelihood, on_scale
 from facesearch_server.personalizer.exploration import farthest_points
 from facesearch_server.personalizer.head import Head
 from facesearch_server.personalizer.online_training import TrainingParams
@@ -195,10 +195,15 @@ def select(
         ll = answer_log_likelihood(head, pvecs, c, p.scoring)
         same = np.zeros(len(pool), bool)
         if c.z_neg is not None:
-            # A face of the same person as a rejected one is no candidate either.
+            # A face of the same person as a rejected one is no candidate either; nor one alike
+            # (tau) to a face the user called "nothing like them", which rules out more: on a
+            # collection's own scale tau_same can sit above many of a person's own pairs.
             z = head.apply(pvecs)
             z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-            same = (z @ c.z_neg.T).max(1) >= p.scoring.answers.same_person_threshold
+            a = p.scoring.answers
+            neg_codes = c.codes[len(c.codes) - len(c.z_neg) :]
+            bar = np.where(neg_codes == NOTHING_LIKE, a.threshold, a.same_person_threshold)
+            same = (z @ c.z_neg.T >= bar[None, :]).any(1)
             ll = ll - 1e3 * same
         # The pool's own cut first (relative to its best face: a hub round's faces are alike
         # to more of the rejected ones than the fallback's extremes, by design); the fallback
