@@ -36,7 +36,6 @@ and the lasting head's distance from the identity (||W - I||_F / sqrt(d)) after 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -62,13 +61,6 @@ def _paired_ci(diff_by_user: np.ndarray, n: int = 2000) -> tuple[float, float]:
     draws = rng.choice(diff_by_user, size=(n, len(diff_by_user)), replace=True).mean(1)
     lo, hi = np.quantile(draws, [0.025, 0.975])
     return float(lo), float(hi)
-
-
-def hidden_metric_rank(truth: str) -> int:
-    """Rank of the user's hidden notion beyond the embedding (simulator.hidden_metric)."""
-    if truth != "user":
-        return 0
-    return int(inspect.signature(hidden_metric).parameters["rank"].default)
 
 
 def session_answers(
@@ -122,7 +114,11 @@ def run_truth(
     for u in range(args.seed_offset, args.seed_offset + args.users):
         rng = np.random.default_rng((u, 11))
         lasting = Head.identity("bench", d)
-        metric = hidden_metric(np.random.default_rng((u, 7)), d) if truth == "user" else None
+        metric = (
+            hidden_metric(np.random.default_rng((u, 7)), d, gt.user_rank)
+            if truth == "user"
+            else None
+        )
         user_rounds: dict[str, list[int]] = {"carried": [], "fresh": []}
         for s in range(args.sessions):
             target = int(rng.choice(eligible))
@@ -172,7 +168,7 @@ def run_truth(
         "users": len(diff),
     }
     out["_distance_after_session"] = [float(np.mean(x)) for x in distance]
-    rank = hidden_metric_rank(truth)
+    rank = gt.user_rank if truth == "user" else 0
     bits, against = information_bound(answered)
     out["_information"] = {
         "bits_per_session": bits,

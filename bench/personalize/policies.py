@@ -170,16 +170,21 @@ class BayesPolicy(Policy):
 _PROFILES: dict[tuple[int, int], similarity_profile.Profile] = {}
 
 
+def _profile(vectors: np.ndarray) -> similarity_profile.Profile:
+    """The similarity profile of unit rows, sampled as the retriever samples a collection for
+    VectorFieldStats.similarity_profile."""
+    prof = similarity_profile.compute(
+        np.arange(len(vectors)), lambda lab: vectors[lab], pb.METRIC_INNER_PRODUCT
+    )
+    assert prof is not None, "a gallery of fewer than 50 faces"
+    return prof
+
+
 def gallery_profile(vectors: np.ndarray) -> similarity_profile.Profile:
-    """The gallery's similarity profile, sampled as the retriever samples a collection for
-    VectorFieldStats.similarity_profile (cached per gallery array)."""
+    """The gallery's similarity profile (cached per gallery array)."""
     key = (id(vectors), len(vectors))
     if key not in _PROFILES:
-        prof = similarity_profile.compute(
-            np.arange(len(vectors)), lambda lab: vectors[lab], pb.METRIC_INNER_PRODUCT
-        )
-        assert prof is not None, "a gallery of fewer than 50 faces"
-        _PROFILES[key] = prof
+        _PROFILES[key] = _profile(vectors)
     return _PROFILES[key]
 
 
@@ -197,10 +202,7 @@ def head_space_scale(vectors: np.ndarray, head: Head) -> tuple[float, float]:
     would call most faces alike."""
     z = head.apply(vectors)
     z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    prof = similarity_profile.compute(
-        np.arange(len(z)), lambda lab: z[lab], pb.METRIC_INNER_PRODUCT
-    )
-    assert prof is not None, "a gallery of fewer than 50 faces"
+    prof = _profile(z)
     return prof.median, prof.p98
 
 

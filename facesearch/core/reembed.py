@@ -213,6 +213,15 @@ class _Face:
     digest: bytes
 
 
+def _by_media(faces: dict[str, _Face]) -> dict[str, list[str]]:
+    """Face ids per media id, for the faces that have one."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for pid, face in faces.items():
+        if face.media:
+            out[face.media].append(pid)
+    return out
+
+
 def _digest(point: retriever_pb2.Point) -> bytes:
     meta = retriever_pb2.Point(metadata=point.metadata).SerializeToString(deterministic=True)
     return hashlib.blake2b(meta, digest_size=8).digest()
@@ -535,10 +544,7 @@ class _Reembed:
         """Compare the collections and do what differs; False when nothing did."""
         old = await self._inventory(self.source)
         new = await self._inventory(self.target)
-        by_media: dict[str, list[str]] = defaultdict(list)
-        for pid, face in old.items():
-            if face.media:
-                by_media[face.media].append(pid)
+        by_media = _by_media(old)
         missing = [pid for pid in old if pid not in new and pid not in self.given_up]
         self.summary.without_media = sorted(p for p in missing if not old[p].media)
         todo = sorted({old[p].media for p in missing if old[p].media and p not in self.lost_ids})
@@ -914,7 +920,7 @@ class _Reembed:
                     if p in before
                     and before[p].digest != f.digest
                     and p in new
-                    and new_before.get(p) is not None
+                    and p in new_before
                     and new[p].digest == new_before[p].digest
                 ]
                 gone = [p for p in before if p not in old and p in new]
@@ -924,10 +930,7 @@ class _Reembed:
                     await self._update(changed)
                 media = sorted({old[p].media for p in added if old[p].media})
                 if media:
-                    by_media: dict[str, list[str]] = defaultdict(list)
-                    for pid, face in old.items():
-                        if face.media in media:
-                            by_media[face.media].append(pid)
+                    by_media = _by_media(old)
                     self.work = {m: by_media[m] for m in media}
                     before_faces = self.faces_stored
                     await self._embed(self.work)
